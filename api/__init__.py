@@ -1,0 +1,1 @@
+"""Transports and wiring: the Litestar app, its endpoints, the CLI."""

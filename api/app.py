@@ -1,0 +1,66 @@
+"""The composition root: builds the Litestar app and wires infra into the domain."""
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from api.errors import EXCEPTION_HANDLERS
+from api.handlers import load_handler
+from api.health import healthz, metrics_text, readyz
+from api.metrics import Metrics
+from api.rest import continue_session, start_session
+from domain.driver import TurnDriver, TurnServices
+from domain.handler import TurnHandler
+from infra.database import create_engine
+from infra.migrate import head_revision
+from infra.settings import Settings
+from infra.store import SqlSessionStore
+
+VERSION = "0.1.0"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Litestar:
+    """The app for `settings`. The handler is loaded now so a bad --handler fails at start."""
+    turn_handler = handler if handler is not None else load_handler(settings.handler)
+
+    @asynccontextmanager
+    async def database(app: Litestar) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        store = SqlSessionStore(engine)
+        services = TurnServices(store, turn_handler, utc_now, secrets.token_bytes)
+        app.state.engine = engine
+        app.state.driver = TurnDriver(services)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    def driver(state: State) -> TurnDriver:
+        turn_driver: TurnDriver = state.driver
+        return turn_driver
+
+    def metrics(state: State) -> Metrics:
+        return Metrics.of_state(state)
+
+    return Litestar(
+        route_handlers=[start_session, continue_session, healthz, readyz, metrics_text],
+        lifespan=[database],
+        dependencies={
+            "driver": Provide(driver, sync_to_thread=False),
+            "metrics": Provide(metrics, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="Baton", version=VERSION, path="/schema"),
+        state=State({"metrics": Metrics(), "head_revision": head_revision()}),
+    )

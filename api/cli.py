@@ -1,0 +1,71 @@
+"""The `baton` command: `baton serve` and `baton migrate`."""
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from api.app import create_app
+from api.handlers import HandlerNotFound
+from infra.database import create_engine
+from infra.migrate import upgrade_to_head
+from infra.settings import Settings, SettingsError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="baton", description="Durable, replay-safe HTTP sessions."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="migrate the database to head, then serve")
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8787)")
+    serve.add_argument("--handler", help="turn handler as module:attribute (default: the demo)")
+    _database_option(serve)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database schema to head")
+    _database_option(migrate)
+    return parser
+
+
+def _database_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL (also BATON_DATABASE_URL; default sqlite+aiosqlite:///./baton.db)",
+    )
+
+
+async def _migrate(settings: Settings) -> None:
+    engine = create_engine(settings)
+    try:
+        await upgrade_to_head(engine)
+    finally:
+        await engine.dispose()
+
+
+def _serve(settings: Settings) -> None:
+    app = create_app(settings)
+    asyncio.run(_migrate(settings))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    options = {key: value for key, value in vars(args).items() if key != "command"}
+    try:
+        settings = Settings.from_env(**options)
+        if args.command == "migrate":
+            asyncio.run(_migrate(settings))
+        else:
+            _serve(settings)
+    except (SettingsError, HandlerNotFound) as error:
+        print(f"baton: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

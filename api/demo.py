@@ -1,0 +1,36 @@
+"""The demo turn handler, the default for `baton serve`: a tiny echoing agent.
+
+Input `{"message": str}`. It journals the message, streams its reply word by word, and
+counts turns in its committed state. `/park` parks the turn; `/fail` raises after it has
+journalled the message, so a failed turn and its voided record can be seen from outside.
+"""
+
+from domain.handler import Turn
+from domain.json import JsonValue
+from domain.outcomes import Finished, Parked
+
+
+def _turns_so_far(state: JsonValue) -> int:
+    if isinstance(state, dict):
+        turns = state.get("turns")
+        if isinstance(turns, int):
+            return turns
+    return 0
+
+
+async def demo_handler(turn: Turn) -> Finished | Parked:
+    message = turn.input.get("message")
+    if not isinstance(message, str):
+        raise ValueError('the demo handler takes {"message": "<text>"}')
+    await turn.record({"role": "user", "text": message})
+    if message == "/fail":
+        raise RuntimeError("the demo handler was asked to fail")
+    count = _turns_so_far(turn.state) + 1
+    state: JsonValue = {"turns": count}
+    if message == "/park":
+        return Parked(wait={"for": "message"}, state=state)
+    reply = f"You said: {message}"
+    words = reply.split(" ")
+    for index, word in enumerate(words):
+        await turn.delta(word if index == len(words) - 1 else f"{word} ")
+    return Finished(output={"reply": reply, "turn": count}, state=state)

@@ -1,0 +1,95 @@
+"""Every error the API answers, mapped to HTTP in this one place."""
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.types import ExceptionHandlersMap
+
+from api.metrics import Metrics
+from api.schemas import ErrorBody
+from domain.refusals import Refusal, RefusalReason
+
+log = logging.getLogger("baton.api")
+
+AnyRequest = Request[Any, Any, Any]
+
+BAD_REQUEST = "bad-request"
+TOO_LARGE = "too-large"
+TURN_FAILED = "turn-failed"
+INTERNAL = "internal-error"
+
+STATUS_BY_REASON: dict[str, int] = {
+    RefusalReason.UNKNOWN_SESSION: 404,
+    RefusalReason.MISSING_TOKEN: 400,
+    RefusalReason.STALE_TOKEN: 409,
+    RefusalReason.IN_FLIGHT: 409,
+    RefusalReason.CLOSED: 410,
+    RefusalReason.UNEXPECTED_TOKEN: 400,
+    BAD_REQUEST: 400,
+    TOO_LARGE: 413,
+    TURN_FAILED: 500,
+    INTERNAL: 500,
+}
+
+
+class ApiError(Exception):
+    """An answer other than a turn's outcome: a reason, a message, and so a status."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    @classmethod
+    def refused(cls, refusal: Refusal) -> "ApiError":
+        return cls(refusal.reason.value, refusal.message)
+
+
+def error_response(
+    request: AnyRequest, reason: str, message: str, status: int | None = None
+) -> Response[ErrorBody]:
+    Metrics.of(request.app).count_error(reason)
+    return Response(
+        ErrorBody(error=message, reason=reason),
+        status_code=status or STATUS_BY_REASON[reason],
+        media_type=MediaType.JSON,
+    )
+
+
+def _api_error(request: AnyRequest, error: ApiError) -> Response[ErrorBody]:
+    return error_response(request, error.reason, error.message)
+
+
+def _invalid_body(error: ValidationException) -> str:
+    problems = error.extra if isinstance(error.extra, list) else []
+    if problems and all(problem.get("source") == "body" for problem in problems):
+        return "request body must be a JSON object"
+    return error.detail
+
+
+def _http_error(request: AnyRequest, error: HTTPException) -> Response[ErrorBody]:
+    """Litestar's own answers (body limits, unparsable JSON, no such route) in our shape."""
+    if isinstance(error, RequestEntityTooLarge):
+        return error_response(request, TOO_LARGE, "request body is too large")
+    if isinstance(error, ValidationException):
+        return error_response(request, BAD_REQUEST, _invalid_body(error))
+    if error.status_code == HTTPStatus.BAD_REQUEST:  # e.g. "JSON is malformed: ... (byte 1)"
+        return error_response(request, BAD_REQUEST, error.detail)
+    reason = HTTPStatus(error.status_code).phrase.lower().replace(" ", "-")
+    return error_response(request, reason, error.detail, status=error.status_code)
+
+
+def _internal(request: AnyRequest, error: Exception) -> Response[ErrorBody]:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return error_response(request, INTERNAL, "internal error")
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    ApiError: _api_error,
+    HTTPException: _http_error,
+    Exception: _internal,
+}

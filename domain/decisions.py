@@ -1,0 +1,141 @@
+"""The decisions: given a session's state and a request, which fact, or which refusal.
+
+Each is a plain function so every rule can be tested in microseconds; the store calls them
+inside the transaction that holds the session's row, which makes "validate and claim" one
+atomic step across processes.
+"""
+
+from datetime import datetime
+
+from domain import refusals
+from domain.events import (
+    CloseCause,
+    RecordAppended,
+    ReleaseCause,
+    RequestRefused,
+    SessionClosed,
+    SessionStarted,
+    TurnClaimed,
+    TurnCommitted,
+    TurnReleased,
+)
+from domain.identifiers import SessionId, TokenDigest
+from domain.json import JsonObject, JsonValue
+from domain.outcomes import Contended, HandlerOutcome
+from domain.refusals import Refusal
+from domain.state import Claim, SessionState, SessionStatus
+
+FIRST_TURN = 1
+
+
+def start_session(session_id: SessionId, input: JsonObject, at: datetime) -> SessionStarted:
+    """A new session; the start event is also the claim of turn 1."""
+    return SessionStarted(session_id=session_id, seq=1, turn=FIRST_TURN, input=input, at=at)
+
+
+def refuse_start(*, token_presented: bool, session_id_presented: bool) -> Refusal | None:
+    """A client never chooses either identifier (PROTOCOL section 1)."""
+    if token_presented:
+        return refusals.UNEXPECTED_TOKEN
+    if session_id_presented:
+        return refusals.UNEXPECTED_SESSION_ID
+    return None
+
+
+def claim_turn(
+    state: SessionState | None,
+    *,
+    session_id: SessionId,
+    presented: TokenDigest | None,
+    input: JsonObject,
+    at: datetime,
+) -> TurnClaimed | Refusal:
+    """Validate a continue and claim the session, in the order of PROTOCOL section 3."""
+    if state is None:
+        return refusals.unknown_session(session_id)
+    if presented is None:
+        return refusals.MISSING_TOKEN
+    if presented != state.token_digest:
+        return refusals.STALE_TOKEN
+    if state.status is SessionStatus.IN_FLIGHT:
+        return refusals.IN_FLIGHT
+    if state.status is SessionStatus.CLOSED:
+        return refusals.closed(session_id)
+    return TurnClaimed(
+        session_id=session_id, seq=state.version + 1, turn=state.turn + 1, input=input, at=at
+    )
+
+
+def record_refusal(
+    refusal: Refusal, *, state: SessionState | None, presented_id: str | None, at: datetime
+) -> RequestRefused:
+    """The audit fact for a refusal. It takes no seq, so the session's version stays put."""
+    return RequestRefused(
+        session_id=state.session_id if state else None,
+        turn=None,
+        reason=refusal.reason,
+        presented_id=None if state else presented_id,
+        at=at,
+    )
+
+
+def holds_claim(state: SessionState | None, claim: Claim) -> bool:
+    """Whether `claim` is still the session's claim: nobody took the session over since."""
+    return state is not None and state.claim == claim
+
+
+def _contended(state: SessionState | None) -> Contended:
+    return Contended(current=state.version if state else 0)
+
+
+def append_record(
+    state: SessionState | None, claim: Claim, record: JsonValue, at: datetime
+) -> RecordAppended | Contended:
+    if state is None or not holds_claim(state, claim):
+        return _contended(state)
+    return RecordAppended(
+        session_id=state.session_id, seq=state.version + 1, turn=claim.turn, record=record, at=at
+    )
+
+
+def commit_turn(
+    state: SessionState | None,
+    claim: Claim,
+    outcome: HandlerOutcome,
+    issued: TokenDigest,
+    at: datetime,
+) -> TurnCommitted | Contended:
+    """Consume the current token and issue the next, or report that the session moved on."""
+    if state is None or not holds_claim(state, claim):
+        return _contended(state)
+    return TurnCommitted(
+        session_id=state.session_id,
+        seq=state.version + 1,
+        turn=claim.turn,
+        consumed=state.token_digest,
+        issued=issued,
+        outcome=outcome,
+        at=at,
+    )
+
+
+def release_turn(
+    state: SessionState | None, claim: Claim, cause: ReleaseCause, error: str | None, at: datetime
+) -> TurnReleased | None:
+    """End a turn without committing; None when the claim is no longer ours to release."""
+    if state is None or not holds_claim(state, claim):
+        return None
+    return TurnReleased(
+        session_id=state.session_id,
+        seq=state.version + 1,
+        turn=claim.turn,
+        cause=cause,
+        error=error,
+        at=at,
+    )
+
+
+def close_session(state: SessionState, cause: CloseCause, at: datetime) -> SessionClosed:
+    return SessionClosed(
+        session_id=state.session_id, seq=state.version + 1, turn=state.turn, cause=cause, at=at
+    )

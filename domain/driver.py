@@ -1,0 +1,209 @@
+"""The turn driver: validate, claim, run, commit or release. Every transport calls this.
+
+A turn is opened in one step and run in another, so that every refusal is known before a
+transport commits to a status line or opens a stream (PROTOCOL section 3).
+"""
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from domain import decisions, refusals
+from domain.events import CloseCause, ReleaseCause
+from domain.handler import Turn, TurnHandler, TurnSink
+from domain.identifiers import (
+    RandomBytes,
+    SessionId,
+    digest_token,
+    mint_token,
+    new_session_id,
+    parse_session_id,
+)
+from domain.json import JsonObject, JsonValue, is_json
+from domain.outcomes import Contended, Finished, HandlerOutcome, Parked, TurnOutcome
+from domain.ports import ClaimGranted, SessionStore
+from domain.refusals import PRESENTED_ID_LIMIT, Refusal
+
+Clock = Callable[[], datetime]
+"""Injected time: an aware UTC datetime."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    input: JsonObject
+    token: str | None = None
+    session_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContinueRequest:
+    session_id: str
+    input: JsonObject
+    token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnReply:
+    """A turn that ran to an outcome; `token` is None only when nothing committed."""
+
+    session_id: SessionId
+    turn: int
+    outcome: TurnOutcome
+    token: str | None
+    seq: int | None  # the committed outcome's seq in the session
+    records: list[JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFailed:
+    """The handler raised: nothing committed and the presented token stays valid."""
+
+    session_id: SessionId
+    turn: int
+    message: str
+
+
+class ClaimLost(Exception):
+    """Raised into a handler whose claim was taken over; its turn can no longer commit."""
+
+    def __init__(self, contended: Contended) -> None:
+        super().__init__(f"the session moved on to version {contended.current}")
+        self.contended = contended
+
+
+@dataclass(frozen=True, slots=True)
+class TurnServices:
+    """What running turns needs from outside the domain, injected at start-up."""
+
+    store: SessionStore
+    handler: TurnHandler
+    clock: Clock
+    random_bytes: RandomBytes
+
+
+class TurnDriver:
+    def __init__(self, services: TurnServices) -> None:
+        self._services = services
+        self._store = services.store
+        self._clock = services.clock
+
+    async def open_start(self, request: StartRequest) -> "OpenTurn | Refusal":
+        at = self._clock()
+        refusal = decisions.refuse_start(
+            token_presented=request.token is not None,
+            session_id_presented=request.session_id is not None,
+        )
+        if refusal is not None:
+            shown = request.session_id[:PRESENTED_ID_LIMIT] if request.session_id else None
+            await self._store.refuse(
+                decisions.record_refusal(refusal, state=None, presented_id=shown, at=at)
+            )
+            return refusal
+        unix_ms = int(at.timestamp() * 1000)
+        started = decisions.start_session(
+            new_session_id(unix_ms, self._services.random_bytes), request.input, at
+        )
+        granted = await self._store.start(started)
+        return OpenTurn(self._services, granted, request.input, starting=True)
+
+    async def open_continue(self, request: ContinueRequest) -> "OpenTurn | Refusal":
+        at = self._clock()
+        session_id = parse_session_id(request.session_id)
+        if session_id is None:
+            refusal = refusals.unknown_session(request.session_id)
+            presented = request.session_id[:PRESENTED_ID_LIMIT]
+            await self._store.refuse(
+                decisions.record_refusal(refusal, state=None, presented_id=presented, at=at)
+            )
+            return refusal
+        presented_digest = digest_token(request.token) if request.token is not None else None
+        granted = await self._store.claim(session_id, presented_digest, request.input, at)
+        if isinstance(granted, Refusal):
+            return granted
+        return OpenTurn(self._services, granted, request.input, starting=False)
+
+
+def _failure_message(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+def _check_outcome(outcome: object) -> HandlerOutcome:
+    if not isinstance(outcome, Finished | Parked):
+        raise TypeError(f"a turn handler must return Finished or Parked, not {outcome!r}")
+    payload = outcome.output if isinstance(outcome, Finished) else outcome.wait
+    if not is_json(payload) or not is_json(outcome.state):
+        raise TypeError("a turn's output, wait and state must be JSON values")
+    return outcome
+
+
+class OpenTurn:
+    """A claimed turn, ready to run once the transport is ready to carry it."""
+
+    def __init__(
+        self, services: TurnServices, granted: ClaimGranted, input: JsonObject, *, starting: bool
+    ) -> None:
+        self._services = services
+        self._granted = granted
+        self._input = input
+        self._starting = starting
+        self.session_id = granted.state.session_id
+        self.number = granted.event.turn
+
+    async def run(self, sink: TurnSink) -> TurnReply | TurnFailed:
+        """Run the handler, then commit its outcome or release the claim."""
+        store, clock, claim = self._services.store, self._services.clock, self._granted.claim
+        records: list[JsonValue] = []
+
+        async def append(record: JsonValue) -> None:
+            if not is_json(record):
+                raise TypeError("a record must be a JSON value")
+            appended = await store.append_record(self.session_id, claim, record, clock())
+            if isinstance(appended, Contended):
+                raise ClaimLost(appended)
+            records.append(record)
+            await sink.record(appended.seq, record)
+
+        turn = Turn(
+            self.session_id, self.number, self._input, self._granted.state.state, append, sink.delta
+        )
+        try:
+            outcome = _check_outcome(await self._services.handler(turn))
+        except ClaimLost as lost:
+            return self._reply(lost.contended, None, None, records)
+        except asyncio.CancelledError:
+            await self._release(ReleaseCause.CANCELLED, "the turn was cancelled")
+            raise
+        except Exception as error:  # the application's failure, reported in-band
+            message = _failure_message(error)
+            await self._release(ReleaseCause.FAILED, message)
+            return TurnFailed(self.session_id, self.number, message)
+        return await self._commit(outcome, records)
+
+    async def _commit(self, outcome: HandlerOutcome, records: list[JsonValue]) -> TurnReply:
+        token = mint_token(self._services.random_bytes)
+        committed = await self._services.store.commit(
+            self.session_id,
+            self._granted.claim,
+            outcome,
+            digest_token(token),
+            self._services.clock(),
+        )
+        if isinstance(committed, Contended):
+            return self._reply(committed, None, None, records)
+        return self._reply(outcome, token, committed.seq, records)
+
+    async def _release(self, cause: ReleaseCause, error: str) -> None:
+        await self._services.store.release(
+            self.session_id,
+            self._granted.claim,
+            cause,
+            error,
+            self._services.clock(),
+            close=CloseCause.START_FAILED if self._starting else None,
+        )
+
+    def _reply(
+        self, outcome: TurnOutcome, token: str | None, seq: int | None, records: list[JsonValue]
+    ) -> TurnReply:
+        return TurnReply(self.session_id, self.number, outcome, token, seq, records)

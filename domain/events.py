@@ -1,0 +1,122 @@
+"""The facts. Every event is one row of the event table (PROTOCOL section 7).
+
+Session events each take the next `seq` of their session; a refusal takes none, so it can be
+recorded without moving the session's version.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from domain.identifiers import SessionId, TokenDigest
+from domain.json import JsonObject, JsonValue
+from domain.outcomes import HandlerOutcome
+from domain.refusals import RefusalReason
+
+
+class ReleaseCause(StrEnum):
+    FAILED = "failed"  # the handler raised or returned something that cannot commit
+    CANCELLED = "cancelled"  # the task running the turn was cancelled
+
+
+class CloseCause(StrEnum):
+    START_FAILED = "start-failed"  # PROTOCOL section 4: a failed first turn closes the session
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionStarted:
+    """A session came to be; this is also the claim of turn 1."""
+
+    session_id: SessionId
+    seq: int
+    turn: int
+    input: JsonObject
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnClaimed:
+    """A valid token won the session for one turn."""
+
+    session_id: SessionId
+    seq: int
+    turn: int
+    input: JsonObject
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordAppended:
+    """A journal entry the handler emitted while its turn ran."""
+
+    session_id: SessionId
+    seq: int
+    turn: int
+    record: JsonValue
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnCommitted:
+    """The turn's outcome and state were kept; `consumed` is spent, `issued` is the next token."""
+
+    session_id: SessionId
+    seq: int
+    turn: int
+    consumed: TokenDigest | None
+    issued: TokenDigest
+    outcome: HandlerOutcome
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnReleased:
+    """The turn ended without committing; its records are void and the token stays valid."""
+
+    session_id: SessionId
+    seq: int
+    turn: int
+    cause: ReleaseCause
+    error: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionClosed:
+    session_id: SessionId
+    seq: int
+    turn: int
+    cause: CloseCause
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRefused:
+    """A request the protocol turned away. `session_id` is None when it named no session."""
+
+    session_id: SessionId | None
+    turn: int | None
+    reason: RefusalReason
+    presented_id: str | None
+    at: datetime
+
+
+SessionEvent = (
+    SessionStarted | TurnClaimed | RecordAppended | TurnCommitted | TurnReleased | SessionClosed
+)
+Event = SessionEvent | RequestRefused
+
+EVENT_KINDS: dict[type[Event], str] = {
+    SessionStarted: "started",
+    TurnClaimed: "claimed",
+    RecordAppended: "record",
+    TurnCommitted: "committed",
+    TurnReleased: "released",
+    SessionClosed: "closed",
+    RequestRefused: "refused",
+}
+
+
+def kind_of(event: Event) -> str:
+    """The event's name in the `kind` column."""
+    return EVENT_KINDS[type(event)]

@@ -1,0 +1,49 @@
+"""How a turn ends (PROTOCOL section 4)."""
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+from domain.json import JsonValue
+
+
+class Keep(Enum):
+    """Marks an outcome that leaves the handler's committed state as it was."""
+
+    STATE = "keep"
+
+
+KEEP = Keep.STATE
+StateUpdate = JsonValue | Literal[Keep.STATE]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The turn produced its answer; the session stays open for more turns."""
+
+    output: JsonValue
+    state: StateUpdate = KEEP
+    status: Literal["finished"] = "finished"
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """The turn stopped to wait for something outside; `wait` says what."""
+
+    wait: JsonValue
+    state: StateUpdate = KEEP
+    status: Literal["parked"] = "parked"
+
+
+@dataclass(frozen=True, slots=True)
+class Contended:
+    """The turn could not commit because the session moved on; nothing of it was kept."""
+
+    current: int
+    status: Literal["contended"] = "contended"
+
+
+HandlerOutcome = Finished | Parked
+"""What a turn handler returns: both commit."""
+
+TurnOutcome = Finished | Parked | Contended

@@ -1,0 +1,79 @@
+"""What the domain needs from storage. infra/ makes these real; tests use fakes."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from domain.events import (
+    CloseCause,
+    RecordAppended,
+    ReleaseCause,
+    RequestRefused,
+    SessionStarted,
+    TurnClaimed,
+    TurnCommitted,
+)
+from domain.identifiers import SessionId, TokenDigest
+from domain.json import JsonObject, JsonValue
+from domain.outcomes import Contended, HandlerOutcome
+from domain.refusals import Refusal
+from domain.state import Claim, SessionState
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimGranted:
+    """A claim that landed, with the session's state right after it."""
+
+    event: SessionStarted | TurnClaimed
+    state: SessionState
+
+    @property
+    def claim(self) -> Claim:
+        return Claim(turn=self.event.turn, seq=self.event.seq)
+
+
+class SessionStore(Protocol):
+    """One method per transaction. Each decides with the functions of domain.decisions on
+    the session's state as the transaction sees it, so the rules live in one place."""
+
+    async def start(self, started: SessionStarted) -> ClaimGranted: ...
+
+    async def claim(
+        self,
+        session_id: SessionId,
+        presented: TokenDigest | None,
+        input: JsonObject,
+        at: datetime,
+    ) -> ClaimGranted | Refusal:
+        """Validate and claim atomically; a refusal is recorded in the same transaction."""
+        ...
+
+    async def append_record(
+        self, session_id: SessionId, claim: Claim, record: JsonValue, at: datetime
+    ) -> RecordAppended | Contended: ...
+
+    async def commit(
+        self,
+        session_id: SessionId,
+        claim: Claim,
+        outcome: HandlerOutcome,
+        issued: TokenDigest,
+        at: datetime,
+    ) -> TurnCommitted | Contended: ...
+
+    async def release(
+        self,
+        session_id: SessionId,
+        claim: Claim,
+        cause: ReleaseCause,
+        error: str | None,
+        at: datetime,
+        *,
+        close: CloseCause | None = None,
+    ) -> None:
+        """End the turn without committing; with `close`, also close the session."""
+        ...
+
+    async def refuse(self, refused: RequestRefused) -> None:
+        """Record a refusal decided without the session's state (no such session)."""
+        ...

@@ -1,0 +1,44 @@
+"""The refusal taxonomy of PROTOCOL section 3: a refusal is a value with a reason."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+# How much of a client-supplied session id a refusal repeats or stores (PROTOCOL section 3).
+PRESENTED_ID_LIMIT = 200
+
+
+class RefusalReason(StrEnum):
+    UNKNOWN_SESSION = "unknown-session"
+    MISSING_TOKEN = "missing-token"
+    STALE_TOKEN = "stale-token"
+    IN_FLIGHT = "in-flight"
+    CLOSED = "closed"
+    UNEXPECTED_TOKEN = "unexpected-token"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    reason: RefusalReason
+    message: str
+
+
+def unknown_session(presented_id: str) -> Refusal:
+    shown = presented_id[:PRESENTED_ID_LIMIT]
+    return Refusal(RefusalReason.UNKNOWN_SESSION, f"unknown session '{shown}'")
+
+
+MISSING_TOKEN = Refusal(RefusalReason.MISSING_TOKEN, "missing continuationToken")
+STALE_TOKEN = Refusal(RefusalReason.STALE_TOKEN, "stale or invalid continuationToken")
+IN_FLIGHT = Refusal(RefusalReason.IN_FLIGHT, "a turn is already in flight for this session")
+UNEXPECTED_TOKEN = Refusal(
+    RefusalReason.UNEXPECTED_TOKEN, "present no continuationToken to start a session"
+)
+# PROTOCOL section 1 refuses a client-chosen session id on start with the same reason; the
+# message names what was actually presented so the client can see its mistake.
+UNEXPECTED_SESSION_ID = Refusal(
+    RefusalReason.UNEXPECTED_TOKEN, "present no sessionId to start a session"
+)
+
+
+def closed(session_id: str) -> Refusal:
+    return Refusal(RefusalReason.CLOSED, f"session '{session_id}' is closed")

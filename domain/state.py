@@ -1,0 +1,106 @@
+"""The state a session's events fold into: the `sessions` projection (PROTOCOL section 7)."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from domain.events import (
+    RecordAppended,
+    SessionClosed,
+    SessionEvent,
+    SessionStarted,
+    TurnClaimed,
+    TurnCommitted,
+    TurnReleased,
+)
+from domain.identifiers import SessionId, TokenDigest
+from domain.json import JsonObject, JsonValue
+from domain.outcomes import KEEP, Finished
+
+
+class SessionStatus(StrEnum):
+    IDLE = "idle"
+    IN_FLIGHT = "in-flight"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Which turn holds the session, and the seq of the event that claimed it."""
+
+    turn: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionState:
+    session_id: SessionId
+    version: int  # the seq of the session's latest event
+    turn: int  # the last committed turn; 0 before the first commit
+    status: SessionStatus
+    token_digest: TokenDigest | None  # the current token; None until the first commit
+    claim: Claim | None
+    state: JsonValue  # what the handler committed last
+    last_outcome: JsonObject | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def outcome_summary(event: TurnCommitted) -> JsonObject:
+    """The committed outcome as the projection keeps it."""
+    outcome = event.outcome
+    if isinstance(outcome, Finished):
+        return {"status": outcome.status, "output": outcome.output, "turn": event.turn}
+    return {"status": outcome.status, "wait": outcome.wait, "turn": event.turn}
+
+
+def evolve(state: SessionState | None, event: SessionEvent) -> SessionState:
+    """The state after one more event. The only place that knows how facts change state."""
+    if isinstance(event, SessionStarted):
+        return SessionState(
+            session_id=event.session_id,
+            version=event.seq,
+            turn=0,
+            status=SessionStatus.IN_FLIGHT,
+            token_digest=None,
+            claim=Claim(turn=event.turn, seq=event.seq),
+            state=None,
+            last_outcome=None,
+            created_at=event.at,
+            updated_at=event.at,
+        )
+    if state is None:
+        raise ValueError(f"{type(event).__name__} before the session started")
+    moved = replace(state, version=event.seq, updated_at=event.at)
+    if isinstance(event, TurnClaimed):
+        return replace(
+            moved, status=SessionStatus.IN_FLIGHT, claim=Claim(turn=event.turn, seq=event.seq)
+        )
+    if isinstance(event, RecordAppended):
+        return moved
+    if isinstance(event, TurnCommitted):
+        new_state = state.state if event.outcome.state is KEEP else event.outcome.state
+        return replace(
+            moved,
+            turn=event.turn,
+            status=SessionStatus.IDLE,
+            token_digest=event.issued,
+            claim=None,
+            state=new_state,
+            last_outcome=outcome_summary(event),
+        )
+    if isinstance(event, TurnReleased):
+        return replace(moved, status=SessionStatus.IDLE, claim=None)
+    if isinstance(event, SessionClosed):
+        return replace(moved, status=SessionStatus.CLOSED, claim=None)
+    raise TypeError(f"not a session event: {event!r}")
+
+
+def fold(events: Iterable[SessionEvent], state: SessionState | None = None) -> SessionState:
+    """Replay: the state a sequence of events leaves behind (there must be one at least)."""
+    for event in events:
+        state = evolve(state, event)
+    if state is None:
+        raise ValueError("no events to fold into a session")
+    return state

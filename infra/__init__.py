@@ -1,0 +1,1 @@
+"""Makes the domain's ports real: SQL tables, engines, the event store, settings."""

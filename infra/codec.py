@@ -1,0 +1,156 @@
+"""Events and session state to and from table rows. The `data` column's shape lives here."""
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+from domain.events import (
+    CloseCause,
+    Event,
+    RecordAppended,
+    ReleaseCause,
+    RequestRefused,
+    SessionClosed,
+    SessionEvent,
+    SessionStarted,
+    TurnClaimed,
+    TurnCommitted,
+    TurnReleased,
+    kind_of,
+)
+from domain.identifiers import SessionId, TokenDigest
+from domain.json import JsonObject, JsonValue
+from domain.outcomes import KEEP, Finished, HandlerOutcome, Parked
+from domain.refusals import RefusalReason
+from domain.state import Claim, SessionState, SessionStatus
+
+Row = Mapping[Any, Any]  # a SQLAlchemy RowMapping, or any dict of the same keys
+
+
+def _outcome_data(outcome: HandlerOutcome) -> JsonObject:
+    data: JsonObject = {"status": outcome.status}
+    if isinstance(outcome, Finished):
+        data["output"] = outcome.output
+    else:
+        data["wait"] = outcome.wait
+    if outcome.state is not KEEP:
+        data["state"] = outcome.state  # absent: the turn left the state as it was
+    return data
+
+
+def _event_data(event: Event) -> JsonObject:
+    if isinstance(event, SessionStarted | TurnClaimed):
+        return {"input": event.input}
+    if isinstance(event, RecordAppended):
+        return {"record": event.record}
+    if isinstance(event, TurnCommitted):
+        return _outcome_data(event.outcome)
+    if isinstance(event, TurnReleased):
+        return {"cause": event.cause.value, "error": event.error}
+    if isinstance(event, SessionClosed):
+        return {"cause": event.cause.value}
+    data: JsonObject = {"reason": event.reason.value}
+    if event.presented_id is not None:
+        data["sessionId"] = event.presented_id
+    return data
+
+
+def event_to_row(event: Event) -> dict[str, Any]:
+    committed = event if isinstance(event, TurnCommitted) else None
+    return {
+        "session_id": event.session_id,
+        "seq": None if isinstance(event, RequestRefused) else event.seq,
+        "kind": kind_of(event),
+        "turn": event.turn,
+        "consumed": committed.consumed if committed else None,
+        "issued": committed.issued if committed else None,
+        "data": _event_data(event),
+        "recorded_at": event.at,
+    }
+
+
+def _outcome_from(data: dict[str, Any]) -> HandlerOutcome:
+    state = data.get("state", KEEP)
+    if data["status"] == "finished":
+        return Finished(output=data.get("output"), state=state)
+    return Parked(wait=data.get("wait"), state=state)
+
+
+def row_to_event(row: Row) -> Event:
+    """The event a row holds; the inverse of event_to_row."""
+    kind, data = row["kind"], cast(dict[str, Any], row["data"])
+    if kind == "refused":
+        presented = data.get("sessionId")
+        return RequestRefused(
+            session_id=row["session_id"],
+            turn=row["turn"],
+            reason=RefusalReason(data["reason"]),
+            presented_id=presented if isinstance(presented, str) else None,
+            at=row["recorded_at"],
+        )
+    return row_to_session_event(row)
+
+
+def row_to_session_event(row: Row) -> SessionEvent:
+    kind, data = row["kind"], cast(dict[str, Any], row["data"])
+    common: dict[str, Any] = {
+        "session_id": SessionId(row["session_id"]),
+        "seq": row["seq"],
+        "turn": row["turn"],
+        "at": row["recorded_at"],
+    }
+    if kind == "started":
+        return SessionStarted(input=cast(JsonObject, data["input"]), **common)
+    if kind == "claimed":
+        return TurnClaimed(input=cast(JsonObject, data["input"]), **common)
+    if kind == "record":
+        return RecordAppended(record=data["record"], **common)
+    if kind == "committed":
+        consumed = row["consumed"]
+        return TurnCommitted(
+            consumed=TokenDigest(consumed) if consumed is not None else None,
+            issued=TokenDigest(row["issued"]),
+            outcome=_outcome_from(data),
+            **common,
+        )
+    if kind == "released":
+        error = data.get("error")
+        return TurnReleased(
+            cause=ReleaseCause(data["cause"]),
+            error=error if isinstance(error, str) else None,
+            **common,
+        )
+    if kind == "closed":
+        return SessionClosed(cause=CloseCause(data["cause"]), **common)
+    raise ValueError(f"unknown event kind {kind!r}")
+
+
+def state_to_row(state: SessionState) -> dict[str, Any]:
+    return {
+        "session_id": state.session_id,
+        "version": state.version,
+        "turn": state.turn,
+        "status": state.status.value,
+        "token_digest": state.token_digest,
+        "claim_turn": state.claim.turn if state.claim else None,
+        "claim_seq": state.claim.seq if state.claim else None,
+        "state": state.state,
+        "last_outcome": state.last_outcome,
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+    }
+
+
+def row_to_state(row: Row) -> SessionState:
+    claim_turn, claim_seq = row["claim_turn"], row["claim_seq"]
+    return SessionState(
+        session_id=SessionId(row["session_id"]),
+        version=row["version"],
+        turn=row["turn"],
+        status=SessionStatus(row["status"]),
+        token_digest=row["token_digest"],
+        claim=Claim(claim_turn, claim_seq) if claim_turn is not None else None,
+        state=cast(JsonValue, row["state"]),
+        last_outcome=row["last_outcome"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )

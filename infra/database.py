@@ -1,0 +1,72 @@
+"""Engine set-up per backend: SQLite for zero set-up, PostgreSQL for production."""
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from infra.settings import Settings, SettingsError
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+_DRIVERS = {SQLITE: "aiosqlite", POSTGRESQL: "asyncpg"}
+
+
+def normalize_url(raw: str) -> URL:
+    """The URL with Baton's async driver, or a SettingsError that says what is supported."""
+    try:
+        url = make_url(raw)
+    except Exception as error:
+        raise SettingsError(f"database URL {raw!r} cannot be parsed: {error}") from None
+    backend = POSTGRESQL if url.get_backend_name() in {"postgresql", "postgres"} else None
+    backend = SQLITE if url.get_backend_name() == SQLITE else backend
+    if backend is None:
+        raise SettingsError(
+            f"database URL {url.render_as_string(hide_password=True)!r}: "
+            "Baton supports sqlite+aiosqlite:///PATH and postgresql+asyncpg://..."
+        )
+    if backend == SQLITE and url.database in {None, "", ":memory:"}:
+        raise SettingsError("SQLite needs a file: every connection must see the same database")
+    return url.set(drivername=f"{backend}+{_DRIVERS[backend]}")
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = normalize_url(settings.database_url)
+    if url.get_backend_name() == SQLITE:
+        return _sqlite_engine(url, settings)
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
+    engine = create_async_engine(
+        url, connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000}
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to the "begin" hook below instead of the driver's own
+        # implicit BEGIN, which starts deferred and lets two writers read the same version.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
+        cursor.execute(f"PRAGMA busy_timeout={settings.sqlite_busy_timeout_ms}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Any) -> None:
+        # Take the write lock up front: every store transaction writes, and a deferred
+        # transaction that reads first would fail to upgrade its lock under contention.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def backend_of(engine: AsyncEngine) -> str:
+    return engine.dialect.name

@@ -1,0 +1,46 @@
+"""Alembic, driven from code: upgrade to head, and tell whether a database is at head."""
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+VERSION_TABLE = "alembic_version"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        # migrations/env.py runs on this connection instead of opening its own.
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
+    return head
+
+
+async def upgrade_to_head(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "head"))
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at; None if it was never migrated."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current_revision)
+
+
+def _current_revision(connection: Connection) -> str | None:
+    # Read alembic's table directly: MigrationContext would log at INFO on every probe.
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()

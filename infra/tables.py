@@ -1,0 +1,96 @@
+"""The schema: one append-only event table and its `sessions` projection (PROTOCOL section 7).
+
+These tables are the single source for the migrations; a test proves the two agree.
+"""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite's DATETIME has no time zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Native uuid on PostgreSQL (16 bytes per key); canonical text in and out everywhere.
+SessionIdType = Uuid(as_uuid=False)
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+DIGEST_LENGTH = 64  # SHA-256, hex
+
+events = Table(
+    "events",
+    metadata,
+    # SQLite only auto-numbers an INTEGER PRIMARY KEY (the rowid), not a BIGINT one.
+    Column("position", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("session_id", SessionIdType, nullable=True),  # NULL: a refusal naming no session
+    Column("seq", Integer, nullable=True),  # NULL for refusals: they move no version
+    Column("kind", String(16), nullable=False),
+    Column("turn", Integer, nullable=True),
+    Column("consumed", String(DIGEST_LENGTH), nullable=True),
+    Column("issued", String(DIGEST_LENGTH), nullable=True),
+    Column("data", JsonType, nullable=False),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+    # The optimistic-concurrency lock: two events at one version cannot both land.
+    UniqueConstraint("session_id", "seq"),
+    # A token is consumed once, ever, whatever the code above this table believes.
+    UniqueConstraint("consumed"),
+    UniqueConstraint("issued"),
+    # A session's full history, refusals included, in global order.
+    Index(None, "session_id", "position"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("session_id", SessionIdType, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("turn", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("token_digest", String(DIGEST_LENGTH), nullable=True),
+    Column("claim_turn", Integer, nullable=True),
+    Column("claim_seq", Integer, nullable=True),
+    Column("state", JsonType, nullable=True),
+    Column("last_outcome", JsonType, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
