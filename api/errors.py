@@ -5,7 +5,7 @@ from http import HTTPStatus
 from typing import Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap
 
@@ -77,7 +77,9 @@ def _http_error(request: AnyRequest, error: HTTPException) -> Response[ErrorBody
         return error_response(request, TOO_LARGE, "request body is too large")
     if isinstance(error, ValidationException):
         return error_response(request, BAD_REQUEST, _invalid_body(error))
-    if error.status_code == HTTPStatus.BAD_REQUEST:  # e.g. "JSON is malformed: ... (byte 1)"
+    if isinstance(error.__cause__, SerializationException):  # Litestar could not decode it
+        return error_response(request, BAD_REQUEST, f"request body is not JSON: {error.detail}")
+    if error.status_code == HTTPStatus.BAD_REQUEST:
         return error_response(request, BAD_REQUEST, error.detail)
     reason = HTTPStatus(error.status_code).phrase.lower().replace(" ", "-")
     return error_response(request, reason, error.detail, status=error.status_code)

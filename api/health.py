@@ -4,6 +4,7 @@ from typing import Any
 
 from litestar import MediaType, Response, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.metrics import Metrics
@@ -36,5 +37,5 @@ def _not_ready(message: str) -> Response[dict[str, Any]]:
 
 
 @get("/metrics", media_type=MediaType.TEXT, tags=["operations"])
-async def metrics_text(metrics: Metrics) -> str:
+async def metrics_text(metrics: NamedDependency[Metrics]) -> str:
     return metrics.render()

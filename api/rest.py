@@ -3,8 +3,9 @@
 from typing import Annotated, Any, cast
 
 from litestar import post
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from api.errors import BAD_REQUEST, TURN_FAILED, ApiError
 from api.metrics import Metrics
@@ -19,8 +20,9 @@ SESSION_FIELD = "sessionId"
 
 TokenHeader = Annotated[
     str | None,
-    Parameter(header=TOKEN_HEADER, description="The token, if not in the body (the body wins)"),
+    HeaderParameter(name=TOKEN_HEADER, description="The token, if not in the body (the body wins)"),
 ]
+TurnInput = JSONBody[dict[str, Any]]
 
 
 def _error(description: str) -> ResponseSpec:
@@ -78,7 +80,10 @@ async def run_buffered(opened: OpenTurn | Refusal, metrics: Metrics) -> TurnRepl
 
 @post("/v1/session", status_code=200, responses=ERROR_RESPONSES, tags=["turns"])
 async def start_session(
-    data: dict[str, Any], driver: TurnDriver, metrics: Metrics, token_header: TokenHeader = None
+    data: TurnInput,
+    driver: NamedDependency[TurnDriver],
+    metrics: NamedDependency[Metrics],
+    token_header: TokenHeader = None,
 ) -> TurnReplyBody:
     """Start a session: the body is turn 1's input. The reply carries the first token."""
     turn_input, token = split_turn_input(data, token_header)
@@ -94,10 +99,10 @@ async def start_session(
     tags=["turns"],
 )
 async def continue_session(
-    session_id: str,
-    data: dict[str, Any],
-    driver: TurnDriver,
-    metrics: Metrics,
+    session_id: FromPath[str],
+    data: TurnInput,
+    driver: NamedDependency[TurnDriver],
+    metrics: NamedDependency[Metrics],
     token_header: TokenHeader = None,
 ) -> TurnReplyBody:
     """Run the next turn, authorised by the current continuation token (single use)."""

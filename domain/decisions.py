@@ -135,7 +135,14 @@ def release_turn(
     )
 
 
-def close_session(state: SessionState, cause: CloseCause, at: datetime) -> SessionClosed:
+def close_session(
+    state: SessionState, cause: CloseCause, at: datetime, *, turn: int | None = None
+) -> SessionClosed:
+    """Close the session; `turn` names the turn that closed it (default: the last committed)."""
     return SessionClosed(
-        session_id=state.session_id, seq=state.version + 1, turn=state.turn, cause=cause, at=at
+        session_id=state.session_id,
+        seq=state.version + 1,
+        turn=state.turn if turn is None else turn,
+        cause=cause,
+        at=at,
     )

@@ -5,6 +5,7 @@ transport commits to a status line or opens a stream (PROTOCOL section 3).
 """
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ from domain.identifiers import (
     parse_session_id,
 )
 from domain.json import JsonObject, JsonValue, is_json
-from domain.outcomes import Contended, Finished, HandlerOutcome, Parked, TurnOutcome
+from domain.outcomes import KEEP, Contended, Finished, HandlerOutcome, Parked, TurnOutcome
 from domain.ports import ClaimGranted, SessionStore
 from domain.refusals import PRESENTED_ID_LIMIT, Refusal
 
@@ -91,8 +92,8 @@ class TurnDriver:
     async def open_start(self, request: StartRequest) -> "OpenTurn | Refusal":
         at = self._clock()
         refusal = decisions.refuse_start(
-            token_presented=request.token is not None,
-            session_id_presented=request.session_id is not None,
+            token_presented=bool(request.token),  # "" counts as absent (PROTOCOL section 4)
+            session_id_presented=bool(request.session_id),
         )
         if refusal is not None:
             shown = request.session_id[:PRESENTED_ID_LIMIT] if request.session_id else None
@@ -117,7 +118,7 @@ class TurnDriver:
                 decisions.record_refusal(refusal, state=None, presented_id=presented, at=at)
             )
             return refusal
-        presented_digest = digest_token(request.token) if request.token is not None else None
+        presented_digest = digest_token(request.token) if request.token else None
         granted = await self._store.claim(session_id, presented_digest, request.input, at)
         if isinstance(granted, Refusal):
             return granted
@@ -132,7 +133,8 @@ def _check_outcome(outcome: object) -> HandlerOutcome:
     if not isinstance(outcome, Finished | Parked):
         raise TypeError(f"a turn handler must return Finished or Parked, not {outcome!r}")
     payload = outcome.output if isinstance(outcome, Finished) else outcome.wait
-    if not is_json(payload) or not is_json(outcome.state):
+    state_ok = outcome.state is KEEP or is_json(outcome.state)
+    if not is_json(payload) or not state_ok:
         raise TypeError("a turn's output, wait and state must be JSON values")
     return outcome
 
@@ -170,7 +172,7 @@ class OpenTurn:
         try:
             outcome = _check_outcome(await self._services.handler(turn))
         except ClaimLost as lost:
-            return self._reply(lost.contended, None, None, records)
+            return self._reply(lost.contended, None, None, [])  # its records are void
         except asyncio.CancelledError:
             await self._release(ReleaseCause.CANCELLED, "the turn was cancelled")
             raise
@@ -182,15 +184,23 @@ class OpenTurn:
 
     async def _commit(self, outcome: HandlerOutcome, records: list[JsonValue]) -> TurnReply:
         token = mint_token(self._services.random_bytes)
-        committed = await self._services.store.commit(
-            self.session_id,
-            self._granted.claim,
-            outcome,
-            digest_token(token),
-            self._services.clock(),
-        )
+        try:
+            committed = await self._services.store.commit(
+                self.session_id,
+                self._granted.claim,
+                outcome,
+                digest_token(token),
+                self._services.clock(),
+            )
+        except BaseException:
+            # Whether or not the commit landed, releasing is safe: after a landed commit the
+            # claim is gone and the release does nothing. Without it, a commit that failed
+            # would leave the session in flight with nobody to end the turn.
+            with contextlib.suppress(Exception):
+                await self._release(ReleaseCause.FAILED, "the commit did not complete")
+            raise
         if isinstance(committed, Contended):
-            return self._reply(committed, None, None, records)
+            return self._reply(committed, None, None, [])
         return self._reply(outcome, token, committed.seq, records)
 
     async def _release(self, cause: ReleaseCause, error: str) -> None:

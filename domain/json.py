@@ -1,5 +1,6 @@
 """The JSON values that cross the protocol: turn input, records, outputs, handler state."""
 
+import math
 from typing import TypeAlias
 
 JsonValue: TypeAlias = "dict[str, JsonValue] | list[JsonValue] | str | int | float | bool | None"
@@ -23,6 +24,8 @@ def is_json(value: object) -> bool:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return False  # NaN and Infinity are not JSON; PostgreSQL's JSONB refuses them
         elif not isinstance(item, _SCALARS):
             return False
     return True

@@ -147,7 +147,8 @@ class SqlSessionStore:
                 return  # the claim was taken over; releasing it is no longer ours to do
             ended: list[SessionEvent] = [released]
             if close is not None:
-                ended.append(decisions.close_session(fold(ended, state), close, at))
+                closing = decisions.close_session(fold(ended, state), close, at, turn=claim.turn)
+                ended.append(closing)
             await _append(conn, state, ended)
 
     async def refuse(self, refused: RequestRefused) -> None:

@@ -1,0 +1,348 @@
+"""The decisions of PROTOCOL sections 1-3 and 7: which fact a request makes, or which refusal."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from domain import decisions
+from domain.events import (
+    CloseCause,
+    RecordAppended,
+    ReleaseCause,
+    RequestRefused,
+    SessionClosed,
+    SessionStarted,
+    TurnClaimed,
+    TurnCommitted,
+    TurnReleased,
+)
+from domain.identifiers import SessionId, TokenDigest, digest_token
+from domain.outcomes import Contended, Finished, Parked
+from domain.refusals import PRESENTED_ID_LIMIT, Refusal, RefusalReason
+from domain.state import Claim, SessionState, evolve
+
+AT = datetime(2025, 1, 1, tzinfo=UTC)
+SID = SessionId("0190f5a2-1b3c-7d4e-8f60-123456789abc")
+FIRST = digest_token("first token")
+SECOND = digest_token("second token")
+OTHER = digest_token("someone else's token")
+
+
+def starting() -> SessionState:
+    """Turn 1 is running: no token exists yet."""
+    return evolve(None, decisions.start_session(SID, {"message": "hi"}, AT))
+
+
+def committed(state: SessionState, issued: TokenDigest) -> SessionState:
+    assert state.claim is not None
+    event = decisions.commit_turn(state, state.claim, Finished("ok"), issued, AT)
+    assert isinstance(event, TurnCommitted)
+    return evolve(state, event)
+
+
+def idle() -> SessionState:
+    """Turn 1 committed; FIRST is the current token."""
+    return committed(starting(), FIRST)
+
+
+def claimed(state: SessionState, presented: TokenDigest | None = FIRST) -> SessionState:
+    event = decisions.claim_turn(state, session_id=SID, presented=presented, input={}, at=AT)
+    assert isinstance(event, TurnClaimed)
+    return evolve(state, event)
+
+
+def in_flight() -> SessionState:
+    """Turn 2 holds the claim; FIRST is still the current token."""
+    return claimed(idle())
+
+
+def closed() -> SessionState:
+    """Closed while FIRST was the current token."""
+    return evolve(idle(), decisions.close_session(idle(), CloseCause.START_FAILED, AT))
+
+
+def claim(state: SessionState | None, presented: TokenDigest | None) -> TurnClaimed | Refusal:
+    return decisions.claim_turn(state, session_id=SID, presented=presented, input={}, at=AT)
+
+
+def reason(decision: TurnClaimed | Refusal) -> RefusalReason | None:
+    return decision.reason if isinstance(decision, Refusal) else None
+
+
+# ---------------------------------------------------------------- claim_turn: each refusal
+
+
+def test_no_session_is_refused_unknown_session_naming_the_id() -> None:
+    assert claim(None, FIRST) == Refusal(RefusalReason.UNKNOWN_SESSION, f"unknown session '{SID}'")
+
+
+def test_no_token_is_refused_missing_token() -> None:
+    assert claim(idle(), None) == Refusal(RefusalReason.MISSING_TOKEN, "missing continuationToken")
+
+
+def test_a_token_that_is_not_the_current_one_is_refused_stale_token() -> None:
+    assert claim(idle(), OTHER) == Refusal(
+        RefusalReason.STALE_TOKEN, "stale or invalid continuationToken"
+    )
+
+
+def test_the_current_token_while_a_turn_holds_the_claim_is_refused_in_flight() -> None:
+    assert claim(in_flight(), FIRST) == Refusal(
+        RefusalReason.IN_FLIGHT, "a turn is already in flight for this session"
+    )
+
+
+def test_the_current_token_of_a_closed_session_is_refused_closed_naming_the_id() -> None:
+    assert claim(closed(), FIRST) == Refusal(RefusalReason.CLOSED, f"session '{SID}' is closed")
+
+
+def test_a_consumed_token_is_refused_stale_token() -> None:
+    after_two_turns = committed(in_flight(), SECOND)
+    assert reason(claim(after_two_turns, FIRST)) is RefusalReason.STALE_TOKEN
+    assert isinstance(claim(after_two_turns, SECOND), TurnClaimed)
+
+
+def test_any_token_during_the_first_turn_is_stale_because_none_exists_yet() -> None:
+    assert reason(claim(starting(), OTHER)) is RefusalReason.STALE_TOKEN
+
+
+# ---------------------------------------------------------------- claim_turn: the order
+
+
+Builder = Callable[[], SessionState | None]
+
+
+@pytest.mark.parametrize(
+    ("build", "presented", "expected"),
+    [
+        (lambda: None, None, RefusalReason.UNKNOWN_SESSION),
+        (lambda: None, OTHER, RefusalReason.UNKNOWN_SESSION),
+        (idle, None, RefusalReason.MISSING_TOKEN),
+        (idle, OTHER, RefusalReason.STALE_TOKEN),
+        (idle, FIRST, None),
+        (in_flight, None, RefusalReason.MISSING_TOKEN),
+        (in_flight, OTHER, RefusalReason.STALE_TOKEN),
+        (in_flight, FIRST, RefusalReason.IN_FLIGHT),
+        (closed, None, RefusalReason.MISSING_TOKEN),
+        (closed, OTHER, RefusalReason.STALE_TOKEN),
+        (closed, FIRST, RefusalReason.CLOSED),
+        (starting, None, RefusalReason.MISSING_TOKEN),
+        (starting, OTHER, RefusalReason.STALE_TOKEN),
+    ],
+    ids=[
+        "unknown-beats-missing",
+        "unknown-beats-stale",
+        "idle-missing",
+        "idle-stale",
+        "idle-current-claims",
+        "in-flight-missing-beats-in-flight",
+        "in-flight-stale-beats-in-flight",
+        "in-flight-current",
+        "closed-missing-beats-closed",
+        "closed-stale-beats-closed",
+        "closed-current",
+        "starting-missing",
+        "starting-stale",
+    ],
+)
+def test_claim_answers_the_first_refusal_in_protocol_order(
+    build: Builder, presented: TokenDigest | None, expected: RefusalReason | None
+) -> None:
+    assert reason(claim(build(), presented)) == expected
+
+
+# ---------------------------------------------------------------- claim_turn: the claim
+
+
+def test_a_valid_claim_takes_the_next_seq_and_the_next_turn() -> None:
+    state = idle()
+    decision = decisions.claim_turn(
+        state, session_id=SID, presented=FIRST, input={"message": "next"}, at=AT
+    )
+    assert decision == TurnClaimed(
+        session_id=SID, seq=state.version + 1, turn=2, input={"message": "next"}, at=AT
+    )
+
+
+def test_a_retry_after_a_released_turn_claims_the_same_turn_number_at_a_new_seq() -> None:
+    state = in_flight()
+    assert state.claim is not None
+    released = decisions.release_turn(state, state.claim, ReleaseCause.FAILED, "boom", AT)
+    assert released is not None
+    after = evolve(state, released)
+    retry = claim(after, FIRST)
+    assert isinstance(retry, TurnClaimed)
+    assert (retry.turn, retry.seq) == (state.claim.turn, released.seq + 1)
+
+
+def test_the_unknown_session_message_cuts_a_long_id_to_200_characters() -> None:
+    long_id = SessionId("x" * 500)
+    decision = decisions.claim_turn(None, session_id=long_id, presented=None, input={}, at=AT)
+    assert PRESENTED_ID_LIMIT == 200
+    assert decision == Refusal(RefusalReason.UNKNOWN_SESSION, f"unknown session '{'x' * 200}'")
+
+
+# ---------------------------------------------------------------- start
+
+
+def test_a_start_is_seq_1_and_claims_turn_1() -> None:
+    assert decisions.start_session(SID, {"a": 1}, AT) == SessionStarted(
+        session_id=SID, seq=1, turn=1, input={"a": 1}, at=AT
+    )
+
+
+def test_a_start_presenting_a_token_is_refused_unexpected_token() -> None:
+    refusal = decisions.refuse_start(token_presented=True, session_id_presented=False)
+    assert refusal == Refusal(
+        RefusalReason.UNEXPECTED_TOKEN, "present no continuationToken to start a session"
+    )
+
+
+def test_a_start_presenting_a_session_id_is_refused_unexpected_token() -> None:
+    refusal = decisions.refuse_start(token_presented=False, session_id_presented=True)
+    assert refusal is not None
+    assert refusal.reason is RefusalReason.UNEXPECTED_TOKEN
+
+
+def test_a_start_presenting_both_is_refused_for_the_token() -> None:
+    refusal = decisions.refuse_start(token_presented=True, session_id_presented=True)
+    assert refusal is not None
+    assert refusal.message == "present no continuationToken to start a session"
+
+
+def test_a_start_presenting_neither_is_not_refused() -> None:
+    assert decisions.refuse_start(token_presented=False, session_id_presented=False) is None
+
+
+# ---------------------------------------------------------------- record_refusal
+
+
+def test_a_refusal_of_an_existing_session_names_it_and_takes_no_seq() -> None:
+    refusal = claim(idle(), OTHER)
+    assert isinstance(refusal, Refusal)
+    event = decisions.record_refusal(refusal, state=idle(), presented_id=SID, at=AT)
+    assert event == RequestRefused(
+        session_id=SID, turn=None, reason=RefusalReason.STALE_TOKEN, presented_id=None, at=AT
+    )
+    assert not hasattr(event, "seq")
+
+
+def test_a_refusal_naming_no_session_stores_no_session_id_but_the_presented_id() -> None:
+    refusal = claim(None, FIRST)
+    assert isinstance(refusal, Refusal)
+    event = decisions.record_refusal(refusal, state=None, presented_id="what-was-sent", at=AT)
+    assert (event.session_id, event.presented_id, event.reason) == (
+        None,
+        "what-was-sent",
+        RefusalReason.UNKNOWN_SESSION,
+    )
+
+
+# ---------------------------------------------------------------- the claim holder's acts
+
+
+def _stale_claims() -> list[tuple[str, SessionState | None, Claim]]:
+    taken_over = in_flight()
+    assert taken_over.claim is not None
+    old = taken_over.claim
+    again = evolve(
+        taken_over,
+        TurnClaimed(session_id=SID, seq=taken_over.version + 1, turn=old.turn, input={}, at=AT),
+    )
+    return [
+        ("no-session", None, Claim(turn=2, seq=3)),
+        ("idle-session", idle(), Claim(turn=2, seq=3)),
+        ("taken-over", again, old),
+        ("closed-session", closed(), Claim(turn=2, seq=3)),
+    ]
+
+
+STALE_CLAIMS = _stale_claims()
+STALE_IDS = [name for name, _, _ in STALE_CLAIMS]
+
+
+@pytest.mark.parametrize(("name", "state", "stale"), STALE_CLAIMS, ids=STALE_IDS)
+def test_commit_without_the_claim_is_contended_at_the_current_version(
+    name: str, state: SessionState | None, stale: Claim
+) -> None:
+    decision = decisions.commit_turn(state, stale, Finished("ok"), SECOND, AT)
+    assert decision == Contended(current=state.version if state else 0)
+
+
+@pytest.mark.parametrize(("name", "state", "stale"), STALE_CLAIMS, ids=STALE_IDS)
+def test_append_without_the_claim_is_contended_at_the_current_version(
+    name: str, state: SessionState | None, stale: Claim
+) -> None:
+    decision = decisions.append_record(state, stale, {"r": 1}, AT)
+    assert decision == Contended(current=state.version if state else 0)
+
+
+@pytest.mark.parametrize(("name", "state", "stale"), STALE_CLAIMS, ids=STALE_IDS)
+def test_release_without_the_claim_does_nothing(
+    name: str, state: SessionState | None, stale: Claim
+) -> None:
+    assert decisions.release_turn(state, stale, ReleaseCause.FAILED, "boom", AT) is None
+
+
+def test_holds_claim_only_for_the_exact_claim() -> None:
+    state = in_flight()
+    assert state.claim is not None
+    assert decisions.holds_claim(state, state.claim)
+    assert not decisions.holds_claim(state, Claim(turn=state.claim.turn, seq=state.claim.seq + 1))
+    assert not decisions.holds_claim(state, Claim(turn=state.claim.turn + 1, seq=state.claim.seq))
+    assert not decisions.holds_claim(None, state.claim)
+
+
+def test_the_first_commit_consumes_no_token_and_issues_the_first() -> None:
+    state = starting()
+    assert state.claim is not None
+    decision = decisions.commit_turn(state, state.claim, Parked("approval"), FIRST, AT)
+    assert decision == TurnCommitted(
+        session_id=SID,
+        seq=2,
+        turn=1,
+        consumed=None,
+        issued=FIRST,
+        outcome=Parked("approval"),
+        at=AT,
+    )
+
+
+def test_a_commit_consumes_the_current_token_and_issues_the_new_one() -> None:
+    state = in_flight()
+    assert state.claim is not None
+    decision = decisions.commit_turn(state, state.claim, Finished("ok"), SECOND, AT)
+    assert isinstance(decision, TurnCommitted)
+    assert (decision.consumed, decision.issued) == (FIRST, SECOND)
+    assert (decision.seq, decision.turn) == (state.version + 1, state.claim.turn)
+
+
+def test_a_record_takes_the_next_seq_within_the_claimed_turn() -> None:
+    state = in_flight()
+    assert state.claim is not None
+    decision = decisions.append_record(state, state.claim, {"step": 1}, AT)
+    assert decision == RecordAppended(
+        session_id=SID, seq=state.version + 1, turn=state.claim.turn, record={"step": 1}, at=AT
+    )
+
+
+def test_a_release_takes_the_next_seq_and_keeps_cause_and_error() -> None:
+    state = in_flight()
+    assert state.claim is not None
+    decision = decisions.release_turn(state, state.claim, ReleaseCause.CANCELLED, "gone", AT)
+    assert decision == TurnReleased(
+        session_id=SID,
+        seq=state.version + 1,
+        turn=state.claim.turn,
+        cause=ReleaseCause.CANCELLED,
+        error="gone",
+        at=AT,
+    )
+
+
+def test_a_close_takes_the_next_seq() -> None:
+    state = idle()
+    assert decisions.close_session(state, CloseCause.START_FAILED, AT) == SessionClosed(
+        session_id=SID, seq=state.version + 1, turn=state.turn, cause=CloseCause.START_FAILED, at=AT
+    )

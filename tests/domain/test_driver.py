@@ -1,0 +1,577 @@
+"""The turn driver over the in-memory store: validate, claim, run, commit or release."""
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from domain.driver import (
+    ContinueRequest,
+    OpenTurn,
+    StartRequest,
+    TurnDriver,
+    TurnFailed,
+    TurnReply,
+    TurnServices,
+)
+from domain.events import (
+    CloseCause,
+    RecordAppended,
+    ReleaseCause,
+    RequestRefused,
+    SessionClosed,
+    TurnReleased,
+)
+from domain.handler import Turn, TurnHandler
+from domain.identifiers import SessionId, digest_token
+from domain.json import JsonObject, JsonValue
+from domain.outcomes import Contended, Finished, HandlerOutcome, Parked, StateUpdate
+from domain.refusals import Refusal, RefusalReason
+from domain.state import SessionStatus
+from tests.domain.fakes import FakeClock, InMemorySessionStore, RecordingSink, SeededRandom
+
+UNKNOWN_ID = "0190f5a2-1b3c-7d4e-8f60-123456789abc"
+
+
+@dataclass(frozen=True)
+class Started:
+    session_id: SessionId
+    token: str
+    reply: TurnReply
+
+
+class Harness:
+    def __init__(
+        self,
+        handler: Callable[[Turn], Awaitable[object]],
+        store: InMemorySessionStore | None = None,
+    ) -> None:
+        self.store = store or InMemorySessionStore()
+        self.clock = FakeClock()
+        self.driver = TurnDriver(
+            TurnServices(self.store, cast(TurnHandler, handler), self.clock, SeededRandom())
+        )
+
+    async def open_start(self, input: JsonObject | None = None) -> OpenTurn:
+        opened = await self.driver.open_start(StartRequest(input or {}))
+        assert isinstance(opened, OpenTurn)
+        return opened
+
+    async def start(self, input: JsonObject | None = None) -> Started:
+        reply = await (await self.open_start(input)).run(RecordingSink())
+        assert isinstance(reply, TurnReply)
+        assert reply.token is not None
+        return Started(reply.session_id, reply.token, reply)
+
+    async def open(
+        self, session_id: str, token: str | None, input: JsonObject | None = None
+    ) -> OpenTurn | Refusal:
+        return await self.driver.open_continue(ContinueRequest(session_id, input or {}, token))
+
+    async def run(
+        self, session_id: str, token: str | None, input: JsonObject | None = None
+    ) -> TurnReply | TurnFailed:
+        opened = await self.open(session_id, token, input)
+        assert isinstance(opened, OpenTurn), opened
+        return await opened.run(RecordingSink())
+
+    async def refused(self, session_id: str, token: str | None) -> RefusalReason:
+        opened = await self.open(session_id, token)
+        assert isinstance(opened, Refusal), opened
+        return opened.reason
+
+
+async def scripted(turn: Turn) -> HandlerOutcome:
+    """Does what the input says: {"do": "finish" | "park" | "fail", "records": [...]}."""
+    records = turn.input.get("records", [])
+    assert isinstance(records, list)
+    for record in records:
+        await turn.record(record)
+    action = turn.input.get("do", "finish")
+    if action == "fail":
+        raise RuntimeError(str(turn.input.get("error", "boom")))
+    if action == "park":
+        return Parked({"waiting": turn.number}, state=turn.state)
+    return Finished({"turn": turn.number, "seen": turn.state}, state={"turns": turn.number})
+
+
+# ---------------------------------------------------------------- committed turns
+
+
+async def test_a_start_runs_turn_1_and_issues_the_first_token() -> None:
+    harness = Harness(scripted)
+    started = await harness.start({"message": "hi"})
+    reply = started.reply
+    assert (reply.turn, reply.seq) == (1, 2)
+    assert reply.outcome == Finished({"turn": 1, "seen": None}, state={"turns": 1})
+    assert harness.store.kinds(reply.session_id) == ["started", "committed"]
+    state = harness.store.sessions[reply.session_id]
+    assert (state.status, state.turn) == (SessionStatus.IDLE, 1)
+    assert state.token_digest == digest_token(started.token)
+
+
+async def test_the_store_never_sees_a_token_only_its_digest() -> None:
+    harness = Harness(scripted)
+    first = await harness.start()
+    second = await harness.run(first.session_id, first.token)
+    assert isinstance(second, TurnReply)
+    for token in (first.token, second.token):
+        assert token is not None
+        assert not any(token in repr(event) for event in harness.store.events)
+        assert any(digest_token(token) in repr(event) for event in harness.store.events)
+
+
+async def test_a_continue_with_the_current_token_rotates_it() -> None:
+    harness = Harness(scripted)
+    first = await harness.start()
+    second = await harness.run(first.session_id, first.token, {"do": "finish"})
+    assert isinstance(second, TurnReply)
+    assert second.turn == 2
+    assert second.token is not None
+    assert second.token != first.token
+    assert await harness.refused(first.session_id, first.token) is RefusalReason.STALE_TOKEN
+    third = await harness.run(first.session_id, second.token)
+    assert isinstance(third, TurnReply)
+    assert third.turn == 3
+
+
+async def test_a_parked_turn_commits_and_rotates_the_token_too() -> None:
+    harness = Harness(scripted)
+    first = await harness.start()
+    parked = await harness.run(first.session_id, first.token, {"do": "park"})
+    assert isinstance(parked, TurnReply)
+    assert parked.outcome == Parked({"waiting": 2}, state={"turns": 1})
+    assert parked.token not in (None, first.token)
+    assert await harness.refused(first.session_id, first.token) is RefusalReason.STALE_TOKEN
+
+
+async def test_an_outcome_that_keeps_the_state_commits_and_leaves_the_state_as_it_was() -> None:
+    async def handler(turn: Turn) -> Finished | Parked:
+        if turn.number == 1:
+            return Finished("first", state={"kept": True})
+        return Parked("later")  # state defaults to KEEP
+
+    harness = Harness(handler)
+    first = await harness.start()
+    second = await harness.run(first.session_id, first.token)
+    assert isinstance(second, TurnReply), second
+    assert second.token is not None
+    assert harness.store.sessions[first.session_id].state == {"kept": True}
+
+
+async def test_the_handler_sees_its_input_its_number_and_the_previous_state() -> None:
+    seen: list[tuple[int, JsonObject, JsonValue]] = []
+
+    async def handler(turn: Turn) -> Finished:
+        seen.append((turn.number, turn.input, turn.state))
+        return Finished("ok", state={"after": turn.number})
+
+    harness = Harness(handler)
+    first = await harness.start({"message": "one"})
+    await harness.run(first.session_id, first.token, {"message": "two"})
+    assert seen == [(1, {"message": "one"}, None), (2, {"message": "two"}, {"after": 1})]
+
+
+async def test_a_session_id_in_upper_case_names_the_same_session() -> None:
+    harness = Harness(scripted)
+    first = await harness.start()
+    second = await harness.run(first.session_id.upper(), first.token)
+    assert isinstance(second, TurnReply)
+    assert second.session_id == first.session_id
+
+
+async def test_an_open_turn_holds_the_claim_until_it_commits() -> None:
+    harness = Harness(scripted)
+    first = await harness.start()
+    opened = await harness.open(first.session_id, first.token)
+    assert isinstance(opened, OpenTurn)
+    assert await harness.refused(first.session_id, first.token) is RefusalReason.IN_FLIGHT
+    await opened.run(RecordingSink())
+    assert await harness.refused(first.session_id, first.token) is RefusalReason.STALE_TOKEN
+
+
+# ---------------------------------------------------------------- records and deltas
+
+
+async def test_records_are_appended_during_the_turn_and_returned_and_streamed_with_seq() -> None:
+    appended_before_return: list[list[str]] = []
+    harness: Harness
+
+    async def handler(turn: Turn) -> Finished:
+        await turn.record({"step": 1})
+        await turn.delta("thinking")
+        await turn.record({"step": 2})
+        appended_before_return.append(harness.store.kinds(turn.session_id))
+        return Finished("done", state=None)
+
+    harness = Harness(handler)
+    sink = RecordingSink()
+    reply = await (await harness.open_start()).run(sink)
+    assert isinstance(reply, TurnReply)
+    assert appended_before_return == [["started", "record", "record"]]
+    assert reply.records == [{"step": 1}, {"step": 2}]
+    assert sink.records == [(2, {"step": 1}), (3, {"step": 2})]
+    assert sink.deltas == ["thinking"]
+    assert reply.seq == 4
+    appended = [e for e in harness.store.events if isinstance(e, RecordAppended)]
+    assert [(e.seq, e.turn, e.record) for e in appended] == [
+        (2, 1, {"step": 1}),
+        (3, 1, {"step": 2}),
+    ]
+    assert not any("thinking" in repr(event) for event in harness.store.events)
+
+
+async def test_records_of_a_failed_turn_are_followed_by_its_release() -> None:
+    harness = Harness(scripted)
+    first = await harness.start()
+    failed = await harness.run(first.session_id, first.token, {"records": [1, 2], "do": "fail"})
+    assert isinstance(failed, TurnFailed)
+    assert harness.store.kinds(first.session_id)[2:] == ["claimed", "record", "record", "released"]
+
+
+async def test_a_record_that_is_not_json_fails_the_turn_before_it_is_appended() -> None:
+    async def handler(turn: Turn) -> Finished:
+        await turn.record({"at": datetime.now(UTC)})  # type: ignore[dict-item]
+        return Finished("unreachable")
+
+    harness = Harness(handler)
+    failed = await (await harness.open_start()).run(RecordingSink())
+    assert isinstance(failed, TurnFailed)
+    assert "record must be a JSON value" in failed.message
+    assert "record" not in harness.store.kinds(failed.session_id)
+
+
+# ---------------------------------------------------------------- failed turns
+
+
+async def test_a_handler_that_raises_fails_the_turn_and_leaves_the_token_valid() -> None:
+    harness = Harness(scripted)
+    first = await harness.start()
+    failed = await harness.run(first.session_id, first.token, {"do": "fail", "error": "no luck"})
+    assert failed == TurnFailed(first.session_id, 2, "no luck")
+    events = harness.store.session_events(first.session_id)
+    assert harness.store.kinds(first.session_id) == ["started", "committed", "claimed", "released"]
+    released = events[-1]
+    assert isinstance(released, TurnReleased)
+    assert (released.turn, released.cause, released.error) == (2, ReleaseCause.FAILED, "no luck")
+    state = harness.store.sessions[first.session_id]
+    assert (state.status, state.token_digest) == (SessionStatus.IDLE, digest_token(first.token))
+
+    retry = await harness.run(first.session_id, first.token)
+    assert isinstance(retry, TurnReply)
+    assert retry.turn == 2
+    assert retry.token not in (None, first.token)
+
+
+async def test_a_failure_without_a_message_is_reported_by_its_type() -> None:
+    async def handler(turn: Turn) -> Finished:
+        raise KeyError
+
+    harness = Harness(handler)
+    failed = await (await harness.open_start()).run(RecordingSink())
+    assert isinstance(failed, TurnFailed)
+    assert failed.message == "KeyError"
+
+
+async def test_a_failed_start_closes_the_session_and_no_token_exists() -> None:
+    harness = Harness(scripted)
+    failed = await (await harness.open_start({"do": "fail"})).run(RecordingSink())
+    assert failed == TurnFailed(failed.session_id, 1, "boom")
+    sid = failed.session_id
+    assert harness.store.kinds(sid) == ["started", "released", "closed"]
+    closed = harness.store.session_events(sid)[-1]
+    assert isinstance(closed, SessionClosed)
+    assert closed.cause is CloseCause.START_FAILED
+    state = harness.store.sessions[sid]
+    assert (state.status, state.token_digest, state.claim) == (SessionStatus.CLOSED, None, None)
+    assert await harness.refused(sid, "any token at all") is RefusalReason.STALE_TOKEN
+    assert await harness.refused(sid, None) is RefusalReason.MISSING_TOKEN
+    assert harness.store.kinds(sid) == ["started", "released", "closed"]
+
+
+class NotJson:
+    pass
+
+
+def finished(output: object, state: object = None) -> Finished:
+    """A Finished built from values its types forbid, as careless application code can."""
+    return Finished(cast(JsonValue, output), state=cast(StateUpdate, state))
+
+
+def parked(wait: object, state: object = None) -> Parked:
+    return Parked(cast(JsonValue, wait), state=cast(StateUpdate, state))
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        pytest.param(finished({"tags": {"a", "b"}}), id="set-in-output"),
+        pytest.param(finished({"at": datetime(2025, 1, 1, tzinfo=UTC)}), id="datetime-in-output"),
+        pytest.param(finished({1: "int key"}), id="non-string-key"),
+        pytest.param(finished(("a", "tuple")), id="tuple-output"),
+        pytest.param(finished(b"bytes"), id="bytes-output"),
+        pytest.param(parked([NotJson()]), id="object-in-wait"),
+        pytest.param(finished("ok", state={"seen": {1, 2}}), id="set-in-state"),
+        pytest.param(parked("later", state=datetime(2025, 1, 1, tzinfo=UTC)), id="datetime-state"),
+        pytest.param(Finished({"score": math.nan}, state=None), id="nan-in-output"),
+        pytest.param(Finished(math.inf, state=None), id="infinity-output"),
+    ],
+)
+async def test_an_outcome_that_is_not_json_fails_the_turn_without_committing(
+    outcome: object,
+) -> None:
+    async def handler(turn: Turn) -> object:
+        return outcome if turn.number == 2 else Finished("first", state=None)
+
+    harness = Harness(handler)
+    first = await harness.start()
+    failed = await harness.run(first.session_id, first.token)
+    assert isinstance(failed, TurnFailed)
+    assert "JSON" in failed.message
+    assert harness.store.kinds(first.session_id)[-2:] == ["claimed", "released"]
+    assert len(harness.store.committed(first.session_id)) == 1
+    assert harness.store.sessions[first.session_id].token_digest == digest_token(first.token)
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [{"output": "looks right"}, None, "finished", Contended(current=3)],
+    ids=["dict", "none", "str", "contended"],
+)
+async def test_a_handler_that_returns_no_outcome_fails_the_turn_without_committing(
+    returned: object,
+) -> None:
+    async def handler(turn: Turn) -> object:
+        return returned if turn.number == 2 else Finished("first", state=None)
+
+    harness = Harness(handler)
+    first = await harness.start()
+    failed = await harness.run(first.session_id, first.token)
+    assert isinstance(failed, TurnFailed)
+    assert "must return Finished or Parked" in failed.message
+    assert len(harness.store.committed(first.session_id)) == 1
+    assert await harness.run(first.session_id, first.token) == failed  # still valid, fails again
+
+
+# ---------------------------------------------------------------- contended turns
+
+
+async def test_a_claim_taken_over_mid_turn_ends_contended_with_nothing_committed() -> None:
+    harness: Harness
+    taken: list[int] = []
+
+    async def handler(turn: Turn) -> Finished:
+        if turn.number == 2:
+            taken.append(harness.store.takeover(turn.session_id, harness.clock()).claim.seq)
+        return Finished("mine", state=None)
+
+    harness = Harness(handler)
+    first = await harness.start()
+    reply = await harness.run(first.session_id, first.token)
+    assert isinstance(reply, TurnReply)
+    state = harness.store.sessions[first.session_id]
+    assert reply.outcome == Contended(current=taken[0]) == Contended(current=state.version)
+    assert (reply.token, reply.seq) == (None, None)
+    assert len(harness.store.committed(first.session_id)) == 1
+    assert harness.store.kinds(first.session_id)[-2:] == ["claimed", "claimed"]
+    assert state.token_digest == digest_token(first.token)
+    assert state.status is SessionStatus.IN_FLIGHT  # the new holder still has it
+
+
+async def test_a_record_after_a_takeover_ends_the_turn_contended_at_once() -> None:
+    harness: Harness
+    after_record: list[str] = []
+
+    async def handler(turn: Turn) -> Finished:
+        await turn.record("before")
+        harness.store.takeover(turn.session_id, harness.clock())
+        await turn.record("after")
+        after_record.append("the handler went on")
+        return Finished("mine", state=None)
+
+    harness = Harness(handler)
+    sink = RecordingSink()
+    reply = await (await harness.open_start()).run(sink)
+    assert isinstance(reply, TurnReply)
+    state = harness.store.sessions[reply.session_id]
+    assert reply.outcome == Contended(current=state.version)
+    assert reply.token is None
+    assert reply.records == []  # void: the turn did not commit
+    assert sink.records == [(2, "before")]
+    assert after_record == []
+    assert harness.store.kinds(reply.session_id) == ["started", "record", "claimed"]
+
+
+async def test_a_failed_turn_whose_claim_was_taken_over_releases_nothing() -> None:
+    harness: Harness
+
+    async def handler(turn: Turn) -> Finished:
+        harness.store.takeover(turn.session_id, harness.clock())
+        raise RuntimeError("too late")
+
+    harness = Harness(handler)
+    failed = await (await harness.open_start()).run(RecordingSink())
+    assert isinstance(failed, TurnFailed)
+    assert harness.store.kinds(failed.session_id) == ["started", "claimed"]
+
+
+# ---------------------------------------------------------------- cancelled turns
+
+
+async def test_a_cancelled_turn_is_released_as_cancelled_and_the_token_stays_valid() -> None:
+    entered = asyncio.Event()
+
+    async def handler(turn: Turn) -> Finished:
+        if turn.number == 2 and "retry" not in turn.input:
+            entered.set()
+            await asyncio.Event().wait()
+        return Finished("ok", state=None)
+
+    harness = Harness(handler)
+    first = await harness.start()
+    opened = await harness.open(first.session_id, first.token)
+    assert isinstance(opened, OpenTurn)
+    task = asyncio.create_task(opened.run(RecordingSink()))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    released = harness.store.session_events(first.session_id)[-1]
+    assert isinstance(released, TurnReleased)
+    assert (released.turn, released.cause) == (2, ReleaseCause.CANCELLED)
+    assert released.error == "the turn was cancelled"
+    retry = await harness.run(first.session_id, first.token, {"retry": True})
+    assert isinstance(retry, TurnReply)
+    assert retry.turn == 2
+
+
+async def test_a_cancelled_start_closes_the_session() -> None:
+    entered = asyncio.Event()
+
+    async def handler(turn: Turn) -> Finished:
+        entered.set()
+        await asyncio.Event().wait()
+        return Finished("unreachable")
+
+    harness = Harness(handler)
+    opened = await harness.open_start()
+    task = asyncio.create_task(opened.run(RecordingSink()))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert harness.store.kinds(opened.session_id) == ["started", "released", "closed"]
+
+
+# ---------------------------------------------------------------- refusals
+
+
+async def test_a_malformed_session_id_is_refused_unknown_session_and_recorded_without_one() -> None:
+    harness = Harness(scripted)
+    presented = "not-a-uuid/" + "x" * 300
+    refusal = await harness.open(presented, "some token")
+    assert isinstance(refusal, Refusal)
+    assert refusal.reason is RefusalReason.UNKNOWN_SESSION
+    assert refusal.message == f"unknown session '{presented[:200]}'"
+    assert harness.store.refusals() == [
+        RequestRefused(
+            session_id=None,
+            turn=None,
+            reason=RefusalReason.UNKNOWN_SESSION,
+            presented_id=presented[:200],
+            at=harness.clock.now,
+        )
+    ]
+    assert harness.store.sessions == {}
+
+
+async def test_an_unknown_well_formed_session_id_is_recorded_without_a_session_id() -> None:
+    harness = Harness(scripted)
+    assert await harness.refused(UNKNOWN_ID, "some token") is RefusalReason.UNKNOWN_SESSION
+    [refused] = harness.store.refusals()
+    assert (refused.session_id, refused.presented_id) == (None, UNKNOWN_ID)
+
+
+async def test_a_refusal_of_a_session_is_recorded_against_it_without_moving_its_version() -> None:
+    harness = Harness(scripted)
+    first = await harness.start()
+    version = harness.store.sessions[first.session_id].version
+    assert await harness.refused(first.session_id, "forged") is RefusalReason.STALE_TOKEN
+    assert await harness.refused(first.session_id, None) is RefusalReason.MISSING_TOKEN
+    assert [(r.session_id, r.reason, r.presented_id) for r in harness.store.refusals()] == [
+        (first.session_id, RefusalReason.STALE_TOKEN, None),
+        (first.session_id, RefusalReason.MISSING_TOKEN, None),
+    ]
+    assert harness.store.sessions[first.session_id].version == version
+
+
+async def test_a_start_presenting_a_token_is_refused_and_recorded_and_starts_nothing() -> None:
+    ran: list[Turn] = []
+
+    async def handler(turn: Turn) -> Finished:
+        ran.append(turn)
+        return Finished("ok", state=None)
+
+    harness = Harness(handler)
+    refusal = await harness.driver.open_start(StartRequest({}, token="a token"))
+    assert refusal == Refusal(
+        RefusalReason.UNEXPECTED_TOKEN, "present no continuationToken to start a session"
+    )
+    assert [(r.session_id, r.reason) for r in harness.store.refusals()] == [
+        (None, RefusalReason.UNEXPECTED_TOKEN)
+    ]
+    assert (harness.store.sessions, ran) == ({}, [])
+
+
+async def test_a_start_presenting_a_session_id_is_refused_and_records_it_cut_to_200() -> None:
+    harness = Harness(scripted)
+    presented = "y" * 250
+    refusal = await harness.driver.open_start(StartRequest({}, session_id=presented))
+    assert isinstance(refusal, Refusal)
+    assert refusal.reason is RefusalReason.UNEXPECTED_TOKEN
+    [refused] = harness.store.refusals()
+    assert (refused.session_id, refused.presented_id) == (None, "y" * 200)
+    assert harness.store.sessions == {}
+
+
+async def test_sessions_started_by_the_driver_get_distinct_time_ordered_ids() -> None:
+    harness = Harness(scripted)
+    ids = [(await harness.start()).session_id for _ in range(5)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 5
+    assert all(SessionId(i.lower()) == i for i in ids)
+
+
+# ---------------------------------------------------------------- a commit that fails
+
+
+class FlakyCommits(InMemorySessionStore):
+    """A store whose commits fail while `broken`, as a dropped database connection would."""
+
+    broken = False
+
+    async def commit(self, *args: Any, **kwargs: Any) -> Any:
+        if self.broken:
+            raise ConnectionError("the database went away")
+        return await super().commit(*args, **kwargs)
+
+
+async def test_a_commit_that_fails_releases_the_claim_and_keeps_the_token() -> None:
+    async def handler(turn: Turn) -> Finished:
+        return Finished("x", state=None)
+
+    store = FlakyCommits()
+    harness = Harness(handler, store)
+    started = await harness.start()
+    store.broken = True
+    opened = await harness.open(started.session_id, started.token)
+    assert isinstance(opened, OpenTurn)
+    with pytest.raises(ConnectionError):
+        await opened.run(RecordingSink())
+    assert harness.store.kinds(started.session_id)[-2:] == ["claimed", "released"]
+    store.broken = False
+    assert isinstance(await harness.run(started.session_id, started.token), TurnReply)

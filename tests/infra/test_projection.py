@@ -1,0 +1,60 @@
+"""The sessions projection is derivable: drop its rows, fold the events, get them back."""
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.decisions import start_session
+from domain.events import CloseCause, ReleaseCause
+from domain.identifiers import digest_token
+from domain.outcomes import Finished, Parked
+from domain.ports import ClaimGranted
+from infra.projection import rebuild_sessions
+from infra.store import SqlSessionStore
+from infra.tables import sessions
+from tests.infra.test_store import committed_session, new_id, new_token, now
+
+
+async def snapshot(engine: AsyncEngine) -> list[dict[str, object]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(sessions).order_by(sessions.c.session_id))
+        return [dict(row._mapping) for row in rows]
+
+
+async def varied_sessions(store: SqlSessionStore) -> None:
+    """Sessions in every state: idle after commits, parked, failed, in flight, closed."""
+    session_id, token = await committed_session(store)
+    for step in range(3):
+        granted = await store.claim(session_id, digest_token(token), {"step": step}, now())
+        assert isinstance(granted, ClaimGranted)
+        await store.append_record(session_id, granted.claim, {"step": step}, now())
+        if step == 1:
+            await store.release(session_id, granted.claim, ReleaseCause.FAILED, "boom", now())
+            continue
+        token = new_token()
+        outcome = Parked({"for": "x"}, state={"n": step}) if step else Finished(step)
+        await store.commit(session_id, granted.claim, outcome, digest_token(token), now())
+    await store.claim(session_id, digest_token(token), {}, now())  # left in flight
+    failed = await store.start(start_session(new_id(), {}, now()))
+    await store.release(
+        failed.state.session_id,
+        failed.claim,
+        ReleaseCause.FAILED,
+        "x",
+        now(),
+        close=CloseCause.START_FAILED,
+    )
+
+
+async def test_rebuilding_from_events_gives_identical_rows(
+    store: SqlSessionStore, engine: AsyncEngine
+) -> None:
+    await varied_sessions(store)
+    before = await snapshot(engine)
+    assert before, "the store should hold sessions to rebuild"
+
+    async with engine.begin() as conn:
+        await conn.execute(sessions.delete())
+    assert await snapshot(engine) == []
+
+    assert await rebuild_sessions(engine) == len(before)
+    assert await snapshot(engine) == before

@@ -1,0 +1,71 @@
+"""Settings come from BATON_* variables and flags, and bad values fail with a clear message."""
+
+import pytest
+
+from infra.database import normalize_url
+from infra.settings import DEFAULT_DATABASE_URL, MIB, Settings, SettingsError
+
+
+def test_defaults_serve_sqlite_on_port_8787_with_full_sync() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_url == DEFAULT_DATABASE_URL == "sqlite+aiosqlite:///./baton.db"
+    assert settings.port == 8787
+    assert settings.max_body_bytes == MIB
+    assert settings.sqlite_synchronous == "FULL"
+
+
+def test_environment_is_read_and_flags_override_it() -> None:
+    environ = {"BATON_DATABASE_URL": "postgresql://db/x", "BATON_PORT": "9000"}
+    settings = Settings.from_env(environ, port=9100, host=None)
+    assert settings.database_url == "postgresql://db/x"
+    assert settings.port == 9100
+    assert settings.host == "127.0.0.1"  # a flag left out (None) overrides nothing
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [
+        ("BATON_PORT", "eighty", "BATON_PORT must be a whole number"),
+        ("BATON_MAX_BODY_BYTES", "0", "BATON_MAX_BODY_BYTES must be positive"),
+        ("BATON_SQLITE_SYNCHRONOUS", "OFF", "must be FULL or NORMAL"),
+        ("BATON_DATABASE_URL", "", "must not be empty"),
+    ],
+)
+def test_bad_environment_values_are_named_in_the_error(
+    variable: str, value: str, complaint: str
+) -> None:
+    with pytest.raises(SettingsError, match=complaint):
+        Settings.from_env({variable: value})
+
+
+def test_a_bad_flag_is_named_as_a_flag() -> None:
+    with pytest.raises(SettingsError, match="--port must be positive"):
+        Settings.from_env({}, port=-1)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+asyncpg://u@h/db"),
+    ],
+)
+def test_database_urls_get_the_async_driver(given: str, expected: str) -> None:
+    assert normalize_url(given).render_as_string() == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "complaint"),
+    [
+        ("mysql://u@h/db", "Baton supports sqlite"),
+        ("sqlite://", "SQLite needs a file"),
+        ("sqlite:///:memory:", "SQLite needs a file"),
+        ("::not a url::", "cannot be parsed"),
+    ],
+)
+def test_unsupported_database_urls_are_refused(given: str, complaint: str) -> None:
+    with pytest.raises(SettingsError, match=complaint):
+        normalize_url(given)

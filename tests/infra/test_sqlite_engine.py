@@ -1,0 +1,49 @@
+"""SQLite is set up for durability and for writers that never read a version twice."""
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from infra.database import create_engine
+from infra.settings import Settings
+
+SYNCHRONOUS_LEVELS = {1: "NORMAL", 2: "FULL"}
+
+
+async def pragmas(url: str, **settings: object) -> dict[str, object]:
+    engine = create_engine(Settings(database_url=url, **settings))  # type: ignore[arg-type]
+    try:
+        async with engine.connect() as conn:
+            return {
+                name: (await conn.execute(text(f"PRAGMA {name}"))).scalar()
+                for name in ("journal_mode", "synchronous", "busy_timeout")
+            }
+    finally:
+        await engine.dispose()
+
+
+async def test_wal_and_full_synchronous_by_default(tmp_path: Path) -> None:
+    found = await pragmas(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    assert found["journal_mode"] == "wal"
+    assert SYNCHRONOUS_LEVELS[found["synchronous"]] == "FULL"  # type: ignore[index]
+    assert found["busy_timeout"] == 5000
+
+
+async def test_normal_synchronous_only_when_asked(tmp_path: Path) -> None:
+    found = await pragmas(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}", sqlite_synchronous="NORMAL")
+    assert SYNCHRONOUS_LEVELS[found["synchronous"]] == "NORMAL"  # type: ignore[index]
+
+
+async def test_every_transaction_takes_the_write_lock_up_front(tmp_path: Path) -> None:
+    """A second writer waits at BEGIN, before it can read a version it would then reuse."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
+    engine = create_engine(Settings(database_url=url, sqlite_busy_timeout_ms=200))
+    try:
+        async with engine.begin() as first:
+            await first.execute(text("SELECT 1"))
+            with pytest.raises(Exception, match="database is locked"):
+                async with engine.begin() as second:
+                    await second.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()

@@ -1,0 +1,267 @@
+"""The SQL store's contract, on SQLite and PostgreSQL: one transaction per method, the
+projection in step with the events, and the unique keys as the last word."""
+
+import asyncio
+import secrets
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.decisions import start_session
+from domain.events import CloseCause, ReleaseCause, TurnCommitted
+from domain.identifiers import SessionId, digest_token, mint_token
+from domain.outcomes import Contended, Finished
+from domain.ports import ClaimGranted
+from domain.refusals import Refusal, RefusalReason
+from domain.state import SessionStatus
+from infra.store import SqlSessionStore, StoreCorrupted
+from infra.tables import events, sessions
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> SessionId:
+    return SessionId(str(uuid.uuid4()))
+
+
+def new_token() -> str:
+    return mint_token(secrets.token_bytes)
+
+
+async def committed_session(store: SqlSessionStore) -> tuple[SessionId, str]:
+    """A session whose first turn committed; its id and current token."""
+    granted = await store.start(start_session(new_id(), {"message": "hi"}, now()))
+    token = new_token()
+    result = await store.commit(
+        granted.state.session_id, granted.claim, Finished("ok"), digest_token(token), now()
+    )
+    assert isinstance(result, TurnCommitted)
+    return granted.state.session_id, token
+
+
+async def kinds(engine: AsyncEngine, session_id: SessionId) -> list[str]:
+    query = select(events.c.kind).where(events.c.session_id == session_id)
+    async with engine.connect() as conn:
+        return list((await conn.execute(query.order_by(events.c.position))).scalars())
+
+
+async def test_start_writes_the_started_event_and_an_in_flight_projection(
+    store: SqlSessionStore,
+) -> None:
+    granted = await store.start(start_session(new_id(), {"message": "hi"}, now()))
+    loaded = await store.load(granted.state.session_id)
+    assert loaded == granted.state
+    assert loaded is not None
+    assert (loaded.version, loaded.turn, loaded.status) == (1, 0, SessionStatus.IN_FLIGHT)
+
+
+async def test_commit_consumes_nothing_on_turn_one_and_issues_the_first_token(
+    store: SqlSessionStore, engine: AsyncEngine
+) -> None:
+    session_id, token = await committed_session(store)
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(events).where(
+                    events.c.session_id == session_id, events.c.kind == "committed"
+                )
+            )
+        ).one()
+    assert (row.seq, row.turn, row.consumed, row.issued) == (2, 1, None, digest_token(token))
+    loaded = await store.load(session_id)
+    assert loaded is not None
+    assert (loaded.status, loaded.token_digest, loaded.turn) == (
+        SessionStatus.IDLE,
+        digest_token(token),
+        1,
+    )
+
+
+async def test_claim_with_the_current_token_then_commit_rotates_it(store: SqlSessionStore) -> None:
+    session_id, token = await committed_session(store)
+    granted = await store.claim(session_id, digest_token(token), {"message": "2"}, now())
+    assert isinstance(granted, ClaimGranted)
+    assert (granted.event.turn, granted.event.seq) == (2, 3)
+    following = new_token()
+    result = await store.commit(
+        session_id, granted.claim, Finished("two"), digest_token(following), now()
+    )
+    assert isinstance(result, TurnCommitted)
+    assert result.consumed == digest_token(token)
+    again = await store.claim(session_id, digest_token(token), {}, now())
+    assert again == Refusal(RefusalReason.STALE_TOKEN, "stale or invalid continuationToken")
+
+
+async def test_a_refusal_is_an_event_that_leaves_the_version_alone(
+    store: SqlSessionStore, engine: AsyncEngine
+) -> None:
+    session_id, _ = await committed_session(store)
+    before = await store.load(session_id)
+    refusal = await store.claim(session_id, digest_token("forged"), {}, now())
+    assert isinstance(refusal, Refusal)
+    assert await store.load(session_id) == before
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(events).where(events.c.session_id == session_id, events.c.kind == "refused")
+            )
+        ).one()
+    assert (row.seq, row.data) == (None, {"reason": "stale-token"})
+
+
+async def test_a_refusal_naming_no_session_stores_a_null_session_and_the_presented_id(
+    store: SqlSessionStore, engine: AsyncEngine
+) -> None:
+    ghost = new_id()
+    refusal = await store.claim(ghost, digest_token("x"), {}, now())
+    assert refusal == Refusal(RefusalReason.UNKNOWN_SESSION, f"unknown session '{ghost}'")
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(events).where(
+                    events.c.kind == "refused", events.c.data["sessionId"].as_string() == ghost
+                )
+            )
+        ).all()
+    assert len(rows) == 1
+    assert rows[0].session_id is None
+
+
+async def test_concurrent_claims_with_one_token_grant_exactly_one(store: SqlSessionStore) -> None:
+    session_id, token = await committed_session(store)
+    results = await asyncio.gather(
+        *(store.claim(session_id, digest_token(token), {}, now()) for _ in range(20))
+    )
+    granted = [result for result in results if isinstance(result, ClaimGranted)]
+    refused = [result for result in results if isinstance(result, Refusal)]
+    assert len(granted) == 1
+    assert {refusal.reason for refusal in refused} == {RefusalReason.IN_FLIGHT}
+
+
+async def test_release_keeps_the_token_valid(store: SqlSessionStore) -> None:
+    session_id, token = await committed_session(store)
+    granted = await store.claim(session_id, digest_token(token), {}, now())
+    assert isinstance(granted, ClaimGranted)
+    await store.release(session_id, granted.claim, ReleaseCause.FAILED, "boom", now())
+    loaded = await store.load(session_id)
+    assert loaded is not None
+    assert (loaded.status, loaded.token_digest) == (SessionStatus.IDLE, digest_token(token))
+    assert isinstance(await store.claim(session_id, digest_token(token), {}, now()), ClaimGranted)
+
+
+async def test_release_with_close_closes_the_session(
+    store: SqlSessionStore, engine: AsyncEngine
+) -> None:
+    granted = await store.start(start_session(new_id(), {}, now()))
+    session_id = granted.state.session_id
+    await store.release(
+        session_id, granted.claim, ReleaseCause.FAILED, "boom", now(), close=CloseCause.START_FAILED
+    )
+    loaded = await store.load(session_id)
+    assert loaded is not None
+    assert (loaded.status, loaded.token_digest) == (SessionStatus.CLOSED, None)
+    assert await kinds(engine, session_id) == ["started", "released", "closed"]
+
+
+async def test_a_claim_that_is_no_longer_the_sessions_claim_cannot_write(
+    store: SqlSessionStore, engine: AsyncEngine
+) -> None:
+    session_id, token = await committed_session(store)
+    first = await store.claim(session_id, digest_token(token), {}, now())
+    assert isinstance(first, ClaimGranted)
+    await store.release(session_id, first.claim, ReleaseCause.FAILED, "gone", now())
+    second = await store.claim(session_id, digest_token(token), {}, now())
+    assert isinstance(second, ClaimGranted)
+
+    late_record = await store.append_record(session_id, first.claim, {"late": True}, now())
+    late_commit = await store.commit(
+        session_id, first.claim, Finished("late"), digest_token(new_token()), now()
+    )
+    await store.release(session_id, first.claim, ReleaseCause.FAILED, "late", now())
+
+    version = second.state.version
+    assert late_record == Contended(current=version)
+    assert late_commit == Contended(current=version)
+    loaded = await store.load(session_id)
+    assert loaded is not None
+    assert (loaded.version, loaded.claim) == (version, second.claim)  # the late release did nothing
+
+
+async def test_a_unique_violation_comes_back_as_a_conflict_value(
+    store: SqlSessionStore, engine: AsyncEngine
+) -> None:
+    session_id, token = await committed_session(store)
+    granted = await store.claim(session_id, digest_token(token), {}, now())
+    assert isinstance(granted, ClaimGranted)
+    # Corrupt the projection so the store's decision is wrong and only the key can say no.
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(sessions).where(sessions.c.session_id == session_id).values(version=2)
+        )
+    result = await store.commit(
+        session_id, granted.claim, Finished("x"), digest_token(new_token()), now()
+    )
+    assert result == Contended(current=2)
+
+
+async def test_a_conflict_that_persists_on_claim_is_reported_as_corruption(
+    store: SqlSessionStore, engine: AsyncEngine
+) -> None:
+    session_id, token = await committed_session(store)
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(sessions).where(sessions.c.session_id == session_id).values(version=1)
+        )
+    with pytest.raises(StoreCorrupted):
+        await store.claim(session_id, digest_token(token), {}, now())
+
+
+def _committed_row(
+    session_id: SessionId, seq: int, consumed: str | None, issued: str
+) -> dict[str, object]:
+    return {
+        "session_id": session_id,
+        "seq": seq,
+        "kind": "committed",
+        "turn": seq,
+        "consumed": consumed,
+        "issued": issued,
+        "data": {},
+        "recorded_at": now(),
+    }
+
+
+async def test_the_database_refuses_to_consume_a_token_twice(
+    store: SqlSessionStore, engine: AsyncEngine
+) -> None:
+    session_id, token = await committed_session(store)
+    granted = await store.claim(session_id, digest_token(token), {}, now())
+    assert isinstance(granted, ClaimGranted)
+    assert isinstance(
+        await store.commit(
+            session_id, granted.claim, Finished(1), digest_token(new_token()), now()
+        ),
+        TurnCommitted,
+    )
+    second = _committed_row(session_id, 99, digest_token(token), digest_token(new_token()))
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(insert(events).values(second))
+
+
+@pytest.mark.parametrize("column", ["issued", "seq"])
+async def test_the_database_refuses_a_reissued_token_or_a_reused_seq(
+    store: SqlSessionStore, engine: AsyncEngine, column: str
+) -> None:
+    session_id, token = await committed_session(store)
+    row = _committed_row(session_id, 50, None, digest_token(new_token()))
+    row[column] = digest_token(token) if column == "issued" else 2
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(insert(events).values(row))
