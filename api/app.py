@@ -13,8 +13,10 @@ from litestar.openapi import OpenAPIConfig
 from api.errors import EXCEPTION_HANDLERS
 from api.handlers import load_handler
 from api.health import healthz, metrics_text, readyz
+from api.live import TurnRunner
 from api.metrics import Metrics
 from api.rest import continue_session, start_session
+from api.websocket import turns_socket, websockets_disabled
 from domain.driver import TurnDriver, TurnServices
 from domain.handler import TurnHandler
 from infra.database import create_engine
@@ -23,6 +25,7 @@ from infra.settings import Settings
 from infra.store import SqlSessionStore
 
 VERSION = "0.1.0"
+SHUTDOWN_GRACE_SECONDS = 30.0
 
 
 def utc_now() -> datetime:
@@ -32,6 +35,9 @@ def utc_now() -> datetime:
 def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Litestar:
     """The app for `settings`. The handler is loaded now so a bad --handler fails at start."""
     turn_handler = handler if handler is not None else load_handler(settings.handler)
+
+    metrics = Metrics()
+    runner = TurnRunner(on_end=metrics.count_turn_end)
 
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
@@ -43,24 +49,32 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
         try:
             yield
         finally:
+            # Turns outlive the requests that started them; let them reach their end.
+            await runner.drain(SHUTDOWN_GRACE_SECONDS)
             await engine.dispose()
 
     def driver(state: State) -> TurnDriver:
         turn_driver: TurnDriver = state.driver
         return turn_driver
 
-    def metrics(state: State) -> Metrics:
-        return Metrics.of_state(state)
-
+    websocket_route = turns_socket if settings.websockets else websockets_disabled
     return Litestar(
-        route_handlers=[start_session, continue_session, healthz, readyz, metrics_text],
+        route_handlers=[
+            start_session,
+            continue_session,
+            websocket_route,
+            healthz,
+            readyz,
+            metrics_text,
+        ],
         lifespan=[database],
         dependencies={
             "driver": Provide(driver, sync_to_thread=False),
-            "metrics": Provide(metrics, sync_to_thread=False),
+            "runner": Provide(lambda: runner, sync_to_thread=False),
+            "metrics": Provide(lambda: metrics, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Baton", version=VERSION, path="/schema"),
-        state=State({"metrics": Metrics(), "head_revision": head_revision()}),
+        state=State({"metrics": metrics, "head_revision": head_revision()}),
     )

@@ -24,6 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8787)")
     serve.add_argument("--handler", help="turn handler as module:attribute (default: the demo)")
+    serve.add_argument(
+        "--no-websockets",
+        dest="websockets",
+        action="store_const",
+        const=False,
+        help="serve no WebSockets: /v1/ws answers 426",
+    )
     _database_option(serve)
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to head")
@@ -49,7 +56,15 @@ async def _migrate(settings: Settings) -> None:
 def _serve(settings: Settings) -> None:
     app = create_app(settings)
     asyncio.run(_migrate(settings))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # Without WebSockets, an upgrade request reaches the app as plain HTTP and gets 426.
+        ws="auto" if settings.websockets else "none",
+        ws_max_size=settings.max_body_bytes,  # a larger frame closes the socket with 1009
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

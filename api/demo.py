@@ -5,9 +5,14 @@ counts turns in its committed state. `/park` parks the turn; `/fail` raises afte
 journalled the message, so a failed turn and its voided record can be seen from outside.
 """
 
+import asyncio
+
 from domain.handler import Turn
 from domain.json import JsonValue
 from domain.outcomes import Finished, Parked
+
+# A pause between words, so a stream visibly arrives piece by piece (try `curl -N`).
+DELTA_PAUSE_SECONDS = 0.02
 
 
 def _turns_so_far(state: JsonValue) -> int:
@@ -32,5 +37,7 @@ async def demo_handler(turn: Turn) -> Finished | Parked:
     reply = f"You said: {message}"
     words = reply.split(" ")
     for index, word in enumerate(words):
+        if index:
+            await asyncio.sleep(DELTA_PAUSE_SECONDS)
         await turn.delta(word if index == len(words) - 1 else f"{word} ")
     return Finished(output={"reply": reply, "turn": count}, state=state)

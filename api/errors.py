@@ -21,6 +21,7 @@ BAD_REQUEST = "bad-request"
 TOO_LARGE = "too-large"
 TURN_FAILED = "turn-failed"
 INTERNAL = "internal-error"
+WEBSOCKETS_DISABLED = "websockets-disabled"
 
 STATUS_BY_REASON: dict[str, int] = {
     RefusalReason.UNKNOWN_SESSION: 404,
@@ -33,6 +34,7 @@ STATUS_BY_REASON: dict[str, int] = {
     TOO_LARGE: 413,
     TURN_FAILED: 500,
     INTERNAL: 500,
+    WEBSOCKETS_DISABLED: 426,
 }
 
 

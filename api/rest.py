@@ -1,35 +1,45 @@
-"""The buffered JSON transport: one request, one turn, one JSON reply (PROTOCOL section 5)."""
+"""The turn endpoints: buffered JSON by default, SSE when the client accepts an event stream.
 
-from typing import Annotated, Any, cast
+Both answer every refusal before anything is streamed, so a refused request gets a plain
+JSON 4xx and never a half-open stream (PROTOCOL section 3).
+"""
 
-from litestar import post
+from typing import Annotated, Any
+
+from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
-from api.errors import BAD_REQUEST, TURN_FAILED, ApiError
-from api.metrics import Metrics
+from api.errors import INTERNAL, TURN_FAILED, ApiError
+from api.live import TurnCrashed, TurnRunner
 from api.schemas import ErrorBody, TurnReplyBody, turn_reply_body
+from api.sse import EVENT_STREAM, stream_turn
+from api.turn_input import SESSION_FIELD, split_turn_input, take_text
 from domain.driver import ContinueRequest, OpenTurn, StartRequest, TurnDriver, TurnFailed
-from domain.json import JsonObject, JsonValue
 from domain.refusals import Refusal
 
-TOKEN_FIELD = "continuationToken"
 TOKEN_HEADER = "X-Continuation-Token"
-SESSION_FIELD = "sessionId"
+JSON = "application/json"
 
 TokenHeader = Annotated[
     str | None,
     HeaderParameter(name=TOKEN_HEADER, description="The token, if not in the body (the body wins)"),
 ]
 TurnInput = JSONBody[dict[str, Any]]
+AnyRequest = Request[Any, Any, Any]
 
 
 def _error(description: str) -> ResponseSpec:
     return ResponseSpec(data_container=ErrorBody, description=description)
 
 
-ERROR_RESPONSES = {
+RESPONSES = {
+    200: ResponseSpec(
+        data_container=TurnReplyBody,
+        description="The turn's outcome; with `Accept: text/event-stream`, an SSE stream of "
+        "`record` and `delta` events ending in one `outcome` or `error` event",
+    ),
     400: _error("bad-request, missing-token or unexpected-token"),
     404: _error("unknown-session"),
     409: _error("stale-token or in-flight"),
@@ -39,73 +49,62 @@ ERROR_RESPONSES = {
 }
 
 
-def take_text(body: dict[str, Any], field: str) -> str | None:
-    """Remove a protocol field from the input; null and "" count as absent."""
-    value = body.pop(field, None)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ApiError(BAD_REQUEST, f"{field} must be a string")
-    return value
+def wants_stream(request: AnyRequest) -> bool:
+    return request.accept.best_match([JSON, EVENT_STREAM], default=JSON) == EVENT_STREAM
 
 
-def split_turn_input(
-    data: dict[str, Any], header_token: str | None
-) -> tuple[JsonObject, str | None]:
-    """The handler's input and the presented token; the body's token wins over the header's."""
-    body = dict(data)
-    token = take_text(body, TOKEN_FIELD) or header_token or None
-    return cast(JsonObject, body), token
+# The endpoints return a Response either way: Litestar lets a handler whose annotation is a
+# Response keep the response's own media type; any other annotation forces JSON onto the
+# SSE stream too. The 200 body is documented in RESPONSES instead.
+TurnResponse = Response[Any]
 
 
-class DiscardLiveOutput:
-    """A buffered reply has no live channel: records arrive with the reply, deltas are dropped."""
-
-    async def record(self, seq: int, record: JsonValue) -> None:
-        return None
-
-    async def delta(self, text: str) -> None:
-        return None
-
-
-async def run_buffered(opened: OpenTurn | Refusal, metrics: Metrics) -> TurnReplyBody:
+async def answer(
+    request: AnyRequest, opened: OpenTurn | Refusal, runner: TurnRunner
+) -> TurnResponse:
     if isinstance(opened, Refusal):
         raise ApiError.refused(opened)
-    result = await opened.run(DiscardLiveOutput())
-    if isinstance(result, TurnFailed):
-        raise ApiError(TURN_FAILED, f"turn failed: {result.message}")
-    metrics.count_turn(result.outcome.status)
-    return turn_reply_body(result)
+    live = runner.launch(opened)
+    if wants_stream(request):
+        return stream_turn(live)
+    end = await live.end()
+    if isinstance(end, TurnFailed):
+        raise ApiError(TURN_FAILED, f"turn failed: {end.message}")
+    if isinstance(end, TurnCrashed):
+        raise ApiError(INTERNAL, end.message)
+    return Response(turn_reply_body(end), media_type=JSON)
 
 
-@post("/v1/session", status_code=200, responses=ERROR_RESPONSES, tags=["turns"])
+@post("/v1/session", status_code=200, responses=RESPONSES, tags=["turns"])
 async def start_session(
+    request: AnyRequest,
     data: TurnInput,
     driver: NamedDependency[TurnDriver],
-    metrics: NamedDependency[Metrics],
+    runner: NamedDependency[TurnRunner],
     token_header: TokenHeader = None,
-) -> TurnReplyBody:
+) -> TurnResponse:
     """Start a session: the body is turn 1's input. The reply carries the first token."""
     turn_input, token = split_turn_input(data, token_header)
     session_id = take_text(turn_input, SESSION_FIELD)
     opened = await driver.open_start(StartRequest(turn_input, token, session_id))
-    return await run_buffered(opened, metrics)
+    return await answer(request, opened, runner)
 
 
 @post(
     "/v1/session/{session_id:str}/message",
     status_code=200,
-    responses=ERROR_RESPONSES,
+    responses=RESPONSES,
     tags=["turns"],
 )
 async def continue_session(
+    request: AnyRequest,
     session_id: FromPath[str],
     data: TurnInput,
     driver: NamedDependency[TurnDriver],
-    metrics: NamedDependency[Metrics],
+    runner: NamedDependency[TurnRunner],
     token_header: TokenHeader = None,
-) -> TurnReplyBody:
+) -> TurnResponse:
     """Run the next turn, authorised by the current continuation token (single use)."""
     turn_input, token = split_turn_input(data, token_header)
     opened = await driver.open_continue(ContinueRequest(session_id, turn_input, token))
-    return await run_buffered(opened, metrics)
+    return await answer(request, opened, runner)

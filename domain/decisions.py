@@ -66,6 +66,13 @@ def claim_turn(
     )
 
 
+def refusal_for(session_id: SessionId, refusal: Refusal, at: datetime) -> RequestRefused:
+    """The audit fact for a refusal of a known session decided without reading it."""
+    return RequestRefused(
+        session_id=session_id, turn=None, reason=refusal.reason, presented_id=None, at=at
+    )
+
+
 def record_refusal(
     refusal: Refusal, *, state: SessionState | None, presented_id: str | None, at: datetime
 ) -> RequestRefused:
@@ -104,6 +111,8 @@ def commit_turn(
     outcome: HandlerOutcome,
     issued: TokenDigest,
     at: datetime,
+    *,
+    sealed: str | None = None,
 ) -> TurnCommitted | Contended:
     """Consume the current token and issue the next, or report that the session moved on."""
     if state is None or not holds_claim(state, claim):
@@ -116,6 +125,7 @@ def commit_turn(
         issued=issued,
         outcome=outcome,
         at=at,
+        sealed=sealed,
     )
 
 

@@ -20,6 +20,7 @@ from domain.identifiers import (
     mint_token,
     new_session_id,
     parse_session_id,
+    seal_token,
 )
 from domain.json import JsonObject, JsonValue, is_json
 from domain.outcomes import KEEP, Contended, Finished, HandlerOutcome, Parked, TurnOutcome
@@ -106,7 +107,7 @@ class TurnDriver:
             new_session_id(unix_ms, self._services.random_bytes), request.input, at
         )
         granted = await self._store.start(started)
-        return OpenTurn(self._services, granted, request.input, starting=True)
+        return OpenTurn(self._services, granted, request.input, presented=None)
 
     async def open_continue(self, request: ContinueRequest) -> "OpenTurn | Refusal":
         at = self._clock()
@@ -118,11 +119,19 @@ class TurnDriver:
                 decisions.record_refusal(refusal, state=None, presented_id=presented, at=at)
             )
             return refusal
-        presented_digest = digest_token(request.token) if request.token else None
+        token = request.token or None  # "" counts as absent (PROTOCOL section 4)
+        presented_digest = digest_token(token) if token else None
         granted = await self._store.claim(session_id, presented_digest, request.input, at)
         if isinstance(granted, Refusal):
             return granted
-        return OpenTurn(self._services, granted, request.input, starting=False)
+        return OpenTurn(self._services, granted, request.input, presented=token)
+
+    async def refuse_in_flight(self, session_id: SessionId) -> Refusal:
+        """Refuse a turn for a session whose claim the caller knows is held (a WebSocket
+        connection whose own turn is still running), recording it like any refusal."""
+        at = self._clock()
+        await self._store.refuse(decisions.refusal_for(session_id, refusals.IN_FLIGHT, at))
+        return refusals.IN_FLIGHT
 
 
 def _failure_message(error: BaseException) -> str:
@@ -143,12 +152,20 @@ class OpenTurn:
     """A claimed turn, ready to run once the transport is ready to carry it."""
 
     def __init__(
-        self, services: TurnServices, granted: ClaimGranted, input: JsonObject, *, starting: bool
+        self,
+        services: TurnServices,
+        granted: ClaimGranted,
+        input: JsonObject,
+        *,
+        presented: str | None,
     ) -> None:
         self._services = services
         self._granted = granted
         self._input = input
-        self._starting = starting
+        # The token that won the claim, kept in memory only, to seal the next one under it;
+        # None for a start, whose failure also closes the session.
+        self._presented = presented
+        self._starting = presented is None
         self.session_id = granted.state.session_id
         self.number = granted.event.turn
 
@@ -184,6 +201,7 @@ class OpenTurn:
 
     async def _commit(self, outcome: HandlerOutcome, records: list[JsonValue]) -> TurnReply:
         token = mint_token(self._services.random_bytes)
+        sealed = seal_token(token, self._presented) if self._presented else None
         try:
             committed = await self._services.store.commit(
                 self.session_id,
@@ -191,6 +209,7 @@ class OpenTurn:
                 outcome,
                 digest_token(token),
                 self._services.clock(),
+                sealed=sealed,
             )
         except BaseException:
             # Whether or not the commit landed, releasing is safe: after a landed commit the

@@ -67,6 +67,9 @@ class TurnCommitted:
     issued: TokenDigest
     outcome: HandlerOutcome
     at: datetime
+    # The issued token sealed under the consumed one (identifiers.seal_token), so a client
+    # whose reply was lost can recover it; None on turn 1, which consumes no token.
+    sealed: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

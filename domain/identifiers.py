@@ -47,3 +47,33 @@ def mint_token(random_bytes: RandomBytes) -> str:
 def digest_token(token: str) -> TokenDigest:
     """What the store keeps instead of the token (PROTOCOL section 1)."""
     return TokenDigest(hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest())
+
+
+# Domain separation: the pad that seals a token is never the digest the table stores.
+_SEAL_CONTEXT = b"baton/v1/seal-next-token\x00"
+
+
+def _pad(consumed_token: str) -> bytes:
+    return hashlib.sha256(_SEAL_CONTEXT + consumed_token.encode("utf-8", "surrogatepass")).digest()
+
+
+def _decode(token: str) -> bytes:
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+
+
+def seal_token(next_token: str, consumed_token: str) -> str:
+    """The next token, readable only by whoever holds the token it replaces.
+
+    A client whose reply was lost in transit still holds the token it presented, and that
+    is enough to recover the token the commit issued, while a copy of the database is not:
+    the pad is SHA-256 of the consumed token (never stored), and as a token is consumed
+    once, ever, each pad seals exactly one value.
+    """
+    raw = _decode(next_token)
+    sealed = bytes(a ^ b for a, b in zip(raw, _pad(consumed_token), strict=True))
+    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
+
+
+def unseal_token(sealed: str, consumed_token: str) -> str:
+    """The inverse of seal_token; check the result against the stored digest before use."""
+    return seal_token(sealed, consumed_token)  # XOR with the same pad undoes itself

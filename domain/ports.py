@@ -59,6 +59,8 @@ class SessionStore(Protocol):
         outcome: HandlerOutcome,
         issued: TokenDigest,
         at: datetime,
+        *,
+        sealed: str | None = None,
     ) -> TurnCommitted | Contended: ...
 
     async def release(

@@ -37,13 +37,20 @@ def _outcome_data(outcome: HandlerOutcome) -> JsonObject:
     return data
 
 
+def _committed_data(event: TurnCommitted) -> JsonObject:
+    data = _outcome_data(event.outcome)
+    if event.sealed is not None:
+        data["sealedToken"] = event.sealed
+    return data
+
+
 def _event_data(event: Event) -> JsonObject:
     if isinstance(event, SessionStarted | TurnClaimed):
         return {"input": event.input}
     if isinstance(event, RecordAppended):
         return {"record": event.record}
     if isinstance(event, TurnCommitted):
-        return _outcome_data(event.outcome)
+        return _committed_data(event)
     if isinstance(event, TurnReleased):
         return {"cause": event.cause.value, "error": event.error}
     if isinstance(event, SessionClosed):
@@ -110,6 +117,7 @@ def row_to_session_event(row: Row) -> SessionEvent:
             consumed=TokenDigest(consumed) if consumed is not None else None,
             issued=TokenDigest(row["issued"]),
             outcome=_outcome_from(data),
+            sealed=data.get("sealedToken"),
             **common,
         )
     if kind == "released":

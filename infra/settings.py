@@ -30,6 +30,15 @@ def _synchronous(name: str, raw: str) -> str:
     return value
 
 
+def _switch(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
 def _text(name: str, raw: str) -> str:
     if not raw:
         raise SettingsError(f"{name} must not be empty")
@@ -50,6 +59,7 @@ class Settings:
     sqlite_busy_timeout_ms: int = 5000
     db_pool_size: int = 10
     log_level: str = "info"
+    websockets: bool = True  # off: /v1/ws answers 426 (PROTOCOL section 5)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -77,4 +87,5 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "sqlite_busy_timeout_ms": _positive_int,
     "db_pool_size": _positive_int,
     "log_level": _text,
+    "websockets": _switch,
 }

@@ -119,11 +119,13 @@ class SqlSessionStore:
         outcome: HandlerOutcome,
         issued: TokenDigest,
         at: datetime,
+        *,
+        sealed: str | None = None,
     ) -> TurnCommitted | Contended:
         try:
             async with self._transaction() as conn:
                 state = await self._load(conn, session_id)
-                decision = decisions.commit_turn(state, claim, outcome, issued, at)
+                decision = decisions.commit_turn(state, claim, outcome, issued, at, sealed=sealed)
                 if isinstance(decision, TurnCommitted):
                     await _append(conn, state, [decision])
                 return decision

@@ -1,5 +1,6 @@
 """What operators and tools ask of a running Baton: liveness, readiness, the OpenAPI schema."""
 
+from dataclasses import replace
 from pathlib import Path
 
 from httpx import AsyncClient
@@ -52,3 +53,15 @@ async def test_the_openapi_schema_documents_both_turn_endpoints(client: AsyncCli
     assert {"/v1/session", "/v1/session/{session_id}/message"} <= set(schema["paths"])
     start = schema["paths"]["/v1/session"]["post"]
     assert {"200", "400", "409", "413", "500"} <= set(start["responses"])
+
+
+async def test_without_websockets_the_socket_path_answers_426(settings: Settings) -> None:
+    app = create_app(replace(settings, websockets=False))
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
+    async with running(app), in_process_client(app) as client:
+        response = await client.get("/v1/ws", headers=upgrade)
+    assert response.status_code == 426
+    assert response.json() == {
+        "error": "WebSockets are disabled on this server",
+        "reason": "websockets-disabled",
+    }

@@ -89,9 +89,11 @@ class InMemorySessionStore:
         outcome: HandlerOutcome,
         issued: TokenDigest,
         at: datetime,
+        *,
+        sealed: str | None = None,
     ) -> TurnCommitted | Contended:
         state = self.sessions.get(session_id)
-        decision = decisions.commit_turn(state, claim, outcome, issued, at)
+        decision = decisions.commit_turn(state, claim, outcome, issued, at, sealed=sealed)
         if isinstance(decision, TurnCommitted):
             self._append(state, [decision])
         return decision

@@ -27,7 +27,7 @@ from domain.events import (
     TurnReleased,
 )
 from domain.handler import Turn, TurnHandler
-from domain.identifiers import SessionId, digest_token
+from domain.identifiers import SessionId, digest_token, unseal_token
 from domain.json import JsonObject, JsonValue
 from domain.outcomes import Contended, Finished, HandlerOutcome, Parked, StateUpdate
 from domain.refusals import Refusal, RefusalReason
@@ -137,6 +137,18 @@ async def test_a_continue_with_the_current_token_rotates_it() -> None:
     third = await harness.run(first.session_id, second.token)
     assert isinstance(third, TurnReply)
     assert third.turn == 3
+
+
+async def test_a_commit_seals_the_next_token_under_the_one_it_consumed() -> None:
+    harness = Harness(scripted)
+    first = await harness.start()
+    second = await harness.run(first.session_id, first.token, {"do": "finish"})
+    assert isinstance(second, TurnReply)
+    assert second.token is not None
+    committed = harness.store.committed(first.session_id)
+    assert committed[0].sealed is None  # turn 1 consumed no token to seal under
+    assert committed[1].sealed is not None
+    assert unseal_token(committed[1].sealed, first.token) == second.token
 
 
 async def test_a_parked_turn_commits_and_rotates_the_token_too() -> None:

@@ -15,6 +15,8 @@ from domain.identifiers import (
     mint_token,
     new_session_id,
     parse_session_id,
+    seal_token,
+    unseal_token,
 )
 
 CANONICAL = "0190f5a2-1b3c-7d4e-8f60-123456789abc"
@@ -168,3 +170,38 @@ def test_digest_matches_a_known_sha256() -> None:
 def test_digest_of_a_token_with_a_lone_surrogate_does_not_raise() -> None:
     # a JSON body can carry "\ud800"; it is a wrong token, not a crash
     assert len(digest_token("\ud800")) == 64
+
+
+# ---------------------------------------------------------------- sealing the next token
+
+tokens = st.binary(min_size=TOKEN_BYTES, max_size=TOKEN_BYTES).map(
+    lambda raw: mint_token(lambda _: raw)
+)
+
+
+@given(next_token=tokens, consumed=tokens)
+def test_the_consumed_token_unseals_the_next(next_token: str, consumed: str) -> None:
+    sealed = seal_token(next_token, consumed)
+    assert unseal_token(sealed, consumed) == next_token
+    assert len(sealed) == len(next_token)
+
+
+@given(next_token=tokens, consumed=tokens, other=tokens)
+def test_any_other_token_unseals_something_that_fails_the_digest(
+    next_token: str, consumed: str, other: str
+) -> None:
+    if other == consumed:
+        return
+    sealed = seal_token(next_token, consumed)
+    assert digest_token(unseal_token(sealed, other)) != digest_token(next_token)
+
+
+def test_the_seal_is_neither_the_token_nor_derived_from_what_is_stored() -> None:
+    consumed, following = mint_token(lambda n: b"\x01" * n), mint_token(lambda n: b"\x02" * n)
+    sealed = seal_token(following, consumed)
+    assert sealed not in (following, consumed)
+    # Knowing the stored digest of the consumed token does not give the pad.
+    pad_from_digest = hashlib.sha256(digest_token(consumed).encode()).digest()
+    raw_sealed = base64.urlsafe_b64decode(sealed + "=")
+    guess = bytes(a ^ b for a, b in zip(raw_sealed, pad_from_digest, strict=True))
+    assert base64.urlsafe_b64encode(guess).rstrip(b"=").decode() != following

@@ -12,7 +12,9 @@ from types import TracebackType
 import httpx
 
 BATON = Path(sys.executable).with_name("baton")  # the console script of this venv
+ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 30
+TEST_HANDLER = "tests.handlers:test_handler"  # the demo, plus turns a test can hold
 
 
 def free_port() -> int:
@@ -47,7 +49,8 @@ class BatonServer:
                 [*command, *self.extra_args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                # The repository on the path, so --handler can name a module under tests/.
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
             )
         self._wait_until_healthy()
         return self

@@ -3,6 +3,7 @@
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,3 +49,32 @@ def test_the_readme_curl_session_runs_as_printed(database: str, tmp_path: Path) 
     assert "turn-failed" in lines[3]
     assert '"You said: still here"' in lines[4]
     assert '"turn":3' in lines[4]
+
+
+def readme_block(heading: str, language: str) -> str:
+    section = README.read_text().split(heading, 1)[1]
+    match = re.search(rf"```{language}\n(.*?)```", section, re.DOTALL)
+    assert match, f"README's {heading!r} section has no {language} block"
+    return match.group(1)
+
+
+def test_the_readme_streaming_examples_run_as_printed(database: str, tmp_path: Path) -> None:
+    with BatonServer(database, tmp_path / "server.log") as server:
+        curl = readme_block("### Streamed turns", "sh").replace("http://127.0.0.1:8787", server.url)
+        streamed = subprocess.run(
+            ["bash", "-c", curl], capture_output=True, text=True, timeout=60, check=True
+        )
+        snippet = readme_block("### Streamed turns", "python").replace(
+            "ws://127.0.0.1:8787", server.url.replace("http://", "ws://")
+        )
+        python = Path(sys.executable)
+        spoken = subprocess.run(
+            [str(python), "-c", snippet], capture_output=True, text=True, timeout=60, check=True
+        )
+    assert "event: record" in streamed.stdout
+    reply = "You said: watch this arrive word by word"
+    assert streamed.stdout.count("event: delta") == reply.count(" ") + 1  # one per word
+    assert streamed.stdout.rstrip().splitlines()[-1].startswith('data: {"type":"outcome"')
+    outcomes = [line for line in spoken.stdout.splitlines() if "'type': 'outcome'" in line]
+    assert len(outcomes) == 2
+    assert "'turn': 2" in outcomes[1]

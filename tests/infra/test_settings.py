@@ -69,3 +69,13 @@ def test_database_urls_get_the_async_driver(given: str, expected: str) -> None:
 def test_unsupported_database_urls_are_refused(given: str, complaint: str) -> None:
     with pytest.raises(SettingsError, match=complaint):
         normalize_url(given)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("false", False), ("0", False), ("yes", True)])
+def test_websockets_can_be_switched_off(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"BATON_WEBSOCKETS": raw}).websockets is expected
+
+
+def test_a_switch_that_is_neither_true_nor_false_is_refused() -> None:
+    with pytest.raises(SettingsError, match="BATON_WEBSOCKETS must be true or false"):
+        Settings.from_env({"BATON_WEBSOCKETS": "maybe"})

@@ -1,0 +1,122 @@
+"""Turns that run in tasks of their own, so a client that goes away cannot cancel them.
+
+A transport opens a turn (every refusal is known by then), hands it to `LiveTurn`, and reads
+its events; if the client disconnects, the transport stops reading and the turn runs on to
+its commit, whose outcome stays in the store.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from domain.driver import OpenTurn, TurnFailed, TurnReply
+from domain.identifiers import SessionId
+from domain.json import JsonValue
+
+log = logging.getLogger("baton.turns")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordEvent:
+    seq: int
+    record: JsonValue
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaEvent:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCrashed:
+    """The turn could not finish for a reason of ours (the database, a bug), not the handler's."""
+
+    message: str
+
+
+TurnEnd = TurnReply | TurnFailed | TurnCrashed
+LiveEvent = RecordEvent | DeltaEvent | TurnEnd
+
+
+class TurnRunner:
+    """Launches turns in tasks of their own and keeps every one of them, so none is
+    garbage-collected mid-turn and shutdown can wait for them."""
+
+    def __init__(self, on_end: Callable[[TurnEnd], None] | None = None) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._on_end = on_end
+
+    def launch(self, opened: OpenTurn) -> "LiveTurn":
+        live = LiveTurn(opened.session_id)
+        task = asyncio.get_running_loop().create_task(live.run(opened, self._on_end))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return live
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Let running turns finish; cancel what is left after the grace period (a cancelled
+        turn releases its claim, so its token stays valid)."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+
+class LiveTurn:
+    """One running turn: a TurnSink that queues what the handler emits, then its end."""
+
+    def __init__(self, session_id: SessionId) -> None:
+        self.session_id = session_id
+        self._queue: asyncio.Queue[LiveEvent] = asyncio.Queue()
+
+    async def run(self, opened: OpenTurn, on_end: Callable[[TurnEnd], None] | None) -> None:
+        try:
+            end: TurnEnd = await opened.run(self)
+        except Exception as error:
+            log.exception("turn %s of session %s crashed", opened.number, opened.session_id)
+            end = TurnCrashed(f"{type(error).__name__}: the turn could not be completed")
+        if on_end is not None:
+            on_end(end)
+        self._queue.put_nowait(end)
+
+    async def record(self, seq: int, record: JsonValue) -> None:
+        self._queue.put_nowait(RecordEvent(seq, record))
+
+    async def delta(self, text: str) -> None:
+        self._queue.put_nowait(DeltaEvent(text))
+
+    async def events(self) -> AsyncIterator[LiveEvent]:
+        """The turn's events up to and including its end."""
+        while True:
+            event = await self._queue.get()
+            yield event
+            if isinstance(event, TurnEnd):
+                return
+
+    async def events_or_idle(self, idle_seconds: float) -> AsyncIterator[LiveEvent | None]:
+        """As events(), with a None whenever nothing happened for `idle_seconds` (a
+        transport's cue to keep the line alive)."""
+        stream = aiter(self.events())
+        while True:
+            try:
+                event = await asyncio.wait_for(anext(stream), idle_seconds)
+            except TimeoutError:
+                yield None
+                continue
+            except StopAsyncIteration:
+                return
+            yield event
+
+    async def end(self) -> TurnEnd:
+        """Wait for the turn's end, discarding its live events."""
+        async for event in self.events():
+            if isinstance(event, TurnEnd):
+                return event
+        raise RuntimeError("a turn's events stopped before its end")  # pragma: no cover

@@ -1,0 +1,24 @@
+"""Turn handlers for tests that run against real server processes (--handler tests.handlers:...)."""
+
+import asyncio
+from pathlib import Path
+
+from api.demo import demo_handler
+from domain.handler import Turn
+from domain.outcomes import Finished, Parked
+
+HOLD_LIMIT_SECONDS = 60
+
+
+async def test_handler(turn: Turn) -> Finished | Parked:
+    """The demo handler, except that `{"message": "/hold", "until": PATH}` journals a record,
+    then holds the turn in flight until the file PATH exists, whatever process makes it."""
+    if turn.input.get("message") == "/hold":
+        until = Path(str(turn.input["until"]))
+        await turn.record({"holding": str(until)})
+        for _ in range(HOLD_LIMIT_SECONDS * 100):
+            if until.exists():  # noqa: ASYNC240 - a test handler polling a flag file
+                break
+            await asyncio.sleep(0.01)
+        return Finished({"held": True}, state={"turns": 0})
+    return await demo_handler(turn)
