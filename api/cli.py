@@ -23,7 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="migrate the database to head, then serve")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8787)")
-    serve.add_argument("--handler", help="turn handler as module:attribute (default: the demo)")
+    serve.add_argument(
+        "--handler",
+        help="turn handler: module:attribute, 'demo' (the default) or 'bench' (answers at once)",
+    )
     serve.add_argument(
         "--no-websockets",
         dest="websockets",

@@ -41,3 +41,9 @@ async def demo_handler(turn: Turn) -> Finished | Parked:
             await asyncio.sleep(DELTA_PAUSE_SECONDS)
         await turn.delta(word if index == len(words) - 1 else f"{word} ")
     return Finished(output={"reply": reply, "turn": count}, state=state)
+
+
+async def instant_handler(turn: Turn) -> Finished:
+    """`--handler bench`: answers at once with no records or deltas, so a benchmark
+    measures Baton and the database, not the application."""
+    return Finished({"turn": turn.number})
