@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: serve test lint format bench clean
 
@@ -25,6 +26,15 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+# The benchmark suite: real servers, baselines measured in the same run, one table.
+# QUICK=1 gives a short run (under 90 s) with the same scenarios.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
+from litestar import Litestar
 
 from api.app import create_app
 from api.handlers import HandlerNotFound
@@ -56,9 +57,9 @@ async def _migrate(settings: Settings) -> None:
         await engine.dispose()
 
 
-def _serve(settings: Settings) -> None:
-    app = create_app(settings)
-    asyncio.run(_migrate(settings))
+def run_server(app: Litestar, settings: Settings) -> None:
+    """Serve `app` the way `baton serve` does; benchmarks serve their baselines through this
+    too, so a comparison differs only in the app."""
     uvicorn.run(
         app,
         host=settings.host,
@@ -68,6 +69,12 @@ def _serve(settings: Settings) -> None:
         ws="auto" if settings.websockets else "none",
         ws_max_size=settings.max_body_bytes,  # a larger frame closes the socket with 1009
     )
+
+
+def _serve(settings: Settings) -> None:
+    app = create_app(settings)
+    asyncio.run(_migrate(settings))
+    run_server(app, settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
