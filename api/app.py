@@ -22,7 +22,7 @@ from domain.handler import TurnHandler
 from infra.database import create_engine
 from infra.migrate import head_revision
 from infra.settings import Settings
-from infra.store import SqlSessionStore
+from infra.stores import open_store
 
 VERSION = "0.1.0"
 SHUTDOWN_GRACE_SECONDS = 30.0
@@ -41,16 +41,19 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
 
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
+        # The store runs the turns; the SQLAlchemy engine only answers /readyz.
         engine = create_engine(settings)
-        store = SqlSessionStore(engine)
-        services = TurnServices(store, turn_handler, utc_now, secrets.token_bytes)
-        app.state.engine = engine
-        app.state.driver = TurnDriver(services)
         try:
-            yield
+            async with open_store(settings) as store:
+                services = TurnServices(store, turn_handler, utc_now, secrets.token_bytes)
+                app.state.engine = engine
+                app.state.driver = TurnDriver(services)
+                try:
+                    yield
+                finally:
+                    # Turns outlive the requests that started them; let them reach their end.
+                    await runner.drain(SHUTDOWN_GRACE_SECONDS)
         finally:
-            # Turns outlive the requests that started them; let them reach their end.
-            await runner.drain(SHUTDOWN_GRACE_SECONDS)
             await engine.dispose()
 
     def driver(state: State) -> TurnDriver:

@@ -79,3 +79,7 @@ class SessionStore(Protocol):
     async def refuse(self, refused: RequestRefused) -> None:
         """Record a refusal decided without the session's state (no such session)."""
         ...
+
+    async def load(self, session_id: SessionId) -> SessionState | None:
+        """The session's projection as it is now."""
+        ...

@@ -5,10 +5,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.ports import SessionStore
 from infra.database import create_engine
 from infra.migrate import upgrade_to_head
 from infra.settings import Settings
-from infra.store import SqlSessionStore
+from infra.stores import open_store
 from tests.databases import BACKENDS, fresh_database
 
 
@@ -38,6 +39,8 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-@pytest.fixture
-def store(engine: AsyncEngine) -> SqlSessionStore:
-    return SqlSessionStore(engine)
+@pytest.fixture(scope="session")
+async def store(settings: Settings, engine: AsyncEngine) -> AsyncIterator[SessionStore]:
+    """The store the server uses for this backend, on the run's migrated database."""
+    async with open_store(settings) as opened:
+        yield opened

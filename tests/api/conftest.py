@@ -48,7 +48,12 @@ async def running(app: Litestar) -> AsyncIterator[None]:
             await stop.wait()
 
     task = asyncio.create_task(lifespan())
-    await asyncio.wait_for(started.wait(), 30)
+    waiting = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiting}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if not started.is_set():
+        waiting.cancel()
+        await task  # start-up failed: raise why
+        raise TimeoutError("the app did not start in 30 s")
     try:
         yield
     finally:

@@ -10,8 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.events import CloseCause, ReleaseCause
 from domain.identifiers import SessionId, digest_token
-from domain.ports import ClaimGranted
-from infra.store import SqlSessionStore
+from domain.ports import ClaimGranted, SessionStore
 from infra.tables import events
 from tests.api.conftest import HeldTurns
 from tests.api.protocol import event_kinds, refusal_of, send, session_row, start
@@ -94,7 +93,7 @@ async def test_in_flight(client: AsyncClient, held_turns: HeldTurns, engine: Asy
     assert await refused_reasons(engine, session_id) == ["in-flight", "stale-token"]
 
 
-async def test_closed(client: AsyncClient, store: SqlSessionStore) -> None:
+async def test_closed(client: AsyncClient, store: SessionStore) -> None:
     """A session closed while its client still holds the current token answers 410."""
     session = await start(client)
     session_id, token = SessionId(session["sessionId"]), session["continuationToken"]

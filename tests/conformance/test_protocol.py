@@ -9,8 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.events import CloseCause, ReleaseCause
 from domain.identifiers import SessionId, digest_token
-from domain.ports import ClaimGranted
-from infra.store import SqlSessionStore
+from domain.ports import ClaimGranted, SessionStore
 from infra.tables import events, sessions
 from tests.conformance.clients import Answer, TurnClient
 from tests.infra.test_store import now
@@ -116,7 +115,7 @@ async def test_in_flight(turns: TurnClient, engine: AsyncEngine, release_file: P
     assert (await holding).kind == "outcome"
 
 
-async def test_closed(turns: TurnClient, store: SqlSessionStore) -> None:
+async def test_closed(turns: TurnClient, store: SessionStore) -> None:
     session = await started(turns)
     session_id = SessionId(session.session_id)
     granted = await store.claim(session_id, digest_token(session.token), {}, now())

@@ -2,7 +2,7 @@
 
 Every store method decides with `domain.decisions` on the projection and appends the events
 it folds into without awaiting in between, so on one event loop each method is atomic, as a
-transaction of infra/store.py is. The event table's unique keys are checked as well: a fake
+transaction of the SQL stores is. The event table's unique keys are checked as well: a fake
 that let a token be consumed twice would hide exactly the bug the protocol tests look for.
 """
 
@@ -116,6 +116,9 @@ class InMemorySessionStore:
         if close is not None:
             ended.append(decisions.close_session(fold(ended, state), close, at, turn=claim.turn))
         self._append(state, ended)
+
+    async def load(self, session_id: SessionId) -> SessionState | None:
+        return self.sessions.get(session_id)
 
     async def refuse(self, refused: RequestRefused) -> None:
         self.events.append(refused)

@@ -7,9 +7,8 @@ from domain.decisions import start_session
 from domain.events import CloseCause, ReleaseCause
 from domain.identifiers import digest_token
 from domain.outcomes import Finished, Parked
-from domain.ports import ClaimGranted
+from domain.ports import ClaimGranted, SessionStore
 from infra.projection import rebuild_sessions
-from infra.store import SqlSessionStore
 from infra.tables import sessions
 from tests.infra.test_store import committed_session, new_id, new_token, now
 
@@ -20,7 +19,7 @@ async def snapshot(engine: AsyncEngine) -> list[dict[str, object]]:
         return [dict(row._mapping) for row in rows]
 
 
-async def varied_sessions(store: SqlSessionStore) -> None:
+async def varied_sessions(store: SessionStore) -> None:
     """Sessions in every state: idle after commits, parked, failed, in flight, closed."""
     session_id, token = await committed_session(store)
     for step in range(3):
@@ -46,7 +45,7 @@ async def varied_sessions(store: SqlSessionStore) -> None:
 
 
 async def test_rebuilding_from_events_gives_identical_rows(
-    store: SqlSessionStore, engine: AsyncEngine
+    store: SessionStore, engine: AsyncEngine
 ) -> None:
     await varied_sessions(store)
     before = await snapshot(engine)

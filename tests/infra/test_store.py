@@ -15,10 +15,10 @@ from domain.decisions import start_session
 from domain.events import CloseCause, ReleaseCause, TurnCommitted
 from domain.identifiers import SessionId, digest_token, mint_token
 from domain.outcomes import Contended, Finished
-from domain.ports import ClaimGranted
+from domain.ports import ClaimGranted, SessionStore
 from domain.refusals import Refusal, RefusalReason
 from domain.state import SessionStatus
-from infra.store import SqlSessionStore, StoreCorrupted
+from infra.conflict import StoreCorrupted
 from infra.tables import events, sessions
 
 
@@ -34,7 +34,7 @@ def new_token() -> str:
     return mint_token(secrets.token_bytes)
 
 
-async def committed_session(store: SqlSessionStore) -> tuple[SessionId, str]:
+async def committed_session(store: SessionStore) -> tuple[SessionId, str]:
     """A session whose first turn committed; its id and current token."""
     granted = await store.start(start_session(new_id(), {"message": "hi"}, now()))
     token = new_token()
@@ -52,7 +52,7 @@ async def kinds(engine: AsyncEngine, session_id: SessionId) -> list[str]:
 
 
 async def test_start_writes_the_started_event_and_an_in_flight_projection(
-    store: SqlSessionStore,
+    store: SessionStore,
 ) -> None:
     granted = await store.start(start_session(new_id(), {"message": "hi"}, now()))
     loaded = await store.load(granted.state.session_id)
@@ -62,7 +62,7 @@ async def test_start_writes_the_started_event_and_an_in_flight_projection(
 
 
 async def test_commit_consumes_nothing_on_turn_one_and_issues_the_first_token(
-    store: SqlSessionStore, engine: AsyncEngine
+    store: SessionStore, engine: AsyncEngine
 ) -> None:
     session_id, token = await committed_session(store)
     async with engine.connect() as conn:
@@ -83,7 +83,7 @@ async def test_commit_consumes_nothing_on_turn_one_and_issues_the_first_token(
     )
 
 
-async def test_claim_with_the_current_token_then_commit_rotates_it(store: SqlSessionStore) -> None:
+async def test_claim_with_the_current_token_then_commit_rotates_it(store: SessionStore) -> None:
     session_id, token = await committed_session(store)
     granted = await store.claim(session_id, digest_token(token), {"message": "2"}, now())
     assert isinstance(granted, ClaimGranted)
@@ -99,7 +99,7 @@ async def test_claim_with_the_current_token_then_commit_rotates_it(store: SqlSes
 
 
 async def test_a_refusal_is_an_event_that_leaves_the_version_alone(
-    store: SqlSessionStore, engine: AsyncEngine
+    store: SessionStore, engine: AsyncEngine
 ) -> None:
     session_id, _ = await committed_session(store)
     before = await store.load(session_id)
@@ -116,7 +116,7 @@ async def test_a_refusal_is_an_event_that_leaves_the_version_alone(
 
 
 async def test_a_refusal_naming_no_session_stores_a_null_session_and_the_presented_id(
-    store: SqlSessionStore, engine: AsyncEngine
+    store: SessionStore, engine: AsyncEngine
 ) -> None:
     ghost = new_id()
     refusal = await store.claim(ghost, digest_token("x"), {}, now())
@@ -133,7 +133,7 @@ async def test_a_refusal_naming_no_session_stores_a_null_session_and_the_present
     assert rows[0].session_id is None
 
 
-async def test_concurrent_claims_with_one_token_grant_exactly_one(store: SqlSessionStore) -> None:
+async def test_concurrent_claims_with_one_token_grant_exactly_one(store: SessionStore) -> None:
     session_id, token = await committed_session(store)
     results = await asyncio.gather(
         *(store.claim(session_id, digest_token(token), {}, now()) for _ in range(20))
@@ -144,7 +144,7 @@ async def test_concurrent_claims_with_one_token_grant_exactly_one(store: SqlSess
     assert {refusal.reason for refusal in refused} == {RefusalReason.IN_FLIGHT}
 
 
-async def test_release_keeps_the_token_valid(store: SqlSessionStore) -> None:
+async def test_release_keeps_the_token_valid(store: SessionStore) -> None:
     session_id, token = await committed_session(store)
     granted = await store.claim(session_id, digest_token(token), {}, now())
     assert isinstance(granted, ClaimGranted)
@@ -156,7 +156,7 @@ async def test_release_keeps_the_token_valid(store: SqlSessionStore) -> None:
 
 
 async def test_release_with_close_closes_the_session(
-    store: SqlSessionStore, engine: AsyncEngine
+    store: SessionStore, engine: AsyncEngine
 ) -> None:
     granted = await store.start(start_session(new_id(), {}, now()))
     session_id = granted.state.session_id
@@ -170,7 +170,7 @@ async def test_release_with_close_closes_the_session(
 
 
 async def test_a_claim_that_is_no_longer_the_sessions_claim_cannot_write(
-    store: SqlSessionStore, engine: AsyncEngine
+    store: SessionStore, engine: AsyncEngine
 ) -> None:
     session_id, token = await committed_session(store)
     first = await store.claim(session_id, digest_token(token), {}, now())
@@ -194,7 +194,7 @@ async def test_a_claim_that_is_no_longer_the_sessions_claim_cannot_write(
 
 
 async def test_a_unique_violation_comes_back_as_a_conflict_value(
-    store: SqlSessionStore, engine: AsyncEngine
+    store: SessionStore, engine: AsyncEngine
 ) -> None:
     session_id, token = await committed_session(store)
     granted = await store.claim(session_id, digest_token(token), {}, now())
@@ -211,7 +211,7 @@ async def test_a_unique_violation_comes_back_as_a_conflict_value(
 
 
 async def test_a_conflict_that_persists_on_claim_is_reported_as_corruption(
-    store: SqlSessionStore, engine: AsyncEngine
+    store: SessionStore, engine: AsyncEngine
 ) -> None:
     session_id, token = await committed_session(store)
     async with engine.begin() as conn:
@@ -238,7 +238,7 @@ def _committed_row(
 
 
 async def test_the_database_refuses_to_consume_a_token_twice(
-    store: SqlSessionStore, engine: AsyncEngine
+    store: SessionStore, engine: AsyncEngine
 ) -> None:
     session_id, token = await committed_session(store)
     granted = await store.claim(session_id, digest_token(token), {}, now())
@@ -257,7 +257,7 @@ async def test_the_database_refuses_to_consume_a_token_twice(
 
 @pytest.mark.parametrize("column", ["issued", "seq"])
 async def test_the_database_refuses_a_reissued_token_or_a_reused_seq(
-    store: SqlSessionStore, engine: AsyncEngine, column: str
+    store: SessionStore, engine: AsyncEngine, column: str
 ) -> None:
     session_id, token = await committed_session(store)
     row = _committed_row(session_id, 50, None, digest_token(new_token()))
