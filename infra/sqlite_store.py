@@ -3,10 +3,11 @@
 SQLite has one writer at a time anyway, so a single thread that owns the write connection
 costs no concurrency, and it removes what dominates a naive async stack: a thread hand-off
 per statement (100-500 µs each on small machines). Here a store call is one hop to the
-writer and one back, and inside it the statements are plain `sqlite3` calls of a few µs.
-Each transaction reads the session's row, asks the domain what happens, and writes the
-events and the projection they fold into; BEGIN IMMEDIATE takes the database lock first,
-so a writer in another process cannot read the same version.
+writer (infra/sqlite_writer.py, which also commits concurrent transactions together) and
+one back, and inside it the statements are plain `sqlite3` calls of a few µs. Each
+transaction reads the session's row, asks the domain what happens, and writes the events
+and the projection they fold into; BEGIN IMMEDIATE takes the database lock first, so a
+writer in another process cannot read the same version.
 
 Values are laid out exactly as SQLAlchemy lays them out (uuid as 32 hex digits, times as
 "YYYY-MM-DD HH:MM:SS.ffffff" UTC, JSON as text), so migrations, the projection rebuild and
@@ -15,9 +16,7 @@ the tests read these rows through infra/tables.py unchanged.
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -42,6 +41,7 @@ from domain.refusals import Refusal
 from domain.state import Claim, SessionState, fold
 from infra.codec import event_to_row, row_to_state, state_to_row
 from infra.conflict import CLAIM_ATTEMPTS, Conflict, StoreCorrupted
+from infra.sqlite_writer import SqliteWriter
 
 T = TypeVar("T")
 
@@ -136,71 +136,85 @@ class SqliteSessionStore:
         self._path = path
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-sqlite")
-        self._conn: sqlite3.Connection | None = None
+        self._writer: SqliteWriter | None = None
 
     async def open(self) -> "SqliteSessionStore":
-        await self._on_writer(self._connect)
+        self._writer = SqliteWriter(await asyncio.to_thread(self._connect))
         return self
 
     async def close(self) -> None:
-        await self._on_writer(self._disconnect)
-        self._writer.shutdown(wait=True)
+        if self._writer is not None:
+            await self._writer.stop()
+            self._writer = None
 
-    def _connect(self) -> None:
+    def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self._path,
-            isolation_level=None,  # transactions are ours: BEGIN IMMEDIATE ... COMMIT
-            check_same_thread=False,  # opened and used on the writer thread only
+            isolation_level=None,  # transactions are the writer's: BEGIN IMMEDIATE ... COMMIT
+            check_same_thread=False,  # opened here, then used by the writer thread alone
             timeout=self._busy_timeout_ms / 1000,
         )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-        self._conn = conn
+        return conn
 
-    def _disconnect(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    async def _on_writer(self, work: Callable[..., T], *args: Any) -> T:
-        """The one thread hop of a store call: the whole transaction runs over there."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, work, *args)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn
-        if conn is None:
+    async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` as one transaction on the writer; a lost unique-key race is a Conflict."""
+        if self._writer is None:
             raise RuntimeError("the SQLite store is not open")
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
+            return await self._writer.run(work)
         except sqlite3.IntegrityError as error:
-            conn.execute("ROLLBACK")
             if "UNIQUE constraint failed" in str(error):
                 raise Conflict(str(error)) from error
             raise
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     # ------------------------------------------------------------------ the port
 
     async def start(self, started: SessionStarted) -> ClaimGranted:
-        return await self._on_writer(self._start, started)
+        return await self._transaction(
+            lambda conn: ClaimGranted(started, _append(conn, None, [started]))
+        )
 
     async def claim(
         self, session_id: SessionId, presented: TokenDigest | None, input: JsonObject, at: datetime
     ) -> ClaimGranted | Refusal:
-        return await self._on_writer(self._claim, session_id, presented, input, at)
+        def claim(conn: sqlite3.Connection) -> ClaimGranted | Refusal:
+            state = _load(conn, session_id)
+            decision = decisions.claim_turn(
+                state, session_id=session_id, presented=presented, input=input, at=at
+            )
+            if isinstance(decision, Refusal):
+                refused = decisions.record_refusal(
+                    decision, state=state, presented_id=session_id, at=at
+                )
+                conn.execute(_INSERT_EVENT, _event_values(refused))
+                return decision
+            return ClaimGranted(decision, _append(conn, state, [decision]))
+
+        for _ in range(CLAIM_ATTEMPTS):
+            try:
+                return await self._transaction(claim)
+            except Conflict:
+                continue
+        raise StoreCorrupted(f"claims on session {session_id} keep conflicting")
 
     async def append_record(
         self, session_id: SessionId, claim: Claim, record: JsonValue, at: datetime
     ) -> RecordAppended | Contended:
-        return await self._on_writer(self._append_record, session_id, claim, record, at)
+        def append(conn: sqlite3.Connection) -> RecordAppended | Contended:
+            state = _load(conn, session_id)
+            decision = decisions.append_record(state, claim, record, at)
+            if isinstance(decision, RecordAppended):
+                _append(conn, state, [decision])
+            return decision
+
+        try:
+            return await self._transaction(append)
+        except Conflict:
+            return await self._contended(session_id)
 
     async def commit(
         self,
@@ -212,7 +226,17 @@ class SqliteSessionStore:
         *,
         sealed: str | None = None,
     ) -> TurnCommitted | Contended:
-        return await self._on_writer(self._commit, session_id, claim, outcome, issued, at, sealed)
+        def commit(conn: sqlite3.Connection) -> TurnCommitted | Contended:
+            state = _load(conn, session_id)
+            decision = decisions.commit_turn(state, claim, outcome, issued, at, sealed=sealed)
+            if isinstance(decision, TurnCommitted):
+                _append(conn, state, [decision])
+            return decision
+
+        try:
+            return await self._transaction(commit)
+        except Conflict:
+            return await self._contended(session_id)
 
     async def release(
         self,
@@ -224,83 +248,7 @@ class SqliteSessionStore:
         *,
         close: CloseCause | None = None,
     ) -> None:
-        await self._on_writer(self._release, session_id, claim, cause, error, at, close)
-
-    async def refuse(self, refused: RequestRefused) -> None:
-        await self._on_writer(self._refuse, refused)
-
-    async def load(self, session_id: SessionId) -> SessionState | None:
-        return await self._on_writer(self._load_now, session_id)
-
-    # ------------------------------------------------------------------ on the writer thread
-
-    def _start(self, started: SessionStarted) -> ClaimGranted:
-        with self._transaction() as conn:
-            return ClaimGranted(started, _append(conn, None, [started]))
-
-    def _claim(
-        self, session_id: SessionId, presented: TokenDigest | None, input: JsonObject, at: datetime
-    ) -> ClaimGranted | Refusal:
-        for _ in range(CLAIM_ATTEMPTS):
-            try:
-                with self._transaction() as conn:
-                    state = _load(conn, session_id)
-                    decision = decisions.claim_turn(
-                        state, session_id=session_id, presented=presented, input=input, at=at
-                    )
-                    if isinstance(decision, Refusal):
-                        refused = decisions.record_refusal(
-                            decision, state=state, presented_id=session_id, at=at
-                        )
-                        conn.execute(_INSERT_EVENT, _event_values(refused))
-                        return decision
-                    return ClaimGranted(decision, _append(conn, state, [decision]))
-            except Conflict:
-                continue
-        raise StoreCorrupted(f"claims on session {session_id} keep conflicting")
-
-    def _append_record(
-        self, session_id: SessionId, claim: Claim, record: JsonValue, at: datetime
-    ) -> RecordAppended | Contended:
-        try:
-            with self._transaction() as conn:
-                state = _load(conn, session_id)
-                decision = decisions.append_record(state, claim, record, at)
-                if isinstance(decision, RecordAppended):
-                    _append(conn, state, [decision])
-                return decision
-        except Conflict:
-            return self._contended(session_id)
-
-    def _commit(
-        self,
-        session_id: SessionId,
-        claim: Claim,
-        outcome: HandlerOutcome,
-        issued: TokenDigest,
-        at: datetime,
-        sealed: str | None,
-    ) -> TurnCommitted | Contended:
-        try:
-            with self._transaction() as conn:
-                state = _load(conn, session_id)
-                decision = decisions.commit_turn(state, claim, outcome, issued, at, sealed=sealed)
-                if isinstance(decision, TurnCommitted):
-                    _append(conn, state, [decision])
-                return decision
-        except Conflict:
-            return self._contended(session_id)
-
-    def _release(
-        self,
-        session_id: SessionId,
-        claim: Claim,
-        cause: ReleaseCause,
-        error: str | None,
-        at: datetime,
-        close: CloseCause | None,
-    ) -> None:
-        with self._transaction() as conn:
+        def release(conn: sqlite3.Connection) -> None:
             state = _load(conn, session_id)
             released = decisions.release_turn(state, claim, cause, error, at)
             if state is None or released is None:
@@ -311,17 +259,16 @@ class SqliteSessionStore:
                 ended.append(closing)
             _append(conn, state, ended)
 
-    def _refuse(self, refused: RequestRefused) -> None:
-        with self._transaction() as conn:
-            conn.execute(_INSERT_EVENT, _event_values(refused))
+        await self._transaction(release)
 
-    def _load_now(self, session_id: SessionId) -> SessionState | None:
-        if self._conn is None:
-            raise RuntimeError("the SQLite store is not open")
-        return _load(self._conn, session_id)
+    async def refuse(self, refused: RequestRefused) -> None:
+        await self._transaction(lambda conn: conn.execute(_INSERT_EVENT, _event_values(refused)))
 
-    def _contended(self, session_id: SessionId) -> Contended:
-        state = self._load_now(session_id)
+    async def load(self, session_id: SessionId) -> SessionState | None:
+        return await self._transaction(lambda conn: _load(conn, session_id))
+
+    async def _contended(self, session_id: SessionId) -> Contended:
+        state = await self.load(session_id)
         return Contended(current=state.version if state else 0)
 
 
