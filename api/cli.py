@@ -11,7 +11,7 @@ from litestar import Litestar
 from api.app import create_app
 from api.handlers import HandlerNotFound
 from infra.database import create_engine
-from infra.migrate import upgrade_to_head
+from infra.migrate import head_revision, upgrade_to_head
 from infra.settings import Settings, SettingsError
 
 
@@ -52,9 +52,16 @@ def _database_option(parser: argparse.ArgumentParser) -> None:
 async def _migrate(settings: Settings) -> None:
     engine = create_engine(settings)
     try:
-        await upgrade_to_head(engine)
+        before = await upgrade_to_head(engine)
     finally:
         await engine.dispose()
+    head = head_revision()
+    if before == head:
+        print(f"baton: database schema already at {head}", file=sys.stderr)
+    else:
+        print(
+            f"baton: database schema migrated from {before or 'empty'} to {head}", file=sys.stderr
+        )
 
 
 def run_server(app: Litestar, settings: Settings) -> None:

@@ -28,9 +28,24 @@ def head_revision() -> str:
     return head
 
 
-async def upgrade_to_head(engine: AsyncEngine) -> None:
+# Any fixed 64-bit number, the same in every replica: the key of the migration lock.
+MIGRATION_LOCK_KEY = 0x6261746F6E  # "baton"
+
+
+async def upgrade_to_head(engine: AsyncEngine) -> str | None:
+    """Migrate to head; returns the revision the database was at (None: it was empty).
+
+    Replicas that start at once take turns: on PostgreSQL the upgrade runs under a
+    transaction-scoped advisory lock, so the second replica waits, then finds the schema at
+    head and does nothing (on SQLite, BEGIN IMMEDIATE already serialises them)."""
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
+        before = await conn.run_sync(_current_revision)
         await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "head"))
+    return before
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
