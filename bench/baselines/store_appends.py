@@ -1,0 +1,92 @@
+"""Baton's own store appending events in-process (no HTTP), timed like peer-eventsourcing.
+
+Sequential claim + commit cycles on one session through the public SessionStore API
+(infra.stores.open_store): two events per cycle, one transaction per event, the same number
+of events as the peer appends, after the same unmeasured warm-up.
+"""
+
+import asyncio
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from domain import decisions
+from domain.events import TurnCommitted
+from domain.identifiers import TokenDigest, digest_token, mint_token, new_session_id
+from domain.outcomes import Finished
+from domain.ports import ClaimGranted, SessionStore
+from infra.settings import Settings
+from infra.stores import open_store
+
+EVENTS_PER_CYCLE = 2  # a claimed event, then a committed one
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_digest() -> TokenDigest:
+    return digest_token(mint_token(secrets.token_bytes))
+
+
+class _Session:
+    """One session, turned over and over: claim with the current digest, commit a new one."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+        self._session_id = new_session_id(int(time.time() * 1000), secrets.token_bytes)
+        self._digest = _new_digest()
+        self._turn = 1
+
+    async def start(self) -> None:
+        at = _now()
+        granted = await self._store.start(
+            decisions.start_session(self._session_id, {"message": "x"}, at)
+        )
+        await self._commit(granted)
+
+    async def cycle(self) -> None:
+        granted = await self._store.claim(self._session_id, self._digest, {"message": "x"}, _now())
+        if not isinstance(granted, ClaimGranted):
+            raise RuntimeError(f"the store refused a valid claim: {granted}")
+        await self._commit(granted)
+
+    async def _commit(self, granted: ClaimGranted) -> None:
+        issued = _new_digest()
+        committed = await self._store.commit(
+            self._session_id, granted.claim, Finished({"turn": granted.event.turn}), issued, _now()
+        )
+        if not isinstance(committed, TurnCommitted):
+            raise RuntimeError(f"the store did not commit: {committed}")
+        self._digest = issued
+
+
+async def _appends(settings: Settings, events: int, warmup_events: int) -> float:
+    async with open_store(settings) as store:
+        session = _Session(store)
+        await session.start()
+        for _ in range(warmup_events // EVENTS_PER_CYCLE):
+            await session.cycle()
+        began = time.perf_counter()
+        for _ in range(events // EVENTS_PER_CYCLE):
+            await session.cycle()
+        return time.perf_counter() - began
+
+
+def run_appends(database_url: str, events: int, warmup_events: int) -> dict[str, Any]:
+    """`database_url` must already be migrated to head."""
+    settings = Settings.from_env(database_url=database_url)  # as baton serve reads them
+    appended = events // EVENTS_PER_CYCLE * EVENTS_PER_CYCLE
+    elapsed = asyncio.run(_appends(settings, appended, warmup_events))
+    return {
+        "rate": appended / elapsed,
+        "unit": "events/s",
+        "count": appended,
+        "p50_ms": None,
+        "p99_ms": None,
+        "refusals": {},
+        "errors": {},
+        "loadgen_cpu": None,
+        "extra": {"events": appended, "seconds": elapsed},
+    }

@@ -1,0 +1,76 @@
+"""How long each measurement runs, per mode, and the load shapes every mode shares."""
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+DEFAULT_OUTPUT = RESULTS_DIR / "latest.json"
+
+# The load shapes of issue 4; every mode runs all of them, only for less time.
+BUFFERED_CONCURRENCY = (1, 16, 64)
+STREAM_CONCURRENCY = 16  # SSE, WebSocket, start-only, and the baselines' reference point
+PEAK_RSS_CONCURRENCY = 64
+RACE_WIDTH = 50  # concurrent continues presenting one token, per round
+
+# Access logging is uvicorn's, not Baton's; at "info" every request writes a line to the
+# server's stdout and that cost would dominate a 2-core box. Baton and the http-floor get the
+# same level, so every comparison still differs only in the app.
+SERVER_LOG_LEVEL = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    mode: str
+    warmup_seconds: float  # unmeasured load before each scenario's window
+    measure_seconds: float  # each scenario's measured window
+    race_rounds: int
+    pgbench_seconds: int  # pgbench -T takes whole seconds
+    pgbench_warmup_seconds: int  # 0: no unmeasured pgbench run first
+    append_events: int  # events each store appends, measured
+    append_warmup_events: int
+    profile: bool  # run the PostgreSQL c16 scenario again under pyinstrument
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FULL = RunConfig(
+    mode="full",
+    warmup_seconds=1.0,
+    measure_seconds=15.0,
+    race_rounds=40,
+    pgbench_seconds=10,
+    pgbench_warmup_seconds=1,
+    append_events=5000,
+    append_warmup_events=200,
+    profile=True,
+)
+
+QUICK = RunConfig(
+    mode="quick",
+    warmup_seconds=0.5,
+    measure_seconds=2.0,
+    race_rounds=8,
+    pgbench_seconds=2,
+    pgbench_warmup_seconds=1,
+    append_events=400,
+    append_warmup_events=40,
+    profile=False,
+)
+
+# For tests/test_bench.py: every row and ratio present, in well under 30 seconds.
+SMOKE = RunConfig(
+    mode="smoke",
+    warmup_seconds=0.1,
+    measure_seconds=0.3,
+    race_rounds=2,
+    pgbench_seconds=1,
+    pgbench_warmup_seconds=0,
+    append_events=60,
+    append_warmup_events=10,
+    profile=False,
+)
+
+MODES = {config.mode: config for config in (FULL, QUICK, SMOKE)}

@@ -1,0 +1,68 @@
+"""One row of the results: one measurement (a scenario on a backend, or a baseline)."""
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Row names: Baton's scenarios, then the baselines.
+BUFFERED = "buffered"
+SSE = "sse"
+WEBSOCKET = "websocket"
+RACE = "race"
+START = "start"
+HTTP_FLOOR = "http-floor"
+SQL_FLOOR_PG = "sql-floor-pg"
+SQL_FLOOR_SQLITE = "sql-floor-sqlite"
+PEER_EVENTSOURCING = "peer-eventsourcing"
+BATON_STORE = "baton-store"  # Baton's store appending in-process, next to the peer
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+BACKENDS = (SQLITE, POSTGRESQL)
+NO_BACKEND = "-"  # the http-floor touches no database
+
+
+@dataclass
+class Row:
+    name: str
+    backend: str
+    concurrency: int
+    rate: float
+    unit: str
+    p50_ms: float | None
+    p99_ms: float | None
+    refusals: dict[str, int]
+    errors: dict[str, int]
+    loadgen_cpu: float | None  # CPU seconds per wall second of whatever generated the load
+    count: int  # measured requests (turns, events)
+    extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    failed: bool = False  # a correctness check in this row failed (the race)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.name, self.backend, self.concurrency
+
+    @classmethod
+    def from_result(
+        cls, name: str, backend: str, concurrency: int, result: dict[str, Any]
+    ) -> "Row":
+        extra = dict(result.get("extra", {}))
+        if "race" in result:
+            extra["race"] = result["race"]
+        return cls(
+            name=name,
+            backend=backend,
+            concurrency=concurrency,
+            rate=float(result["rate"]),
+            unit=str(result["unit"]),
+            p50_ms=result["p50_ms"],
+            p99_ms=result["p99_ms"],
+            refusals=dict(result["refusals"]),
+            errors=dict(result["errors"]),
+            loadgen_cpu=result["loadgen_cpu"],
+            count=int(result["count"]),
+            extra=extra,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)

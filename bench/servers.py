@@ -1,0 +1,141 @@
+"""Server processes under test: `baton serve`, the http-floor app, and `baton serve` under
+pyinstrument. Each is started, polled until /healthz answers, measured (peak RSS) and stopped
+with SIGINT, which uvicorn turns into a graceful shutdown (and pyinstrument into a profile)."""
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from bench.config import ROOT, SERVER_LOG_LEVEL
+
+PYTHON = sys.executable
+BATON = str(Path(PYTHON).with_name("baton"))  # this venv's console script
+HOST = "127.0.0.1"
+STARTUP_SECONDS = 60.0
+STOP_SECONDS = 60.0  # pyinstrument writes its session on exit; give it time
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def _healthy(port: int) -> bool:
+    connection = http.client.HTTPConnection(HOST, port, timeout=1)
+    try:
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+class ServerProcess:
+    def __init__(self, label: str, command: list[str], port: int, log_dir: Path) -> None:
+        self.label = label
+        self.command = command
+        self.port = port
+        self.log_path = log_dir / f"{label}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "ServerProcess":
+        env = {
+            **os.environ,
+            "BATON_LOG_LEVEL": SERVER_LOG_LEVEL,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(ROOT),  # so `-m bench.floor_app` imports from the repository
+        }
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:  # one log per label per run
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+            )
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not _healthy(self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.label} exited early:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"{self.label} did not come up:\n{self.log_tail()}")
+            time.sleep(0.05)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def peak_rss_bytes(self) -> int:
+        """VmHWM: the most resident memory this process has had so far."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+        raise RuntimeError("no VmHWM in /proc/<pid>/status")
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()  # only our own child, by its pid
+            process.wait(timeout=10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def baton_serve_args(database_url: str, port: int) -> list[str]:
+    return ["serve", "--handler", "bench", "--database-url", database_url, "--port", str(port)]
+
+
+def baton_server(database_url: str, log_dir: Path, label: str) -> ServerProcess:
+    port = free_port()
+    return ServerProcess(label, [BATON, *baton_serve_args(database_url, port)], port, log_dir)
+
+
+def floor_server(log_dir: Path) -> ServerProcess:
+    port = free_port()
+    command = [PYTHON, "-m", "bench.floor_app", "--port", str(port)]
+    return ServerProcess("http-floor", command, port, log_dir)
+
+
+def profiled_baton_server(database_url: str, session_path: Path, log_dir: Path) -> ServerProcess:
+    """`baton serve` under pyinstrument, saving its raw session for rendering afterwards."""
+    port = free_port()
+    command = [
+        PYTHON,
+        "-m",
+        "pyinstrument",
+        "--renderer",
+        "pyisession",
+        "--outfile",
+        str(session_path),
+        "-m",
+        "api.cli",
+        *baton_serve_args(database_url, port),
+    ]
+    return ServerProcess("baton-profiled", command, port, log_dir)

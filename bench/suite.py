@@ -1,0 +1,134 @@
+"""The whole run, in order: the baselines, Baton on each backend, the store appends, and (in
+a full run) the profile. Every database is fresh and dropped (or deleted) at the end."""
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import rows
+from bench.baselines import peer_eventsourcing, sql_floor_pg, sql_floor_sqlite, store_appends
+from bench.config import STREAM_CONCURRENCY, RunConfig
+from bench.databases import fresh_postgres, fresh_sqlite_path, migrate, sqlite_url
+from bench.loadgen import LoadGenerator
+from bench.profiling import profile_postgres_c16
+from bench.progress import progress
+from bench.rows import Row
+from bench.scenarios import run_backend, run_http_floor
+
+PGBENCH_CONCURRENCY = (1, STREAM_CONCURRENCY)  # c1 for the p50 budget, c16 for the ratio
+
+
+@dataclass
+class Suite:
+    config: RunConfig
+    loadgen: LoadGenerator
+    work_dir: Path  # temporary: SQLite files, pyinstrument's raw session
+    results_dir: Path  # where profiles are written, and the servers' logs (logs/)
+    rows: list[Row] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    profile: dict[str, Any] | None = None
+
+    @property
+    def log_dir(self) -> Path:
+        """Server logs outlive the run, to read when a row reports errors."""
+        return self.results_dir / "logs"
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        progress(f"== {name}")
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(time.perf_counter() - began, 2)
+
+    def run(self) -> list[Row]:
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("http-floor", self.http_floor),
+            ("sql-floor-pg", self.sql_floor_pg),
+            ("sql-floor-sqlite", self.sql_floor_sqlite),
+            ("baton on sqlite", self.baton_sqlite),
+            ("baton on postgresql", self.baton_postgresql),
+            ("store appends: sqlite", lambda: self.appends(rows.SQLITE)),
+            ("store appends: postgresql", lambda: self.appends(rows.POSTGRESQL)),
+        ]
+        for name, step in steps:
+            with self._phase(name):
+                step()
+        return self.rows
+
+    def http_floor(self) -> None:
+        self.rows += run_http_floor(self.loadgen, self.config, self.log_dir)
+
+    def sql_floor_pg(self) -> None:
+        with fresh_postgres("sqlfloor") as database:
+            sql_floor_pg.prepare(database, max(PGBENCH_CONCURRENCY))
+            for clients in PGBENCH_CONCURRENCY:
+                progress(f"pgbench c{clients} ...")
+                result = sql_floor_pg.run_floor(
+                    database,
+                    clients,
+                    self.config.pgbench_seconds,
+                    self.config.pgbench_warmup_seconds,
+                )
+                self._add(Row.from_result(rows.SQL_FLOOR_PG, rows.POSTGRESQL, clients, result))
+
+    def sql_floor_sqlite(self) -> None:
+        path = fresh_sqlite_path(self.work_dir, "sqlfloor")
+        result = sql_floor_sqlite.run_floor(
+            path, self.config.warmup_seconds, self.config.measure_seconds
+        )
+        row = Row.from_result(rows.SQL_FLOOR_SQLITE, rows.SQLITE, 1, result)
+        row.notes.append(f"one process, {sql_floor_sqlite.SESSIONS} sessions round-robin")
+        self._add(row)
+
+    def baton_sqlite(self) -> None:
+        url = sqlite_url(fresh_sqlite_path(self.work_dir, "baton"))
+        self.rows += run_backend(rows.SQLITE, url, self.loadgen, self.config, self.log_dir)
+
+    def baton_postgresql(self) -> None:
+        with fresh_postgres("baton") as database:
+            url = database.baton_url
+            self.rows += run_backend(rows.POSTGRESQL, url, self.loadgen, self.config, self.log_dir)
+            if self.config.profile:
+                progress("profiling: postgresql buffered c16 under pyinstrument ...")
+                self.profile = profile_postgres_c16(
+                    url, self.loadgen, self.config, self.results_dir, self.work_dir
+                )
+
+    def appends(self, backend: str) -> None:
+        events, warmup = self.config.append_events, self.config.append_warmup_events
+        progress(f"peer-eventsourcing on {backend}: {events} events ...")
+        if backend == rows.SQLITE:
+            env = peer_eventsourcing.sqlite_env(fresh_sqlite_path(self.work_dir, "eventsourcing"))
+            peer = peer_eventsourcing.run_appends(env, events, warmup)
+        else:
+            with fresh_postgres("eventsourcing") as database:
+                env = peer_eventsourcing.postgres_env(database)
+                peer = peer_eventsourcing.run_appends(env, events, warmup)
+        peer_row = Row.from_result(rows.PEER_EVENTSOURCING, backend, 1, peer)
+        if "sqlite" in peer_row.extra:
+            pragmas = peer_row.extra["sqlite"]
+            peer_row.notes.append(
+                f"journal_mode={pragmas['journal_mode']} synchronous={pragmas['synchronous']}"
+            )
+        self._add(peer_row)
+        progress(f"Baton's store on {backend}: {events} events ...")
+        if backend == rows.SQLITE:
+            url = sqlite_url(fresh_sqlite_path(self.work_dir, "store"))
+            migrate(url)
+            own = store_appends.run_appends(url, events, warmup)
+        else:
+            with fresh_postgres("store") as database:
+                migrate(database.baton_url)
+                own = store_appends.run_appends(database.baton_url, events, warmup)
+        own_row = Row.from_result(rows.BATON_STORE, backend, 1, own)
+        own_row.notes.append("in-process, sequential claim+commit")
+        self._add(own_row)
+
+    def _add(self, row: Row) -> None:
+        progress(f"  {row.name} {row.backend} c{row.concurrency}: {row.rate:9.1f} {row.unit}")
+        self.rows.append(row)

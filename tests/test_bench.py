@@ -1,0 +1,114 @@
+"""The benchmark suite (`python -m bench`) runs end to end in its smoke configuration: real
+servers on both backends, every baseline, every row and ratio in the JSON, and the race held
+to the single-claim rule. The numbers of a smoke run mean nothing; their presence does."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.databases import IN_CI, require_postgres
+
+ROOT = Path(__file__).resolve().parents[1]
+LATEST = ROOT / "bench" / "results" / "latest.json"
+SMOKE_TIMEOUT_SECONDS = 120  # it takes about 20 s; a hung server must not hang the suite
+
+BATON_ROWS = {
+    (name, backend, concurrency)
+    for backend in ("sqlite", "postgresql")
+    for name, concurrency in (
+        ("buffered", 1),
+        ("buffered", 16),
+        ("buffered", 64),
+        ("sse", 16),
+        ("websocket", 16),
+        ("race", 50),
+        ("start", 16),
+        ("peer-eventsourcing", 1),
+        ("baton-store", 1),
+    )
+}
+BASELINE_ROWS = {
+    ("http-floor", "-", 1),
+    ("http-floor", "-", 16),
+    ("sql-floor-pg", "postgresql", 1),
+    ("sql-floor-pg", "postgresql", 16),
+    ("sql-floor-sqlite", "sqlite", 1),
+}
+SmokeRun = tuple[dict[str, Any], str]  # the results JSON, and the printed table
+GOALS = 13  # the seven goals of issue 4, per backend where they say so
+
+
+def require_pgbench() -> None:
+    if shutil.which("pgbench") is None:
+        message = "pgbench is not installed; the sql-floor-pg baseline needs it"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+    require_postgres()
+    require_pgbench()
+    output = tmp_path_factory.mktemp("bench") / "results.json"
+    latest_before = LATEST.stat().st_mtime_ns if LATEST.exists() else None
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_SECONDS,
+        check=False,
+    )
+    assert done.returncode == 0, f"python -m bench --smoke failed:\n{done.stderr[-4000:]}"
+    latest_after = LATEST.stat().st_mtime_ns if LATEST.exists() else None
+    assert latest_after == latest_before, "a smoke run must not overwrite latest.json"
+    return json.loads(output.read_text()), done.stdout
+
+
+@pytest.mark.e2e
+def test_every_row_is_measured_without_errors(smoke_run: SmokeRun) -> None:
+    results, _ = smoke_run
+    rows = {(row["name"], row["backend"], row["concurrency"]): row for row in results["rows"]}
+    assert set(rows) == BATON_ROWS | BASELINE_ROWS
+    for key, row in rows.items():
+        assert row["rate"] > 0, key
+        assert row["errors"] == {}, key
+    assert rows[("buffered", "sqlite", 64)]["extra"]["server_peak_rss_bytes"] > 0
+    assert rows[("buffered", "postgresql", 64)]["extra"]["server_peak_rss_bytes"] > 0
+
+
+@pytest.mark.e2e
+def test_every_race_round_has_exactly_one_winner(smoke_run: SmokeRun) -> None:
+    results, _ = smoke_run
+    races = [row for row in results["rows"] if row["name"] == "race"]
+    assert len(races) == 2
+    for row in races:
+        race = row["extra"]["race"]
+        assert race["rounds"] == results["durations"]["race_rounds"]
+        assert race["winners_per_round"] == [1] * race["rounds"]
+        assert race["conflicts_per_round"] == [race["width"] - 1] * race["rounds"]
+        assert not row["failed"]
+    assert results["race_ok"] is True
+
+
+@pytest.mark.e2e
+def test_every_ratio_is_measured_and_the_table_is_printed(smoke_run: SmokeRun) -> None:
+    results, table = smoke_run
+    ratios = results["ratios"]
+    assert len(ratios) == GOALS
+    for ratio in ratios:
+        assert ratio["measured"] is not None, ratio["goal"]
+        assert isinstance(ratio["met"], bool)
+        assert ratio["goal"] in table
+    assert "RATIOS" in table
+    machine = results["machine"]
+    for fact in ("cpu_count", "python", "postgres", "sqlite"):
+        assert machine[fact], fact
+    assert results["timestamp"]
+    assert results["durations"]["mode"] == "smoke"
