@@ -13,7 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from api.errors import EXCEPTION_HANDLERS
 from api.handlers import load_handler
 from api.health import healthz, metrics_text, readyz
-from api.live import TurnRunner
+from api.live import TurnRunner, Turns
 from api.metrics import Metrics
 from api.rest import continue_session, start_session
 from api.websocket import turns_socket, websockets_disabled
@@ -47,7 +47,7 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
             async with open_store(settings) as store:
                 services = TurnServices(store, turn_handler, utc_now, secrets.token_bytes)
                 app.state.engine = engine
-                app.state.driver = TurnDriver(services)
+                app.state.turns = Turns(TurnDriver(services), runner)
                 try:
                     yield
                 finally:
@@ -56,9 +56,9 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
         finally:
             await engine.dispose()
 
-    def driver(state: State) -> TurnDriver:
-        turn_driver: TurnDriver = state.driver
-        return turn_driver
+    def turns(state: State) -> Turns:
+        ready: Turns = state.turns
+        return ready
 
     websocket_route = turns_socket if settings.websockets else websockets_disabled
     return Litestar(
@@ -72,8 +72,7 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
         ],
         lifespan=[database],
         dependencies={
-            "driver": Provide(driver, sync_to_thread=False),
-            "runner": Provide(lambda: runner, sync_to_thread=False),
+            "turns": Provide(turns, sync_to_thread=False),
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,

@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from domain.driver import OpenTurn, TurnFailed, TurnReply
+from domain.driver import OpenTurn, TurnDriver, TurnFailed, TurnReply
 from domain.identifiers import SessionId
 from domain.json import JsonValue
 
@@ -37,6 +37,15 @@ class TurnCrashed:
 
 TurnEnd = TurnReply | TurnFailed | TurnCrashed
 LiveEvent = RecordEvent | DeltaEvent | TurnEnd
+
+
+@dataclass(frozen=True, slots=True)
+class Turns:
+    """What a transport needs to run turns, as one dependency: Litestar resolves a lone
+    dependency inline, while two at one level cost an anyio TaskGroup per request."""
+
+    driver: TurnDriver
+    runner: "TurnRunner"
 
 
 class TurnRunner:

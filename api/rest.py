@@ -12,11 +12,11 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from api.errors import INTERNAL, TURN_FAILED, ApiError
-from api.live import TurnCrashed, TurnRunner
+from api.live import TurnCrashed, Turns
 from api.schemas import ErrorBody, TurnReplyBody, turn_reply_body
 from api.sse import EVENT_STREAM, stream_turn
 from api.turn_input import SESSION_FIELD, split_turn_input, take_text
-from domain.driver import ContinueRequest, OpenTurn, StartRequest, TurnDriver, TurnFailed
+from domain.driver import ContinueRequest, OpenTurn, StartRequest, TurnFailed
 from domain.refusals import Refusal
 
 TOKEN_HEADER = "X-Continuation-Token"
@@ -50,6 +50,9 @@ RESPONSES = {
 
 
 def wants_stream(request: AnyRequest) -> bool:
+    accept = request.headers.get("accept")
+    if not accept or EVENT_STREAM not in accept:
+        return False  # the common case, decided without parsing the header
     return request.accept.best_match([JSON, EVENT_STREAM], default=JSON) == EVENT_STREAM
 
 
@@ -59,12 +62,10 @@ def wants_stream(request: AnyRequest) -> bool:
 TurnResponse = Response[Any]
 
 
-async def answer(
-    request: AnyRequest, opened: OpenTurn | Refusal, runner: TurnRunner
-) -> TurnResponse:
+async def answer(request: AnyRequest, opened: OpenTurn | Refusal, turns: Turns) -> TurnResponse:
     if isinstance(opened, Refusal):
         raise ApiError.refused(opened)
-    live = runner.launch(opened)
+    live = turns.runner.launch(opened)
     if wants_stream(request):
         return stream_turn(live)
     end = await live.end()
@@ -79,15 +80,14 @@ async def answer(
 async def start_session(
     request: AnyRequest,
     data: TurnInput,
-    driver: NamedDependency[TurnDriver],
-    runner: NamedDependency[TurnRunner],
+    turns: NamedDependency[Turns],
     token_header: TokenHeader = None,
 ) -> TurnResponse:
     """Start a session: the body is turn 1's input. The reply carries the first token."""
     turn_input, token = split_turn_input(data, token_header)
     session_id = take_text(turn_input, SESSION_FIELD)
-    opened = await driver.open_start(StartRequest(turn_input, token, session_id))
-    return await answer(request, opened, runner)
+    opened = await turns.driver.open_start(StartRequest(turn_input, token, session_id))
+    return await answer(request, opened, turns)
 
 
 @post(
@@ -100,11 +100,10 @@ async def continue_session(
     request: AnyRequest,
     session_id: FromPath[str],
     data: TurnInput,
-    driver: NamedDependency[TurnDriver],
-    runner: NamedDependency[TurnRunner],
+    turns: NamedDependency[Turns],
     token_header: TokenHeader = None,
 ) -> TurnResponse:
     """Run the next turn, authorised by the current continuation token (single use)."""
     turn_input, token = split_turn_input(data, token_header)
-    opened = await driver.open_continue(ContinueRequest(session_id, turn_input, token))
-    return await answer(request, opened, runner)
+    opened = await turns.driver.open_continue(ContinueRequest(session_id, turn_input, token))
+    return await answer(request, opened, turns)

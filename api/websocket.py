@@ -16,7 +16,7 @@ from litestar import WebSocket, get, websocket
 from litestar.di import NamedDependency
 
 from api.errors import BAD_REQUEST, WEBSOCKETS_DISABLED, ApiError
-from api.live import LiveTurn, TurnEnd, TurnRunner
+from api.live import LiveTurn, TurnEnd, TurnRunner, Turns
 from api.turn_events import error_object, event_object
 from api.turn_input import SESSION_FIELD, TOKEN_FIELD, split_turn_input, take_text
 from domain.driver import (
@@ -128,8 +128,7 @@ def _parse(text: str | None) -> dict[str, Any]:
 @websocket(WS_PATH)
 async def turns_socket(
     socket: WebSocket[Any, Any, Any],
-    driver: NamedDependency[TurnDriver],
-    runner: NamedDependency[TurnRunner],
+    turns: NamedDependency[Turns],
 ) -> None:
     """Turns over one WebSocket connection."""
     await socket.accept()
@@ -138,7 +137,7 @@ async def turns_socket(
         await socket.send_text(json.dumps(error_object(BAD_REQUEST, message)))
         await socket.close(code=POLICY_VIOLATION, reason="token in upgrade request")
         return
-    await Connection(socket, driver, runner).serve()
+    await Connection(socket, turns.driver, turns.runner).serve()
 
 
 @get(WS_PATH, tags=["turns"])
