@@ -112,16 +112,17 @@ class LiveTurn:
     async def events_or_idle(self, idle_seconds: float) -> AsyncIterator[LiveEvent | None]:
         """As events(), with a None whenever nothing happened for `idle_seconds` (a
         transport's cue to keep the line alive)."""
-        stream = aiter(self.events())
         while True:
             try:
-                event = await asyncio.wait_for(anext(stream), idle_seconds)
+                # asyncio.timeout costs a timer; wait_for would cost a Task per event.
+                async with asyncio.timeout(idle_seconds):
+                    event = await self._queue.get()
             except TimeoutError:
                 yield None
                 continue
-            except StopAsyncIteration:
-                return
             yield event
+            if isinstance(event, TurnEnd):
+                return
 
     async def end(self) -> TurnEnd:
         """Wait for the turn's end, discarding its live events."""

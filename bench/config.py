@@ -13,6 +13,10 @@ BUFFERED_CONCURRENCY = (1, 16, 64)
 STREAM_CONCURRENCY = 16  # SSE, WebSocket, start-only, and the baselines' reference point
 PEAK_RSS_CONCURRENCY = 64
 RACE_WIDTH = 50  # concurrent continues presenting one token, per round
+# The store-appends comparison runs one writer per store, then this many; its goal is judged
+# at equal concurrency, because concurrent writers are what a session store serves (and what
+# a table lock per save, or a commit per save, cannot serve well).
+APPEND_WRITERS = 16
 
 # Access logging is uvicorn's, not Baton's; at "info" every request writes a line to the
 # server's stdout and that cost would dominate a 2-core box. Baton and the http-floor get the

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench.config import APPEND_WRITERS
 from bench.rows import (
     BACKENDS,
     BATON_STORE,
@@ -123,10 +124,11 @@ def evaluate(measured: list[Row]) -> list[Ratio]:
     for backend, target in ((POSTGRESQL, 3.0), (SQLITE, 1.5)):
         ratios.append(
             _rate_ratio(
-                f"Baton store appends >= {target:g} x peer-eventsourcing ({backend})",
+                f"Baton store appends >= {target:g} x peer-eventsourcing ({backend}, "
+                f"{APPEND_WRITERS} writers each)",
                 rows,
-                (BATON_STORE, backend, 1),
-                (PEER_EVENTSOURCING, backend, 1),
+                (BATON_STORE, backend, APPEND_WRITERS),
+                (PEER_EVENTSOURCING, backend, APPEND_WRITERS),
                 target,
             )
         )

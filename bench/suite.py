@@ -10,7 +10,7 @@ from typing import Any
 
 from bench import rows
 from bench.baselines import peer_eventsourcing, sql_floor_pg, sql_floor_sqlite, store_appends
-from bench.config import STREAM_CONCURRENCY, RunConfig
+from bench.config import APPEND_WRITERS, STREAM_CONCURRENCY, RunConfig
 from bench.databases import fresh_postgres, fresh_sqlite_path, migrate, sqlite_url
 from bench.loadgen import LoadGenerator
 from bench.profiling import profile_postgres_c16
@@ -100,33 +100,43 @@ class Suite:
                 )
 
     def appends(self, backend: str) -> None:
+        """Both stores, one writer each and then APPEND_WRITERS each."""
+        for writers in (1, APPEND_WRITERS):
+            self._peer_appends(backend, writers)
+            self._own_appends(backend, writers)
+
+    def _peer_appends(self, backend: str, writers: int) -> None:
         events, warmup = self.config.append_events, self.config.append_warmup_events
-        progress(f"peer-eventsourcing on {backend}: {events} events ...")
+        progress(f"peer-eventsourcing on {backend}, {writers} writer(s): {events} events ...")
         if backend == rows.SQLITE:
             env = peer_eventsourcing.sqlite_env(fresh_sqlite_path(self.work_dir, "eventsourcing"))
-            peer = peer_eventsourcing.run_appends(env, events, warmup)
+            peer = peer_eventsourcing.run_appends(env, events, warmup, writers)
         else:
             with fresh_postgres("eventsourcing") as database:
                 env = peer_eventsourcing.postgres_env(database)
-                peer = peer_eventsourcing.run_appends(env, events, warmup)
-        peer_row = Row.from_result(rows.PEER_EVENTSOURCING, backend, 1, peer)
+                peer = peer_eventsourcing.run_appends(env, events, warmup, writers)
+        peer_row = Row.from_result(rows.PEER_EVENTSOURCING, backend, writers, peer)
         if "sqlite" in peer_row.extra:
             pragmas = peer_row.extra["sqlite"]
             peer_row.notes.append(
                 f"journal_mode={pragmas['journal_mode']} synchronous={pragmas['synchronous']}"
             )
+        peer_row.notes.append("one event per save" + ("" if writers == 1 else ", threads"))
         self._add(peer_row)
-        progress(f"Baton's store on {backend}: {events} events ...")
+
+    def _own_appends(self, backend: str, writers: int) -> None:
+        events, warmup = self.config.append_events, self.config.append_warmup_events
+        progress(f"Baton's store on {backend}, {writers} writer(s): {events} events ...")
         if backend == rows.SQLITE:
             url = sqlite_url(fresh_sqlite_path(self.work_dir, "store"))
             migrate(url)
-            own = store_appends.run_appends(url, events, warmup)
+            own = store_appends.run_appends(url, events, warmup, writers)
         else:
             with fresh_postgres("store") as database:
                 migrate(database.baton_url)
-                own = store_appends.run_appends(database.baton_url, events, warmup)
-        own_row = Row.from_result(rows.BATON_STORE, backend, 1, own)
-        own_row.notes.append("in-process, sequential claim+commit")
+                own = store_appends.run_appends(database.baton_url, events, warmup, writers)
+        own_row = Row.from_result(rows.BATON_STORE, backend, writers, own)
+        own_row.notes.append("in-process, claim+commit" + ("" if writers == 1 else ", sessions"))
         self._add(own_row)
 
     def _add(self, row: Row) -> None:

@@ -29,7 +29,9 @@ BATON_ROWS = {
         ("race", 50),
         ("start", 16),
         ("peer-eventsourcing", 1),
+        ("peer-eventsourcing", 16),
         ("baton-store", 1),
+        ("baton-store", 16),
     )
 }
 BASELINE_ROWS = {

@@ -19,6 +19,7 @@ Durability, made equal to Baton's:
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -97,19 +98,29 @@ def _sqlite_pragmas(app: Application) -> dict[str, str]:
     return {"journal_mode": journal_mode, "synchronous": synchronous}
 
 
-def run_appends(env: dict[str, str], events: int, warmup_events: int) -> dict[str, Any]:
+def _save_one_by_one(app: Application, counter: Counter, events: int) -> None:
+    for _ in range(events):
+        counter.increment()
+        app.save(counter)
+
+
+def run_appends(
+    env: dict[str, str], events: int, warmup_events: int, writers: int = 1
+) -> dict[str, Any]:
+    """`writers` threads, each saving its own aggregate one event at a time (the library is
+    synchronous, so threads are how it takes concurrent writers)."""
     app: Application = Application(env=env)
     try:
-        counter = Counter()
-        app.save(counter)  # the aggregate's creation: one event, not measured
-        for _ in range(warmup_events):
-            counter.increment()
-            app.save(counter)
-        began = time.perf_counter()
-        for _ in range(events):
-            counter.increment()
-            app.save(counter)
-        elapsed = time.perf_counter() - began
+        counters = [Counter() for _ in range(writers)]
+        for counter in counters:
+            app.save(counter)  # the aggregate's creation: one event, not measured
+        per_writer = events // writers
+        events = per_writer * writers
+        with ThreadPoolExecutor(max_workers=writers) as pool:
+            list(pool.map(lambda c: _save_one_by_one(app, c, warmup_events // writers), counters))
+            began = time.perf_counter()
+            list(pool.map(lambda c: _save_one_by_one(app, c, per_writer), counters))
+            elapsed = time.perf_counter() - began
         extra: dict[str, Any] = {"events": events, "seconds": elapsed}
         if isinstance(app.factory, SQLiteFactory):
             extra["sqlite"] = _sqlite_pragmas(app)

@@ -1,8 +1,9 @@
 """Baton's own store appending events in-process (no HTTP), timed like peer-eventsourcing.
 
-Sequential claim + commit cycles on one session through the public SessionStore API
-(infra.stores.open_store): two events per cycle, one transaction per event, the same number
-of events as the peer appends, after the same unmeasured warm-up.
+Claim + commit cycles through the public SessionStore API (infra.stores.open_store): two
+events per cycle, one transaction per event, the same number of events as the peer appends,
+after the same unmeasured warm-up. With `writers` > 1, that many sessions cycle
+concurrently, as the peer's writers do.
 """
 
 import asyncio
@@ -62,23 +63,30 @@ class _Session:
         self._digest = issued
 
 
-async def _appends(settings: Settings, events: int, warmup_events: int) -> float:
+async def _cycles(session: _Session, cycles: int) -> None:
+    for _ in range(cycles):
+        await session.cycle()
+
+
+async def _appends(settings: Settings, cycles: int, warmup_cycles: int, writers: int) -> float:
     async with open_store(settings) as store:
-        session = _Session(store)
-        await session.start()
-        for _ in range(warmup_events // EVENTS_PER_CYCLE):
-            await session.cycle()
+        sessions = [_Session(store) for _ in range(writers)]
+        await asyncio.gather(*(session.start() for session in sessions))
+        await asyncio.gather(*(_cycles(session, warmup_cycles) for session in sessions))
         began = time.perf_counter()
-        for _ in range(events // EVENTS_PER_CYCLE):
-            await session.cycle()
+        await asyncio.gather(*(_cycles(session, cycles) for session in sessions))
         return time.perf_counter() - began
 
 
-def run_appends(database_url: str, events: int, warmup_events: int) -> dict[str, Any]:
+def run_appends(
+    database_url: str, events: int, warmup_events: int, writers: int = 1
+) -> dict[str, Any]:
     """`database_url` must already be migrated to head."""
     settings = Settings.from_env(database_url=database_url)  # as baton serve reads them
-    appended = events // EVENTS_PER_CYCLE * EVENTS_PER_CYCLE
-    elapsed = asyncio.run(_appends(settings, appended, warmup_events))
+    cycles = events // (EVENTS_PER_CYCLE * writers)
+    warmup_cycles = warmup_events // (EVENTS_PER_CYCLE * writers)
+    appended = cycles * EVENTS_PER_CYCLE * writers
+    elapsed = asyncio.run(_appends(settings, cycles, warmup_cycles, writers))
     return {
         "rate": appended / elapsed,
         "unit": "events/s",
