@@ -1,6 +1,8 @@
 """The composition root: builds the Litestar app and wires infra into the domain."""
 
+import os
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -13,9 +15,10 @@ from litestar.openapi import OpenAPIConfig
 from api.errors import EXCEPTION_HANDLERS
 from api.handlers import load_handler
 from api.health import healthz, metrics_text, readyz
-from api.live import TurnRunner, Turns
+from api.live import TurnRunner, Turns, turn_status
 from api.metrics import Metrics
 from api.rest import continue_session, start_session
+from api.shutdown import ShutdownGate
 from api.websocket import turns_socket, websockets_disabled
 from domain.driver import TurnDriver, TurnServices
 from domain.handler import TurnHandler
@@ -25,7 +28,6 @@ from infra.settings import Settings
 from infra.stores import open_store
 
 VERSION = "0.1.0"
-SHUTDOWN_GRACE_SECONDS = 30.0
 
 
 def utc_now() -> datetime:
@@ -37,7 +39,9 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
     turn_handler = handler if handler is not None else load_handler(settings.handler)
 
     metrics = Metrics()
-    runner = TurnRunner(on_end=metrics.count_turn_end)
+    runner = TurnRunner(on_end=lambda end: metrics.count_turn(turn_status(end)))
+    gate = ShutdownGate()
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
@@ -45,14 +49,24 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
         engine = create_engine(settings)
         try:
             async with open_store(settings) as store:
-                services = TurnServices(store, turn_handler, utc_now, secrets.token_bytes)
+                services = TurnServices(
+                    store,
+                    turn_handler,
+                    utc_now,
+                    secrets.token_bytes,
+                    owner=owner,
+                    lease_seconds=settings.lease,
+                    turn_timeout=settings.turn_timeout,
+                )
                 app.state.engine = engine
-                app.state.turns = Turns(TurnDriver(services), runner)
+                app.state.turns = Turns(TurnDriver(services), runner, gate)
                 try:
                     yield
                 finally:
-                    # Turns outlive the requests that started them; let them reach their end.
-                    await runner.drain(SHUTDOWN_GRACE_SECONDS)
+                    # Turns outlive the requests that started them: give them what is left
+                    # of the grace period, then cancel (and so release) the rest.
+                    gate.close()
+                    await runner.drain(gate.remaining(settings.shutdown_grace))
         finally:
             await engine.dispose()
 
@@ -78,5 +92,5 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Baton", version=VERSION, path="/schema"),
-        state=State({"metrics": metrics, "head_revision": head_revision()}),
+        state=State({"metrics": metrics, "head_revision": head_revision(), "gate": gate}),
     )

@@ -2,14 +2,18 @@
 
 import argparse
 import asyncio
+import math
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 import uvicorn
 from litestar import Litestar
 
 from api.app import create_app
 from api.handlers import HandlerNotFound
+from api.shutdown import ShutdownGate
 from infra.database import create_engine
 from infra.migrate import head_revision, upgrade_to_head
 from infra.settings import Settings, SettingsError
@@ -27,6 +31,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--handler",
         help="turn handler: module:attribute, 'demo' (the default) or 'bench' (answers at once)",
+    )
+    serve.add_argument(
+        "--turn-timeout",
+        type=float,
+        help="seconds a turn may run before it is cancelled and released (default 300)",
+    )
+    serve.add_argument(
+        "--lease",
+        dest="lease_seconds",
+        type=float,
+        help="seconds a claim holds without renewal: how soon a dead replica's session can "
+        "be taken over (default: the shorter of 30 and the turn timeout)",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        help="seconds running turns get to finish after SIGTERM (default 30)",
     )
     serve.add_argument(
         "--no-websockets",
@@ -64,10 +85,28 @@ async def _migrate(settings: Settings) -> None:
         )
 
 
+class _GracefulServer(uvicorn.Server):
+    """uvicorn's server, closing Baton's gate the moment a stop signal arrives, so that new
+    turns are refused while uvicorn waits for the ones in progress."""
+
+    def __init__(self, config: uvicorn.Config, gate: ShutdownGate | None) -> None:
+        super().__init__(config)
+        self._gate = gate
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._gate is not None:
+            self._gate.close()
+        super().handle_exit(sig, frame)
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def run_server(app: Litestar, settings: Settings) -> None:
     """Serve `app` the way `baton serve` does; benchmarks serve their baselines through this
     too, so a comparison differs only in the app."""
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -75,7 +114,12 @@ def run_server(app: Litestar, settings: Settings) -> None:
         # Without WebSockets, an upgrade request reaches the app as plain HTTP and gets 426.
         ws="auto" if settings.websockets else "none",
         ws_max_size=settings.max_body_bytes,  # a larger frame closes the socket with 1009
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
     )
+    # Once it has shut down gracefully, uvicorn raises the signal it caught again, for the
+    # handler it found; a stop that went well should end the process with status 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    _GracefulServer(config, getattr(app.state, "gate", None)).run()
 
 
 def _serve(settings: Settings) -> None:

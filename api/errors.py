@@ -10,18 +10,36 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap
 
 from api.metrics import Metrics
+from api.reasons import (
+    BAD_REQUEST,
+    INTERNAL,
+    TOO_LARGE,
+    TURN_FAILED,
+    UNAVAILABLE,
+    WEBSOCKETS_DISABLED,
+)
 from api.schemas import ErrorBody
+from domain.ports import StoreUnavailable
 from domain.refusals import Refusal, RefusalReason
+
+UNAVAILABLE_MESSAGE = "the database is unavailable; retry with the same token"
 
 log = logging.getLogger("baton.api")
 
 AnyRequest = Request[Any, Any, Any]
 
-BAD_REQUEST = "bad-request"
-TOO_LARGE = "too-large"
-TURN_FAILED = "turn-failed"
-INTERNAL = "internal-error"
-WEBSOCKETS_DISABLED = "websockets-disabled"
+# Re-exported: transports take the reasons from here, with the status they map to.
+__all__ = [
+    "BAD_REQUEST",
+    "INTERNAL",
+    "TOO_LARGE",
+    "TURN_FAILED",
+    "UNAVAILABLE",
+    "WEBSOCKETS_DISABLED",
+    "ApiError",
+]
+
+RETRY_AFTER_SECONDS = 1  # what a 503 asks a client to wait before it tries again
 
 STATUS_BY_REASON: dict[str, int] = {
     RefusalReason.UNKNOWN_SESSION: 404,
@@ -34,6 +52,7 @@ STATUS_BY_REASON: dict[str, int] = {
     TOO_LARGE: 413,
     TURN_FAILED: 500,
     INTERNAL: 500,
+    UNAVAILABLE: 503,
     WEBSOCKETS_DISABLED: 426,
 }
 
@@ -55,10 +74,17 @@ def error_response(
     request: AnyRequest, reason: str, message: str, status: int | None = None
 ) -> Response[ErrorBody]:
     Metrics.of(request.app).count_error(reason)
+    status = status or STATUS_BY_REASON[reason]
+    retry = (
+        {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        if status == HTTPStatus.SERVICE_UNAVAILABLE
+        else None
+    )
     return Response(
         ErrorBody(error=message, reason=reason),
-        status_code=status or STATUS_BY_REASON[reason],
+        status_code=status,
         media_type=MediaType.JSON,
+        headers=retry,
     )
 
 
@@ -87,6 +113,11 @@ def _http_error(request: AnyRequest, error: HTTPException) -> Response[ErrorBody
     return error_response(request, reason, error.detail, status=error.status_code)
 
 
+def _unavailable(request: AnyRequest, error: StoreUnavailable) -> Response[ErrorBody]:
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, error)
+    return error_response(request, UNAVAILABLE, UNAVAILABLE_MESSAGE)
+
+
 def _internal(request: AnyRequest, error: Exception) -> Response[ErrorBody]:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return error_response(request, INTERNAL, "internal error")
@@ -94,6 +125,7 @@ def _internal(request: AnyRequest, error: Exception) -> Response[ErrorBody]:
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ApiError: _api_error,
+    StoreUnavailable: _unavailable,
     HTTPException: _http_error,
     Exception: _internal,
 }

@@ -23,6 +23,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: State) -> Response[dict[str, Any]]:
     """The database answers and its schema is at the head revision this code expects."""
     head: str = state.head_revision
+    if not state.gate.is_open:
+        return _not_ready("this replica is shutting down")
     try:
         current = await current_revision(state.engine)
     except (SQLAlchemyError, OSError) as error:

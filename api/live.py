@@ -10,9 +10,20 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from domain.driver import OpenTurn, TurnDriver, TurnFailed, TurnReply
+from api.reasons import INTERNAL, UNAVAILABLE
+from api.shutdown import ShutdownGate
+from domain.driver import (
+    ContinueRequest,
+    OpenTurn,
+    StartRequest,
+    TurnDriver,
+    TurnFailed,
+    TurnReply,
+)
 from domain.identifiers import SessionId
 from domain.json import JsonValue
+from domain.ports import StoreUnavailable
+from domain.refusals import Refusal
 
 log = logging.getLogger("baton.turns")
 
@@ -32,11 +43,19 @@ class DeltaEvent:
 class TurnCrashed:
     """The turn could not finish for a reason of ours (the database, a bug), not the handler's."""
 
+    reason: str
     message: str
 
 
 TurnEnd = TurnReply | TurnFailed | TurnCrashed
 LiveEvent = RecordEvent | DeltaEvent | TurnEnd
+
+
+def turn_status(end: TurnEnd) -> str:
+    """How a turn ended, in one word, for metrics."""
+    if isinstance(end, TurnReply):
+        return end.outcome.status
+    return "failed" if isinstance(end, TurnFailed) else "crashed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +65,15 @@ class Turns:
 
     driver: TurnDriver
     runner: "TurnRunner"
+    gate: ShutdownGate
+
+    async def open_start(self, request: StartRequest) -> OpenTurn | Refusal:
+        self.gate.check()
+        return await self.driver.open_start(request)
+
+    async def open_continue(self, request: ContinueRequest) -> OpenTurn | Refusal:
+        self.gate.check()
+        return await self.driver.open_continue(request)
 
 
 class TurnRunner:
@@ -88,9 +116,15 @@ class LiveTurn:
     async def run(self, opened: OpenTurn, on_end: Callable[[TurnEnd], None] | None) -> None:
         try:
             end: TurnEnd = await opened.run(self)
+        except StoreUnavailable as error:
+            # Whether the commit landed is unknown: the client retries with the same token
+            # and is answered by the store (or, if it did commit, recovers the sealed token).
+            log.warning("turn %s of session %s: %s", opened.number, opened.session_id, error)
+            end = TurnCrashed(UNAVAILABLE, "the database became unavailable during the turn")
         except Exception as error:
             log.exception("turn %s of session %s crashed", opened.number, opened.session_id)
-            end = TurnCrashed(f"{type(error).__name__}: the turn could not be completed")
+            message = f"{type(error).__name__}: the turn could not be completed"
+            end = TurnCrashed(INTERNAL, message)
         if on_end is not None:
             on_end(end)
         self._queue.put_nowait(end)

@@ -9,9 +9,6 @@ from collections import Counter
 from litestar import Litestar
 from litestar.datastructures import State
 
-from api.live import TurnEnd
-from domain.driver import TurnFailed, TurnReply
-
 
 class Metrics:
     def __init__(self) -> None:
@@ -30,11 +27,8 @@ class Metrics:
     def count_error(self, reason: str) -> None:
         self._errors[reason] += 1
 
-    def count_turn_end(self, end: TurnEnd) -> None:
-        if isinstance(end, TurnReply):
-            self._turns[end.outcome.status] += 1
-        else:
-            self._turns["failed" if isinstance(end, TurnFailed) else "crashed"] += 1
+    def count_turn(self, status: str) -> None:
+        self._turns[status] += 1
 
     def errors(self, reason: str) -> int:
         return self._errors[reason]

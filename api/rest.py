@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
-from api.errors import INTERNAL, TURN_FAILED, ApiError
+from api.errors import TURN_FAILED, ApiError
 from api.live import TurnCrashed, Turns
 from api.schemas import ErrorBody, TurnReplyBody, turn_reply_body
 from api.sse import EVENT_STREAM, stream_turn
@@ -72,7 +72,7 @@ async def answer(request: AnyRequest, opened: OpenTurn | Refusal, turns: Turns) 
     if isinstance(end, TurnFailed):
         raise ApiError(TURN_FAILED, f"turn failed: {end.message}")
     if isinstance(end, TurnCrashed):
-        raise ApiError(INTERNAL, end.message)
+        raise ApiError(end.reason, end.message)
     return Response(turn_reply_body(end), media_type=JSON)
 
 
@@ -86,7 +86,7 @@ async def start_session(
     """Start a session: the body is turn 1's input. The reply carries the first token."""
     turn_input, token = split_turn_input(data, token_header)
     session_id = take_text(turn_input, SESSION_FIELD)
-    opened = await turns.driver.open_start(StartRequest(turn_input, token, session_id))
+    opened = await turns.open_start(StartRequest(turn_input, token, session_id))
     return await answer(request, opened, turns)
 
 
@@ -105,5 +105,5 @@ async def continue_session(
 ) -> TurnResponse:
     """Run the next turn, authorised by the current continuation token (single use)."""
     turn_input, token = split_turn_input(data, token_header)
-    opened = await turns.driver.open_continue(ContinueRequest(session_id, turn_input, token))
+    opened = await turns.open_continue(ContinueRequest(session_id, turn_input, token))
     return await answer(request, opened, turns)

@@ -4,8 +4,8 @@ from typing import Any
 
 import msgspec
 
-from api.errors import INTERNAL, TURN_FAILED
 from api.live import DeltaEvent, LiveEvent, RecordEvent, TurnCrashed
+from api.reasons import TURN_FAILED
 from api.schemas import turn_reply_body
 from domain.driver import TurnFailed, TurnReply
 
@@ -32,5 +32,5 @@ def event_object(event: LiveEvent) -> tuple[dict[str, Any], int | None]:
     if isinstance(event, TurnFailed):
         return error_object(TURN_FAILED, f"turn failed: {event.message}"), None
     if isinstance(event, TurnCrashed):
-        return error_object(INTERNAL, event.message), None
+        return error_object(event.reason, event.message), None
     raise TypeError(f"not a turn event: {event!r}")  # pragma: no cover

@@ -15,19 +15,19 @@ from typing import Any
 from litestar import WebSocket, get, websocket
 from litestar.di import NamedDependency
 
-from api.errors import BAD_REQUEST, WEBSOCKETS_DISABLED, ApiError
-from api.live import LiveTurn, TurnEnd, TurnRunner, Turns
+from api.errors import BAD_REQUEST, UNAVAILABLE, UNAVAILABLE_MESSAGE, WEBSOCKETS_DISABLED, ApiError
+from api.live import LiveTurn, TurnEnd, Turns
 from api.turn_events import error_object, event_object
 from api.turn_input import SESSION_FIELD, TOKEN_FIELD, split_turn_input, take_text
 from domain.driver import (
     ContinueRequest,
     OpenTurn,
     StartRequest,
-    TurnDriver,
     TurnFailed,
     TurnReply,
 )
 from domain.identifiers import SessionId, parse_session_id
+from domain.ports import StoreUnavailable
 from domain.refusals import Refusal
 
 WS_PATH = "/v1/ws"
@@ -35,10 +35,9 @@ POLICY_VIOLATION = 1008  # RFC 6455 close code
 
 
 class Connection:
-    def __init__(self, socket: WebSocket[Any, Any, Any], driver: TurnDriver, runner: TurnRunner):
+    def __init__(self, socket: WebSocket[Any, Any, Any], turns: Turns):
         self._socket = socket
-        self._driver = driver
-        self._runner = runner
+        self._turns = turns
         self._session_id: SessionId | None = None
         self._token: str | None = None  # the token this connection was last issued
         self._forwarding: asyncio.Task[None] | None = None
@@ -68,12 +67,15 @@ class Connection:
         except ApiError as error:
             await self._send(error_object(error.reason, error.message))
             return
+        except StoreUnavailable:
+            await self._send(error_object(UNAVAILABLE, UNAVAILABLE_MESSAGE))
+            return
         if isinstance(opened, Refusal):
             await self._send(error_object(opened.reason.value, opened.message))
             return
         self._starting = self._session_id is None
         self._session_id = opened.session_id
-        live = self._runner.launch(opened)
+        live = self._turns.runner.launch(opened)
         self._forwarding = asyncio.create_task(self._forward(live))
 
     async def _open(self, frame: dict[str, Any]) -> OpenTurn | Refusal:
@@ -81,16 +83,16 @@ class Connection:
         named = take_text(turn_input, SESSION_FIELD)
         if self._session_id is None:
             if named is None:
-                return await self._driver.open_start(StartRequest(turn_input, token))
-            return await self._driver.open_continue(ContinueRequest(named, turn_input, token))
+                return await self._turns.open_start(StartRequest(turn_input, token))
+            return await self._turns.open_continue(ContinueRequest(named, turn_input, token))
         if named is not None and parse_session_id(named) != self._session_id:
             message = f"this connection is bound to session '{self._session_id}'"
             raise ApiError(BAD_REQUEST, message)
         if self._busy and token is None:
             # Its own turn holds the claim: the single-claim rule, answered without queueing.
-            return await self._driver.refuse_in_flight(self._session_id)
+            return await self._turns.driver.refuse_in_flight(self._session_id)
         request = ContinueRequest(self._session_id, turn_input, token or self._token)
-        return await self._driver.open_continue(request)
+        return await self._turns.open_continue(request)
 
     async def _forward(self, live: LiveTurn) -> None:
         async for event in live.events():
@@ -137,7 +139,7 @@ async def turns_socket(
         await socket.send_text(json.dumps(error_object(BAD_REQUEST, message)))
         await socket.close(code=POLICY_VIOLATION, reason="token in upgrade request")
         return
-    await Connection(socket, turns.driver, turns.runner).serve()
+    await Connection(socket, turns).serve()
 
 
 @get(WS_PATH, tags=["turns"])

@@ -5,15 +5,20 @@ inside the transaction that holds the session's row, which makes "validate and c
 atomic step across processes.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from domain import refusals
 from domain.events import (
+    ClaimExpired,
+    ClaimRenewed,
     CloseCause,
+    Lease,
     RecordAppended,
     ReleaseCause,
     RequestRefused,
     SessionClosed,
+    SessionEvent,
     SessionStarted,
     TurnClaimed,
     TurnCommitted,
@@ -28,9 +33,26 @@ from domain.state import Claim, SessionState, SessionStatus
 FIRST_TURN = 1
 
 
-def start_session(session_id: SessionId, input: JsonObject, at: datetime) -> SessionStarted:
+@dataclass(frozen=True, slots=True)
+class ClaimDecision:
+    """A claim that may land: the claimed event, after the expiry of a lapsed claim if the
+    session was held by a turn whose lease ran out."""
+
+    claimed: TurnClaimed
+    expired: ClaimExpired | None = None
+
+    @property
+    def events(self) -> list[SessionEvent]:
+        return [self.claimed] if self.expired is None else [self.expired, self.claimed]
+
+
+def start_session(
+    session_id: SessionId, input: JsonObject, at: datetime, lease: Lease
+) -> SessionStarted:
     """A new session; the start event is also the claim of turn 1."""
-    return SessionStarted(session_id=session_id, seq=1, turn=FIRST_TURN, input=input, at=at)
+    return SessionStarted(
+        session_id=session_id, seq=1, turn=FIRST_TURN, input=input, lease=lease, at=at
+    )
 
 
 def refuse_start(*, token_presented: bool, session_id_presented: bool) -> Refusal | None:
@@ -48,21 +70,52 @@ def claim_turn(
     session_id: SessionId,
     presented: TokenDigest | None,
     input: JsonObject,
+    lease: Lease,
     at: datetime,
-) -> TurnClaimed | Refusal:
-    """Validate a continue and claim the session, in the order of PROTOCOL section 3."""
+) -> ClaimDecision | Refusal:
+    """Validate a continue and claim the session, in the order of PROTOCOL section 3.
+
+    A session held by a turn whose lease has lapsed is taken over: the old claim expires
+    and the presented (still current) token claims as usual.
+    """
     if state is None:
         return refusals.unknown_session(session_id)
     if presented is None:
         return refusals.MISSING_TOKEN
     if presented != state.token_digest:
         return refusals.STALE_TOKEN
+    expired = None
     if state.status is SessionStatus.IN_FLIGHT:
-        return refusals.IN_FLIGHT
+        if state.claim is None or state.lease is None or not state.lease.lapsed(at):
+            return refusals.IN_FLIGHT
+        expired = ClaimExpired(
+            session_id=session_id,
+            seq=state.version + 1,
+            turn=state.claim.turn,
+            owner=state.lease.owner,
+            at=at,
+        )
     if state.status is SessionStatus.CLOSED:
         return refusals.closed(session_id)
-    return TurnClaimed(
-        session_id=session_id, seq=state.version + 1, turn=state.turn + 1, input=input, at=at
+    claimed = TurnClaimed(
+        session_id=session_id,
+        seq=state.version + (2 if expired else 1),
+        turn=state.turn + 1,
+        input=input,
+        lease=lease,
+        at=at,
+    )
+    return ClaimDecision(claimed, expired)
+
+
+def renew_claim(
+    state: SessionState | None, claim: Claim, lease: Lease, at: datetime
+) -> ClaimRenewed | Contended:
+    """Extend a running turn's lease, if the session is still its own."""
+    if state is None or not holds_claim(state, claim):
+        return _contended(state)
+    return ClaimRenewed(
+        session_id=state.session_id, seq=state.version + 1, turn=claim.turn, lease=lease, at=at
     )
 
 

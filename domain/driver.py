@@ -6,12 +6,12 @@ transport commits to a status line or opens a stream (PROTOCOL section 3).
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from domain import decisions, refusals
-from domain.events import CloseCause, ReleaseCause
+from domain.events import CloseCause, Lease, ReleaseCause
 from domain.handler import Turn, TurnHandler, TurnSink
 from domain.identifiers import (
     RandomBytes,
@@ -24,7 +24,7 @@ from domain.identifiers import (
 )
 from domain.json import JsonObject, JsonValue, is_json
 from domain.outcomes import KEEP, Contended, Finished, HandlerOutcome, Parked, TurnOutcome
-from domain.ports import ClaimGranted, SessionStore
+from domain.ports import ClaimGranted, SessionStore, StoreUnavailable
 from domain.refusals import PRESENTED_ID_LIMIT, Refusal
 
 Clock = Callable[[], datetime]
@@ -66,6 +66,16 @@ class TurnFailed:
     message: str
 
 
+class _TimedOut(Exception):
+    """The turn ran past the turn timeout."""
+
+
+async def _stop(handler: "asyncio.Future[HandlerOutcome]") -> None:
+    """Cancel the handler and give it a moment to unwind before its claim is released."""
+    handler.cancel()
+    await asyncio.wait({handler}, timeout=1.0)
+
+
 class ClaimLost(Exception):
     """Raised into a handler whose claim was taken over; its turn can no longer commit."""
 
@@ -82,6 +92,13 @@ class TurnServices:
     handler: TurnHandler
     clock: Clock
     random_bytes: RandomBytes
+    owner: str = "baton"  # this process, as claims name it
+    lease_seconds: float = 30.0  # a claim lapses this long after its last renewal
+    turn_timeout: float = 300.0  # a turn running longer is cancelled and released
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def lease(self, at: datetime) -> Lease:
+        return Lease(self.owner, at + timedelta(seconds=self.lease_seconds))
 
 
 class TurnDriver:
@@ -104,7 +121,10 @@ class TurnDriver:
             return refusal
         unix_ms = int(at.timestamp() * 1000)
         started = decisions.start_session(
-            new_session_id(unix_ms, self._services.random_bytes), request.input, at
+            new_session_id(unix_ms, self._services.random_bytes),
+            request.input,
+            at,
+            self._services.lease(at),
         )
         granted = await self._store.start(started)
         return OpenTurn(self._services, granted, request.input, presented=None)
@@ -121,7 +141,9 @@ class TurnDriver:
             return refusal
         token = request.token or None  # "" counts as absent (PROTOCOL section 4)
         presented_digest = digest_token(token) if token else None
-        granted = await self._store.claim(session_id, presented_digest, request.input, at)
+        granted = await self._store.claim(
+            session_id, presented_digest, request.input, at, self._services.lease(at)
+        )
         if isinstance(granted, Refusal):
             return granted
         return OpenTurn(self._services, granted, request.input, presented=token)
@@ -166,13 +188,49 @@ class OpenTurn:
         # None for a start, whose failure also closes the session.
         self._presented = presented
         self._starting = presented is None
+        self._lost: Contended | None = None  # set by the heartbeat if the claim was taken
         self.session_id = granted.state.session_id
         self.number = granted.event.turn
 
     async def run(self, sink: TurnSink) -> TurnReply | TurnFailed:
-        """Run the handler, then commit its outcome or release the claim."""
-        store, clock, claim = self._services.store, self._services.clock, self._granted.claim
+        """Run the handler under its lease and timeout, then commit its outcome or release."""
         records: list[JsonValue] = []
+        turn = Turn(
+            self.session_id,
+            self.number,
+            self._input,
+            self._granted.state.state,
+            self._appender(records, sink),
+            sink.delta,
+        )
+        handler = asyncio.ensure_future(self._services.handler(turn))
+        keeper = asyncio.ensure_future(self._keep_claim(handler))
+        try:
+            outcome = await self._outcome_of(handler)
+        except ClaimLost as lost:
+            return self._reply(lost.contended, None, None, [])  # its records are void
+        except _TimedOut:
+            await _stop(handler)
+            message = f"the turn ran past its {self._services.turn_timeout:g} s timeout"
+            await self._release(ReleaseCause.TIMED_OUT, message)
+            return TurnFailed(self.session_id, self.number, message)
+        except asyncio.CancelledError:
+            await _stop(handler)
+            await self._release(ReleaseCause.CANCELLED, "the turn was cancelled")
+            raise
+        except Exception as error:  # the application's failure, reported in-band
+            message = _failure_message(error)
+            await self._release(ReleaseCause.FAILED, message)
+            return TurnFailed(self.session_id, self.number, message)
+        finally:
+            keeper.cancel()
+            handler.cancel()  # a no-op once it is done
+        return await self._commit(outcome, records)
+
+    def _appender(
+        self, records: list[JsonValue], sink: TurnSink
+    ) -> Callable[[JsonValue], Awaitable[None]]:
+        store, clock, claim = self._services.store, self._services.clock, self._granted.claim
 
         async def append(record: JsonValue) -> None:
             if not is_json(record):
@@ -183,21 +241,41 @@ class OpenTurn:
             records.append(record)
             await sink.record(appended.seq, record)
 
-        turn = Turn(
-            self.session_id, self.number, self._input, self._granted.state.state, append, sink.delta
-        )
+        return append
+
+    async def _outcome_of(self, handler: "asyncio.Future[HandlerOutcome]") -> HandlerOutcome:
+        deadline = asyncio.timeout(self._services.turn_timeout)
         try:
-            outcome = _check_outcome(await self._services.handler(turn))
-        except ClaimLost as lost:
-            return self._reply(lost.contended, None, None, [])  # its records are void
+            async with deadline:
+                result = await handler
+        except TimeoutError:
+            if deadline.expired():
+                raise _TimedOut from None
+            raise  # the handler's own TimeoutError: a failure like any other
         except asyncio.CancelledError:
-            await self._release(ReleaseCause.CANCELLED, "the turn was cancelled")
+            current = asyncio.current_task()
+            if self._lost is not None and current is not None and not current.cancelling():
+                raise ClaimLost(self._lost) from None  # the keeper cancelled the handler
             raise
-        except Exception as error:  # the application's failure, reported in-band
-            message = _failure_message(error)
-            await self._release(ReleaseCause.FAILED, message)
-            return TurnFailed(self.session_id, self.number, message)
-        return await self._commit(outcome, records)
+        return _check_outcome(result)
+
+    async def _keep_claim(self, handler: "asyncio.Future[HandlerOutcome]") -> None:
+        """The heartbeat: renew the lease well before it lapses; if the session was taken
+        over meanwhile, stop the handler, since its turn can no longer commit."""
+        services = self._services
+        while True:
+            await services.sleep(services.lease_seconds / 3)
+            at = services.clock()
+            try:
+                renewed = await services.store.renew(
+                    self.session_id, self._granted.claim, services.lease(at), at
+                )
+            except StoreUnavailable:
+                continue  # the next beat tries again; the commit checks the claim anyway
+            if isinstance(renewed, Contended):
+                self._lost = renewed
+                handler.cancel()
+                return
 
     async def _commit(self, outcome: HandlerOutcome, records: list[JsonValue]) -> TurnReply:
         token = mint_token(self._services.random_bytes)

@@ -16,11 +16,24 @@ from domain.refusals import RefusalReason
 
 class ReleaseCause(StrEnum):
     FAILED = "failed"  # the handler raised or returned something that cannot commit
-    CANCELLED = "cancelled"  # the task running the turn was cancelled
+    TIMED_OUT = "timed-out"  # the turn ran past the turn timeout and was cancelled
+    CANCELLED = "cancelled"  # the task running the turn was cancelled (e.g. shutdown)
 
 
 class CloseCause(StrEnum):
     START_FAILED = "start-failed"  # PROTOCOL section 4: a failed first turn closes the session
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who holds a claim, and until when. A claim whose lease has lapsed (its process died,
+    or stopped renewing) can be taken over by the next continue with the current token."""
+
+    owner: str
+    until: datetime
+
+    def lapsed(self, at: datetime) -> bool:
+        return self.until <= at
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,6 +44,7 @@ class SessionStarted:
     seq: int
     turn: int
     input: JsonObject
+    lease: Lease
     at: datetime
 
 
@@ -42,6 +56,29 @@ class TurnClaimed:
     seq: int
     turn: int
     input: JsonObject
+    lease: Lease
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimRenewed:
+    """A running turn extended its lease (the heartbeat of a live claim)."""
+
+    session_id: SessionId
+    seq: int
+    turn: int
+    lease: Lease
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimExpired:
+    """A claim's lease lapsed and a new claim took the session; the old turn cannot commit."""
+
+    session_id: SessionId
+    seq: int
+    turn: int
+    owner: str  # whose lease lapsed
     at: datetime
 
 
@@ -105,13 +142,22 @@ class RequestRefused:
 
 
 SessionEvent = (
-    SessionStarted | TurnClaimed | RecordAppended | TurnCommitted | TurnReleased | SessionClosed
+    SessionStarted
+    | TurnClaimed
+    | ClaimRenewed
+    | ClaimExpired
+    | RecordAppended
+    | TurnCommitted
+    | TurnReleased
+    | SessionClosed
 )
 Event = SessionEvent | RequestRefused
 
 EVENT_KINDS: dict[type[Event], str] = {
     SessionStarted: "started",
     TurnClaimed: "claimed",
+    ClaimRenewed: "renewed",
+    ClaimExpired: "expired",
     RecordAppended: "record",
     TurnCommitted: "committed",
     TurnReleased: "released",

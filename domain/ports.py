@@ -5,7 +5,9 @@ from datetime import datetime
 from typing import Protocol
 
 from domain.events import (
+    ClaimRenewed,
     CloseCause,
+    Lease,
     RecordAppended,
     ReleaseCause,
     RequestRefused,
@@ -18,6 +20,12 @@ from domain.json import JsonObject, JsonValue
 from domain.outcomes import Contended, HandlerOutcome
 from domain.refusals import Refusal
 from domain.state import Claim, SessionState
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached just now. A store raises this, never a driver's own
+    error, when a connection fails or the database is locked past its timeout; the caller
+    answers 503 and the client retries with the same token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +52,16 @@ class SessionStore(Protocol):
         presented: TokenDigest | None,
         input: JsonObject,
         at: datetime,
+        lease: Lease,
     ) -> ClaimGranted | Refusal:
-        """Validate and claim atomically; a refusal is recorded in the same transaction."""
+        """Validate and claim atomically (taking over a claim whose lease lapsed); a refusal
+        is recorded in the same transaction."""
+        ...
+
+    async def renew(
+        self, session_id: SessionId, claim: Claim, lease: Lease, at: datetime
+    ) -> ClaimRenewed | Contended:
+        """Extend a running turn's lease while the session is still its own."""
         ...
 
     async def append_record(

@@ -6,6 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 
 from domain.events import (
+    ClaimExpired,
+    ClaimRenewed,
+    Lease,
     RecordAppended,
     SessionClosed,
     SessionEvent,
@@ -41,6 +44,7 @@ class SessionState:
     status: SessionStatus
     token_digest: TokenDigest | None  # the current token; None until the first commit
     claim: Claim | None
+    lease: Lease | None  # who holds the claim, until when
     state: JsonValue  # what the handler committed last
     last_outcome: JsonObject | None
     created_at: datetime
@@ -65,6 +69,7 @@ def evolve(state: SessionState | None, event: SessionEvent) -> SessionState:
             status=SessionStatus.IN_FLIGHT,
             token_digest=None,
             claim=Claim(turn=event.turn, seq=event.seq),
+            lease=event.lease,
             state=None,
             last_outcome=None,
             created_at=event.at,
@@ -74,9 +79,12 @@ def evolve(state: SessionState | None, event: SessionEvent) -> SessionState:
         raise ValueError(f"{type(event).__name__} before the session started")
     moved = replace(state, version=event.seq, updated_at=event.at)
     if isinstance(event, TurnClaimed):
-        return replace(
-            moved, status=SessionStatus.IN_FLIGHT, claim=Claim(turn=event.turn, seq=event.seq)
-        )
+        claim = Claim(turn=event.turn, seq=event.seq)
+        return replace(moved, status=SessionStatus.IN_FLIGHT, claim=claim, lease=event.lease)
+    if isinstance(event, ClaimRenewed):
+        return replace(moved, lease=event.lease)
+    if isinstance(event, ClaimExpired):
+        return replace(moved, status=SessionStatus.IDLE, claim=None, lease=None)
     if isinstance(event, RecordAppended):
         return moved
     if isinstance(event, TurnCommitted):
@@ -87,13 +95,14 @@ def evolve(state: SessionState | None, event: SessionEvent) -> SessionState:
             status=SessionStatus.IDLE,
             token_digest=event.issued,
             claim=None,
+            lease=None,
             state=new_state,
             last_outcome=outcome_summary(event),
         )
     if isinstance(event, TurnReleased):
-        return replace(moved, status=SessionStatus.IDLE, claim=None)
+        return replace(moved, status=SessionStatus.IDLE, claim=None, lease=None)
     if isinstance(event, SessionClosed):
-        return replace(moved, status=SessionStatus.CLOSED, claim=None)
+        return replace(moved, status=SessionStatus.CLOSED, claim=None, lease=None)
     raise TypeError(f"not a session event: {event!r}")
 
 

@@ -1,11 +1,15 @@
 """Events and session state to and from table rows. The `data` column's shape lives here."""
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, cast
 
 from domain.events import (
+    ClaimExpired,
+    ClaimRenewed,
     CloseCause,
     Event,
+    Lease,
     RecordAppended,
     ReleaseCause,
     RequestRefused,
@@ -44,9 +48,21 @@ def _committed_data(event: TurnCommitted) -> JsonObject:
     return data
 
 
+def _lease_data(lease: Lease) -> JsonObject:
+    return {"owner": lease.owner, "leaseUntil": lease.until.isoformat()}
+
+
+def _lease_from(data: dict[str, Any]) -> Lease:
+    return Lease(owner=data["owner"], until=datetime.fromisoformat(data["leaseUntil"]))
+
+
 def _event_data(event: Event) -> JsonObject:
     if isinstance(event, SessionStarted | TurnClaimed):
-        return {"input": event.input}
+        return {"input": event.input, **_lease_data(event.lease)}
+    if isinstance(event, ClaimRenewed):
+        return _lease_data(event.lease)
+    if isinstance(event, ClaimExpired):
+        return {"owner": event.owner}
     if isinstance(event, RecordAppended):
         return {"record": event.record}
     if isinstance(event, TurnCommitted):
@@ -106,9 +122,15 @@ def row_to_session_event(row: Row) -> SessionEvent:
         "at": row["recorded_at"],
     }
     if kind == "started":
-        return SessionStarted(input=cast(JsonObject, data["input"]), **common)
+        return SessionStarted(
+            input=cast(JsonObject, data["input"]), lease=_lease_from(data), **common
+        )
     if kind == "claimed":
-        return TurnClaimed(input=cast(JsonObject, data["input"]), **common)
+        return TurnClaimed(input=cast(JsonObject, data["input"]), lease=_lease_from(data), **common)
+    if kind == "renewed":
+        return ClaimRenewed(lease=_lease_from(data), **common)
+    if kind == "expired":
+        return ClaimExpired(owner=data["owner"], **common)
     if kind == "record":
         return RecordAppended(record=data["record"], **common)
     if kind == "committed":
@@ -141,6 +163,8 @@ def state_to_row(state: SessionState) -> dict[str, Any]:
         "token_digest": state.token_digest,
         "claim_turn": state.claim.turn if state.claim else None,
         "claim_seq": state.claim.seq if state.claim else None,
+        "claim_owner": state.lease.owner if state.lease else None,
+        "lease_until": state.lease.until if state.lease else None,
         "state": state.state,
         "last_outcome": state.last_outcome,
         "created_at": state.created_at,
@@ -157,6 +181,7 @@ def row_to_state(row: Row) -> SessionState:
         status=SessionStatus(row["status"]),
         token_digest=row["token_digest"],
         claim=Claim(claim_turn, claim_seq) if claim_turn is not None else None,
+        lease=Lease(row["claim_owner"], row["lease_until"]) if row["claim_owner"] else None,
         state=cast(JsonValue, row["state"]),
         last_outcome=row["last_outcome"],
         created_at=row["created_at"],

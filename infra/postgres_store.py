@@ -15,9 +15,10 @@ evolve and compares the result with the rows these statements wrote. The rare pa
 write. asyncpg is used directly: it prepares and caches each statement per connection.
 """
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
 import msgspec
@@ -25,8 +26,10 @@ import msgspec
 from domain import decisions
 from domain.events import (
     EVENT_KINDS,
+    ClaimRenewed,
     CloseCause,
     Event,
+    Lease,
     RecordAppended,
     ReleaseCause,
     RequestRefused,
@@ -39,7 +42,7 @@ from domain.events import (
 from domain.identifiers import SessionId, TokenDigest
 from domain.json import JsonObject, JsonValue
 from domain.outcomes import KEEP, Contended, HandlerOutcome
-from domain.ports import ClaimGranted
+from domain.ports import ClaimGranted, StoreUnavailable
 from domain.refusals import Refusal
 from domain.state import Claim, SessionState, SessionStatus, fold, outcome_summary
 from infra.codec import event_to_row, row_to_state, state_to_row
@@ -53,6 +56,8 @@ _SESSION_FIELDS = (
     "token_digest",
     "claim_turn",
     "claim_seq",
+    "claim_owner",
+    "lease_until",
     "state",
     "last_outcome",
     "created_at",
@@ -68,18 +73,18 @@ _INSERT_EVENT = (
 )
 _UPDATE_SESSION = (
     "UPDATE sessions SET version = $2, turn = $3, status = $4, token_digest = $5, "
-    "claim_turn = $6, claim_seq = $7, state = $8, last_outcome = $9, updated_at = $10 "
-    "WHERE session_id = $1 AND version = $11"
+    "claim_turn = $6, claim_seq = $7, claim_owner = $8, lease_until = $9, state = $10, "
+    "last_outcome = $11, updated_at = $12 WHERE session_id = $1 AND version = $13"
 )
 
 # A new session row and its `started` event.
 _START = f"""
 WITH session AS (
     INSERT INTO sessions ({_SESSION_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 )
 INSERT INTO events (session_id, seq, kind, turn, consumed, issued, data, recorded_at)
-VALUES ($1, $12, $13, $14, NULL, NULL, $15, $16)
+VALUES ($1, $14, $15, $16, NULL, NULL, $17, $18)
 """  # noqa: S608
 
 # Validate and claim in one step: only a session whose current token was presented and
@@ -88,7 +93,7 @@ _CLAIM = f"""
 WITH claimed AS (
     UPDATE sessions
        SET version = version + 1, status = $5, claim_turn = turn + 1,
-           claim_seq = version + 1, updated_at = $3
+           claim_seq = version + 1, claim_owner = $8, lease_until = $9, updated_at = $3
      WHERE session_id = $1 AND token_digest = $2 AND status = $6
  RETURNING {_SESSION_COLUMNS}
 ), appended AS (
@@ -97,6 +102,19 @@ WITH claimed AS (
 )
 SELECT * FROM claimed
 """  # noqa: S608
+
+# A longer lease, only while this turn still holds the claim.
+_RENEW = """
+WITH moved AS (
+    UPDATE sessions SET version = version + 1, claim_owner = $4, lease_until = $5,
+           updated_at = $6
+     WHERE session_id = $1 AND claim_turn = $2 AND claim_seq = $3
+ RETURNING session_id, version
+)
+INSERT INTO events (session_id, seq, kind, turn, data, recorded_at)
+SELECT session_id, version, $7, $2, $8, $6 FROM moved
+RETURNING seq
+"""
 
 # A journal record, only while this turn still holds the claim.
 _APPEND_RECORD = """
@@ -120,7 +138,7 @@ WITH held AS (
 ), moved AS (
     UPDATE sessions AS s
        SET version = held.version + 1, turn = $2, status = $4, token_digest = $5,
-           claim_turn = NULL, claim_seq = NULL,
+           claim_turn = NULL, claim_seq = NULL, claim_owner = NULL, lease_until = NULL,
            state = CASE WHEN $6 THEN held.state ELSE $7 END,
            last_outcome = $8, updated_at = $9
       FROM held
@@ -133,6 +151,38 @@ RETURNING seq, consumed
 """
 
 _json_encoder = msgspec.json.Encoder()
+
+# What a dropped connection, a restarting server or a refused connection raise. Any of them
+# means the statement's fate is unknown to us, so the caller gets StoreUnavailable (503).
+_OUTAGES = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, starting up
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,  # not accepting connections
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _outage_is_unavailable(
+    method: Callable[Concatenate["PostgresSessionStore", P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate["PostgresSessionStore", P], Coroutine[Any, Any, R]]:
+    """Turn a database outage into StoreUnavailable, and make the pool drop every pooled
+    connection: after a restart they are all dead, and each would fail one request more."""
+
+    @functools.wraps(method)
+    async def guarded(store: "PostgresSessionStore", /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(store, *args, **kwargs)
+        except _OUTAGES as error:
+            store._expire_connections()
+            raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
+
+    return guarded
 
 
 def _json(value: Any) -> str:
@@ -189,12 +239,17 @@ class PostgresSessionStore:
         if self._pool is not None:
             await self._pool.close()
 
+    def _expire_connections(self) -> None:
+        if self._pool is not None:
+            self._pool.expire_connections()
+
     @property
     def _db(self) -> asyncpg.Pool:
         if self._pool is None:
             raise RuntimeError("the PostgreSQL store is not open")
         return self._pool
 
+    @_outage_is_unavailable
     async def start(self, started: SessionStarted) -> ClaimGranted:
         state = fold([started])
         row = state_to_row(state)
@@ -210,55 +265,132 @@ class PostgresSessionStore:
         )
         return ClaimGranted(started, state)
 
+    @_outage_is_unavailable
     async def claim(
-        self, session_id: SessionId, presented: TokenDigest | None, input: JsonObject, at: datetime
+        self,
+        session_id: SessionId,
+        presented: TokenDigest | None,
+        input: JsonObject,
+        at: datetime,
+        lease: Lease,
     ) -> ClaimGranted | Refusal:
+        if presented is not None:
+            try:
+                granted = await self._claim_at_once(session_id, presented, input, at, lease)
+            except asyncpg.UniqueViolationError:
+                granted = None  # the event table says this version is taken: decide again
+            if granted is not None:
+                return granted
+        # Not claimed at once: read the session and let the domain say why.
+        state = await self.load(session_id)
+        decision = decisions.claim_turn(
+            state, session_id=session_id, presented=presented, input=input, lease=lease, at=at
+        )
+        if isinstance(decision, Refusal):
+            await self._record_refusal(decision, state, session_id, at)
+            return decision
+        # A claim after all: a lapsed lease to take over, or a turn that ended meanwhile.
+        return await self._claim_locked(session_id, presented, input, at, lease)
+
+    async def _record_refusal(
+        self, refusal: Refusal, state: SessionState | None, session_id: SessionId, at: datetime
+    ) -> None:
+        refused = decisions.record_refusal(refusal, state=state, presented_id=session_id, at=at)
+        await self.refuse(refused)
+
+    async def _claim_locked(
+        self,
+        session_id: SessionId,
+        presented: TokenDigest | None,
+        input: JsonObject,
+        at: datetime,
+        lease: Lease,
+    ) -> ClaimGranted | Refusal:
+        """The general form: lock the row, decide, write, in one transaction."""
         for _ in range(CLAIM_ATTEMPTS):
-            if presented is not None:
-                try:
-                    granted = await self._claim_at_once(session_id, presented, input, at)
-                except asyncpg.UniqueViolationError:
-                    continue  # the event table says this version is taken: decide again
-                if granted is not None:
-                    return granted
-            # Not claimed: read the session fresh and let the domain say why.
-            state = await self.load(session_id)
-            decision = decisions.claim_turn(
-                state, session_id=session_id, presented=presented, input=input, at=at
-            )
-            if isinstance(decision, Refusal):
-                refused = decisions.record_refusal(
-                    decision, state=state, presented_id=session_id, at=at
-                )
-                await self.refuse(refused)
-                return decision
-            # The turn that held the claim ended between the two reads: try again.
+            try:
+                async with self._db.acquire() as conn, conn.transaction():
+                    row = await conn.fetchrow(_SELECT_SESSION + " FOR UPDATE", session_id)
+                    state = _state_from(row) if row is not None else None
+                    decision = decisions.claim_turn(
+                        state,
+                        session_id=session_id,
+                        presented=presented,
+                        input=input,
+                        lease=lease,
+                        at=at,
+                    )
+                    if isinstance(decision, Refusal):
+                        refused = decisions.record_refusal(
+                            decision, state=state, presented_id=session_id, at=at
+                        )
+                        await conn.execute(_INSERT_EVENT, *_event_args(refused))
+                        return decision
+                    if state is None:  # claim_turn refuses an unknown session; this is for mypy
+                        raise StoreCorrupted(f"a claim on {session_id} decided without a session")
+                    after = await _append(conn, state, decision.events)
+                    return ClaimGranted(decision.claimed, after)
+            except Conflict:
+                continue
         raise StoreCorrupted(f"claims on session {session_id} keep conflicting")
 
     async def _claim_at_once(
-        self, session_id: SessionId, presented: TokenDigest, input: JsonObject, at: datetime
+        self,
+        session_id: SessionId,
+        presented: TokenDigest,
+        input: JsonObject,
+        at: datetime,
+        lease: Lease,
     ) -> ClaimGranted | None:
-        data = {"input": input}
+        draft = TurnClaimed(session_id=session_id, seq=0, turn=0, input=input, lease=lease, at=at)
         record = await self._db.fetchrow(
             _CLAIM,
             session_id,
             presented,
             at,
-            data,
+            event_to_row(draft)["data"],
             SessionStatus.IN_FLIGHT.value,
             SessionStatus.IDLE.value,
             EVENT_KINDS[TurnClaimed],
+            lease.owner,
+            lease.until,
         )
         if record is None:
             return None
         state = _state_from(record)
         event = TurnClaimed(
-            session_id=session_id, seq=state.version, turn=state.turn + 1, input=input, at=at
+            session_id=session_id,
+            seq=state.version,
+            turn=state.turn + 1,
+            input=input,
+            lease=lease,
+            at=at,
         )
         if state.claim != Claim(turn=event.turn, seq=event.seq):
             raise StoreCorrupted(f"a claim on session {session_id} did not land as decided")
         return ClaimGranted(event, state)
 
+    @_outage_is_unavailable
+    async def renew(
+        self, session_id: SessionId, claim: Claim, lease: Lease, at: datetime
+    ) -> ClaimRenewed | Contended:
+        draft = ClaimRenewed(session_id=session_id, seq=0, turn=claim.turn, lease=lease, at=at)
+        seq = await self._db.fetchval(
+            _RENEW,
+            session_id,
+            claim.turn,
+            claim.seq,
+            lease.owner,
+            lease.until,
+            at,
+            kind_of(draft),
+            event_to_row(draft)["data"],
+        )
+        if seq is None:
+            return await self._contended(session_id)
+        return ClaimRenewed(session_id=session_id, seq=seq, turn=claim.turn, lease=lease, at=at)
+
+    @_outage_is_unavailable
     async def append_record(
         self, session_id: SessionId, claim: Claim, record: JsonValue, at: datetime
     ) -> RecordAppended | Contended:
@@ -276,6 +408,7 @@ class PostgresSessionStore:
             return await self._contended(session_id)
         return RecordAppended(session_id=session_id, seq=seq, turn=claim.turn, record=record, at=at)
 
+    @_outage_is_unavailable
     async def commit(
         self,
         session_id: SessionId,
@@ -328,6 +461,7 @@ class PostgresSessionStore:
             sealed=sealed,
         )
 
+    @_outage_is_unavailable
     async def release(
         self,
         session_id: SessionId,
@@ -350,9 +484,11 @@ class PostgresSessionStore:
                 ended.append(closing)
             await _append(conn, state, ended)
 
+    @_outage_is_unavailable
     async def refuse(self, refused: RequestRefused) -> None:
         await self._db.execute(_INSERT_EVENT, *_event_args(refused))
 
+    @_outage_is_unavailable
     async def load(self, session_id: SessionId) -> SessionState | None:
         row = await self._db.fetchrow(_SELECT_SESSION, session_id)
         return _state_from(row) if row is not None else None
@@ -364,14 +500,15 @@ class PostgresSessionStore:
 
 async def _append(
     conn: asyncpg.Connection, state: SessionState, new_events: Sequence[SessionEvent]
-) -> None:
+) -> SessionState:
     """Append a session's events and write the projection they fold into (inside a
     transaction that holds the row)."""
     try:
         await conn.executemany(_INSERT_EVENT, [_event_args(event) for event in new_events])
     except asyncpg.UniqueViolationError as error:
         raise Conflict(str(error)) from error
-    row = state_to_row(fold(new_events, state))
+    after = fold(new_events, state)
+    row = state_to_row(after)
     written = await conn.execute(
         _UPDATE_SESSION,
         *(row[field] for field in _SESSION_FIELDS if field != "created_at"),
@@ -379,3 +516,4 @@ async def _append(
     )
     if written != "UPDATE 1":
         raise Conflict(f"session {state.session_id} moved past version {state.version}")
+    return after

@@ -23,6 +23,16 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be positive, not {value:g}")
+    return value
+
+
 def _synchronous(name: str, raw: str) -> str:
     value = raw.upper()
     if value not in {"FULL", "NORMAL"}:
@@ -60,6 +70,16 @@ class Settings:
     db_pool_size: int = 10
     log_level: str = "info"
     websockets: bool = True  # off: /v1/ws answers 426 (PROTOCOL section 5)
+    turn_timeout: float = 300.0  # seconds a turn may run before it is cancelled and released
+    # Seconds a claim stays held without renewal: how soon a crashed replica's session can
+    # be taken over. A running turn renews it every third of that. None: the shorter of 30 s
+    # and the turn timeout.
+    lease_seconds: float | None = None
+    shutdown_grace: float = 30.0  # seconds running turns get to finish on SIGTERM
+
+    @property
+    def lease(self) -> float:
+        return self.lease_seconds or min(30.0, self.turn_timeout)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -88,4 +108,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "db_pool_size": _positive_int,
     "log_level": _text,
     "websockets": _switch,
+    "turn_timeout": _positive_float,
+    "lease_seconds": _positive_float,
+    "shutdown_grace": _positive_float,
 }

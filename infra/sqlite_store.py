@@ -24,8 +24,10 @@ import msgspec
 
 from domain import decisions
 from domain.events import (
+    ClaimRenewed,
     CloseCause,
     Event,
+    Lease,
     RecordAppended,
     ReleaseCause,
     RequestRefused,
@@ -36,7 +38,7 @@ from domain.events import (
 from domain.identifiers import SessionId, TokenDigest
 from domain.json import JsonObject, JsonValue
 from domain.outcomes import Contended, HandlerOutcome
-from domain.ports import ClaimGranted
+from domain.ports import ClaimGranted, StoreUnavailable
 from domain.refusals import Refusal
 from domain.state import Claim, SessionState, fold
 from infra.codec import event_to_row, row_to_state, state_to_row
@@ -53,6 +55,8 @@ _SESSION_FIELDS = (
     "token_digest",
     "claim_turn",
     "claim_seq",
+    "claim_owner",
+    "lease_until",
     "state",
     "last_outcome",
     "created_at",
@@ -60,12 +64,17 @@ _SESSION_FIELDS = (
 )
 _SESSION_COLUMNS = ", ".join(_SESSION_FIELDS)
 _SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?"  # noqa: S608
-_INSERT_SESSION = f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"  # noqa: S608
+_INSERT_SESSION = (
+    f"INSERT INTO sessions ({_SESSION_COLUMNS}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join('?' for _ in _SESSION_FIELDS)})"
+)
 _UPDATE_SESSION = (
     "UPDATE sessions SET version = ?, turn = ?, status = ?, token_digest = ?, claim_turn = ?, "
-    "claim_seq = ?, state = ?, last_outcome = ?, updated_at = ? "
-    "WHERE session_id = ? AND version = ?"
+    "claim_seq = ?, claim_owner = ?, lease_until = ?, state = ?, last_outcome = ?, "
+    "updated_at = ? WHERE session_id = ? AND version = ?"
 )
+# The fields _UPDATE_SESSION sets, in its order (the key and the old version follow).
+_UPDATED_FIELDS = tuple(f for f in _SESSION_FIELDS if f not in {"session_id", "created_at"})
 _INSERT_EVENT = (
     "INSERT INTO events (session_id, seq, kind, turn, consumed, issued, data, recorded_at) "
     "VALUES (?,?,?,?,?,?,?,?)"
@@ -83,8 +92,11 @@ def _time(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+def _parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC) if text is not None else None
+
+
+_TIME_FIELDS = ("lease_until", "created_at", "updated_at")
 
 
 def _db_id(session_id: str) -> str:
@@ -115,10 +127,8 @@ def _state_from(db_row: sqlite3.Row) -> SessionState:
     row["session_id"] = _session_id(row["session_id"])
     for column in _JSON_COLUMNS:
         row[column] = msgspec.json.decode(row[column]) if row[column] is not None else None
-    row["created_at"], row["updated_at"] = (
-        _parse_time(row["created_at"]),
-        _parse_time(row["updated_at"]),
-    )
+    for column in _TIME_FIELDS:
+        row[column] = _parse_time(row[column])
     return row_to_state(row)
 
 
@@ -127,7 +137,8 @@ def _state_values(state: SessionState) -> dict[str, Any]:
     row["session_id"] = _db_id(row["session_id"])
     for column in _JSON_COLUMNS:
         row[column] = _json(row[column])
-    row["created_at"], row["updated_at"] = _time(row["created_at"]), _time(row["updated_at"])
+    for column in _TIME_FIELDS:
+        row[column] = _time(row[column]) if row[column] is not None else None
     return row
 
 
@@ -170,6 +181,9 @@ class SqliteSessionStore:
             if "UNIQUE constraint failed" in str(error):
                 raise Conflict(str(error)) from error
             raise
+        except sqlite3.OperationalError as error:
+            # Locked past the busy timeout (another process writing), the disk, the file.
+            raise StoreUnavailable(f"SQLite: {error}") from error
 
     # ------------------------------------------------------------------ the port
 
@@ -179,12 +193,17 @@ class SqliteSessionStore:
         )
 
     async def claim(
-        self, session_id: SessionId, presented: TokenDigest | None, input: JsonObject, at: datetime
+        self,
+        session_id: SessionId,
+        presented: TokenDigest | None,
+        input: JsonObject,
+        at: datetime,
+        lease: Lease,
     ) -> ClaimGranted | Refusal:
         def claim(conn: sqlite3.Connection) -> ClaimGranted | Refusal:
             state = _load(conn, session_id)
             decision = decisions.claim_turn(
-                state, session_id=session_id, presented=presented, input=input, at=at
+                state, session_id=session_id, presented=presented, input=input, lease=lease, at=at
             )
             if isinstance(decision, Refusal):
                 refused = decisions.record_refusal(
@@ -192,7 +211,7 @@ class SqliteSessionStore:
                 )
                 conn.execute(_INSERT_EVENT, _event_values(refused))
                 return decision
-            return ClaimGranted(decision, _append(conn, state, [decision]))
+            return ClaimGranted(decision.claimed, _append(conn, state, decision.events))
 
         for _ in range(CLAIM_ATTEMPTS):
             try:
@@ -200,6 +219,21 @@ class SqliteSessionStore:
             except Conflict:
                 continue
         raise StoreCorrupted(f"claims on session {session_id} keep conflicting")
+
+    async def renew(
+        self, session_id: SessionId, claim: Claim, lease: Lease, at: datetime
+    ) -> ClaimRenewed | Contended:
+        def renew(conn: sqlite3.Connection) -> ClaimRenewed | Contended:
+            state = _load(conn, session_id)
+            decision = decisions.renew_claim(state, claim, lease, at)
+            if isinstance(decision, ClaimRenewed):
+                _append(conn, state, [decision])
+            return decision
+
+        try:
+            return await self._transaction(renew)
+        except Conflict:
+            return await self._contended(session_id)
 
     async def append_record(
         self, session_id: SessionId, claim: Claim, record: JsonValue, at: datetime
@@ -289,19 +323,7 @@ def _append(
         return after
     written = conn.execute(
         _UPDATE_SESSION,
-        (
-            row["version"],
-            row["turn"],
-            row["status"],
-            row["token_digest"],
-            row["claim_turn"],
-            row["claim_seq"],
-            row["state"],
-            row["last_outcome"],
-            row["updated_at"],
-            row["session_id"],
-            state.version,
-        ),
+        (*(row[field] for field in _UPDATED_FIELDS), row["session_id"], state.version),
     )
     if written.rowcount != 1:
         raise Conflict(f"session {state.session_id} moved past version {state.version}")

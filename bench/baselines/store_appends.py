@@ -9,11 +9,11 @@ concurrently, as the peer's writers do.
 import asyncio
 import secrets
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain import decisions
-from domain.events import TurnCommitted
+from domain.events import Lease, TurnCommitted
 from domain.identifiers import TokenDigest, digest_token, mint_token, new_session_id
 from domain.outcomes import Finished
 from domain.ports import ClaimGranted, SessionStore
@@ -25,6 +25,10 @@ EVENTS_PER_CYCLE = 2  # a claimed event, then a committed one
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _lease(at: datetime) -> Lease:
+    return Lease("bench", at + timedelta(seconds=30))
 
 
 def _new_digest() -> TokenDigest:
@@ -43,12 +47,15 @@ class _Session:
     async def start(self) -> None:
         at = _now()
         granted = await self._store.start(
-            decisions.start_session(self._session_id, {"message": "x"}, at)
+            decisions.start_session(self._session_id, {"message": "x"}, at, _lease(at))
         )
         await self._commit(granted)
 
     async def cycle(self) -> None:
-        granted = await self._store.claim(self._session_id, self._digest, {"message": "x"}, _now())
+        at = _now()
+        granted = await self._store.claim(
+            self._session_id, self._digest, {"message": "x"}, at, _lease(at)
+        )
         if not isinstance(granted, ClaimGranted):
             raise RuntimeError(f"the store refused a valid claim: {granted}")
         await self._commit(granted)

@@ -14,7 +14,7 @@ from domain.ports import ClaimGranted, SessionStore
 from infra.tables import events
 from tests.api.conftest import HeldTurns
 from tests.api.protocol import event_kinds, refusal_of, send, session_row, start
-from tests.infra.test_store import now
+from tests.infra.test_store import lease, now
 
 STALE = (409, "stale-token", "stale or invalid continuationToken")
 UNEXPECTED = (400, "unexpected-token", "present no continuationToken to start a session")
@@ -97,7 +97,7 @@ async def test_closed(client: AsyncClient, store: SessionStore) -> None:
     """A session closed while its client still holds the current token answers 410."""
     session = await start(client)
     session_id, token = SessionId(session["sessionId"]), session["continuationToken"]
-    granted = await store.claim(session_id, digest_token(token), {}, now())
+    granted = await store.claim(session_id, digest_token(token), {}, now(), lease())
     assert isinstance(granted, ClaimGranted)
     await store.release(
         session_id, granted.claim, ReleaseCause.FAILED, "x", now(), close=CloseCause.START_FAILED

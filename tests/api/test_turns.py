@@ -128,4 +128,6 @@ async def test_every_start_claim_commit_and_refusal_is_an_event(
         digest_token(second),
     ]
     assert committed[0]["issued"] == digest_token(first)
-    assert stored[3]["data"] == {"input": {"message": "next"}}  # the token is not input
+    claim = stored[3]["data"]
+    assert claim["input"] == {"message": "next"}  # the token is not input
+    assert set(claim) == {"input", "owner", "leaseUntil"}  # ...and the claim names its holder

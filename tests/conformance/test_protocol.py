@@ -12,7 +12,7 @@ from domain.identifiers import SessionId, digest_token
 from domain.ports import ClaimGranted, SessionStore
 from infra.tables import events, sessions
 from tests.conformance.clients import Answer, TurnClient
-from tests.infra.test_store import now
+from tests.infra.test_store import lease, now
 
 HTTP_STATUS = {
     "unknown-session": 404,
@@ -118,7 +118,7 @@ async def test_in_flight(turns: TurnClient, engine: AsyncEngine, release_file: P
 async def test_closed(turns: TurnClient, store: SessionStore) -> None:
     session = await started(turns)
     session_id = SessionId(session.session_id)
-    granted = await store.claim(session_id, digest_token(session.token), {}, now())
+    granted = await store.claim(session_id, digest_token(session.token), {}, now(), lease())
     assert isinstance(granted, ClaimGranted)
     await store.release(
         session_id, granted.claim, ReleaseCause.FAILED, "x", now(), close=CloseCause.START_FAILED

@@ -14,8 +14,10 @@ from typing import TypeVar
 
 from domain import decisions
 from domain.events import (
+    ClaimRenewed,
     CloseCause,
     Event,
+    Lease,
     RecordAppended,
     ReleaseCause,
     RequestRefused,
@@ -61,17 +63,27 @@ class InMemorySessionStore:
         presented: TokenDigest | None,
         input: JsonObject,
         at: datetime,
+        lease: Lease,
     ) -> ClaimGranted | Refusal:
         state = self.sessions.get(session_id)
         decision = decisions.claim_turn(
-            state, session_id=session_id, presented=presented, input=input, at=at
+            state, session_id=session_id, presented=presented, input=input, lease=lease, at=at
         )
         if isinstance(decision, Refusal):
             self.events.append(
                 decisions.record_refusal(decision, state=state, presented_id=session_id, at=at)
             )
             return decision
-        return ClaimGranted(decision, self._append(state, [decision]))
+        return ClaimGranted(decision.claimed, self._append(state, decision.events))
+
+    async def renew(
+        self, session_id: SessionId, claim: Claim, lease: Lease, at: datetime
+    ) -> ClaimRenewed | Contended:
+        state = self.sessions.get(session_id)
+        decision = decisions.renew_claim(state, claim, lease, at)
+        if isinstance(decision, ClaimRenewed):
+            self._append(state, [decision])
+        return decision
 
     async def append_record(
         self, session_id: SessionId, claim: Claim, record: JsonValue, at: datetime
@@ -134,7 +146,12 @@ class InMemorySessionStore:
         if state.claim is None:
             raise ValueError(f"session {session_id} has no claim to take over")
         taken = TurnClaimed(
-            session_id=session_id, seq=state.version + 1, turn=state.claim.turn, input={}, at=at
+            session_id=session_id,
+            seq=state.version + 1,
+            turn=state.claim.turn,
+            input={},
+            lease=Lease("someone-else", at),
+            at=at,
         )
         return ClaimGranted(taken, self._append(state, [taken]))
 

@@ -1,13 +1,16 @@
 """The decisions of PROTOCOL sections 1-3 and 7: which fact a request makes, or which refusal."""
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from domain import decisions
 from domain.events import (
+    ClaimExpired,
+    ClaimRenewed,
     CloseCause,
+    Lease,
     RecordAppended,
     ReleaseCause,
     RequestRefused,
@@ -20,18 +23,19 @@ from domain.events import (
 from domain.identifiers import SessionId, TokenDigest, digest_token
 from domain.outcomes import Contended, Finished, Parked
 from domain.refusals import PRESENTED_ID_LIMIT, Refusal, RefusalReason
-from domain.state import Claim, SessionState, evolve
+from domain.state import Claim, SessionState, SessionStatus, evolve, fold
 
 AT = datetime(2025, 1, 1, tzinfo=UTC)
 SID = SessionId("0190f5a2-1b3c-7d4e-8f60-123456789abc")
 FIRST = digest_token("first token")
 SECOND = digest_token("second token")
 OTHER = digest_token("someone else's token")
+LEASE = Lease("this-process", AT + timedelta(seconds=30))
 
 
 def starting() -> SessionState:
     """Turn 1 is running: no token exists yet."""
-    return evolve(None, decisions.start_session(SID, {"message": "hi"}, AT))
+    return evolve(None, decisions.start_session(SID, {"message": "hi"}, AT, LEASE))
 
 
 def committed(state: SessionState, issued: TokenDigest) -> SessionState:
@@ -47,9 +51,11 @@ def idle() -> SessionState:
 
 
 def claimed(state: SessionState, presented: TokenDigest | None = FIRST) -> SessionState:
-    event = decisions.claim_turn(state, session_id=SID, presented=presented, input={}, at=AT)
-    assert isinstance(event, TurnClaimed)
-    return evolve(state, event)
+    decision = decisions.claim_turn(
+        state, session_id=SID, presented=presented, input={}, lease=LEASE, at=AT
+    )
+    assert isinstance(decision, decisions.ClaimDecision)
+    return fold(decision.events, state)
 
 
 def in_flight() -> SessionState:
@@ -62,8 +68,14 @@ def closed() -> SessionState:
     return evolve(idle(), decisions.close_session(idle(), CloseCause.START_FAILED, AT))
 
 
-def claim(state: SessionState | None, presented: TokenDigest | None) -> TurnClaimed | Refusal:
-    return decisions.claim_turn(state, session_id=SID, presented=presented, input={}, at=AT)
+def claim(
+    state: SessionState | None, presented: TokenDigest | None, at: datetime = AT
+) -> TurnClaimed | Refusal:
+    """The claim decided, as its TurnClaimed event (what most tests look at) or a refusal."""
+    decision = decisions.claim_turn(
+        state, session_id=SID, presented=presented, input={}, lease=LEASE, at=at
+    )
+    return decision if isinstance(decision, Refusal) else decision.claimed
 
 
 def reason(decision: TurnClaimed | Refusal) -> RefusalReason | None:
@@ -158,10 +170,17 @@ def test_claim_answers_the_first_refusal_in_protocol_order(
 def test_a_valid_claim_takes_the_next_seq_and_the_next_turn() -> None:
     state = idle()
     decision = decisions.claim_turn(
-        state, session_id=SID, presented=FIRST, input={"message": "next"}, at=AT
+        state, session_id=SID, presented=FIRST, input={"message": "next"}, lease=LEASE, at=AT
     )
-    assert decision == TurnClaimed(
-        session_id=SID, seq=state.version + 1, turn=2, input={"message": "next"}, at=AT
+    assert decision == decisions.ClaimDecision(
+        TurnClaimed(
+            session_id=SID,
+            seq=state.version + 1,
+            turn=2,
+            input={"message": "next"},
+            lease=LEASE,
+            at=AT,
+        )
     )
 
 
@@ -178,7 +197,9 @@ def test_a_retry_after_a_released_turn_claims_the_same_turn_number_at_a_new_seq(
 
 def test_the_unknown_session_message_cuts_a_long_id_to_200_characters() -> None:
     long_id = SessionId("x" * 500)
-    decision = decisions.claim_turn(None, session_id=long_id, presented=None, input={}, at=AT)
+    decision = decisions.claim_turn(
+        None, session_id=long_id, presented=None, input={}, lease=LEASE, at=AT
+    )
     assert PRESENTED_ID_LIMIT == 200
     assert decision == Refusal(RefusalReason.UNKNOWN_SESSION, f"unknown session '{'x' * 200}'")
 
@@ -187,8 +208,8 @@ def test_the_unknown_session_message_cuts_a_long_id_to_200_characters() -> None:
 
 
 def test_a_start_is_seq_1_and_claims_turn_1() -> None:
-    assert decisions.start_session(SID, {"a": 1}, AT) == SessionStarted(
-        session_id=SID, seq=1, turn=1, input={"a": 1}, at=AT
+    assert decisions.start_session(SID, {"a": 1}, AT, LEASE) == SessionStarted(
+        session_id=SID, seq=1, turn=1, input={"a": 1}, lease=LEASE, at=AT
     )
 
 
@@ -248,7 +269,14 @@ def _stale_claims() -> list[tuple[str, SessionState | None, Claim]]:
     old = taken_over.claim
     again = evolve(
         taken_over,
-        TurnClaimed(session_id=SID, seq=taken_over.version + 1, turn=old.turn, input={}, at=AT),
+        TurnClaimed(
+            session_id=SID,
+            seq=taken_over.version + 1,
+            turn=old.turn,
+            input={},
+            lease=LEASE,
+            at=AT,
+        ),
     )
     return [
         ("no-session", None, Claim(turn=2, seq=3)),
@@ -346,3 +374,61 @@ def test_a_close_takes_the_next_seq() -> None:
     assert decisions.close_session(state, CloseCause.START_FAILED, AT) == SessionClosed(
         session_id=SID, seq=state.version + 1, turn=state.turn, cause=CloseCause.START_FAILED, at=AT
     )
+
+
+# ---------------------------------------------------------------- leases
+
+
+def test_an_in_flight_claim_whose_lease_holds_is_refused_in_flight() -> None:
+    still_held = AT + timedelta(seconds=29)
+    assert reason(claim(in_flight(), FIRST, at=still_held)) is RefusalReason.IN_FLIGHT
+
+
+def test_a_lapsed_claim_expires_and_the_current_token_claims_the_same_turn() -> None:
+    state = in_flight()
+    assert state.claim is not None
+    lapsed = AT + timedelta(seconds=30)
+    decision = decisions.claim_turn(
+        state, session_id=SID, presented=FIRST, input={}, lease=LEASE, at=lapsed
+    )
+    assert isinstance(decision, decisions.ClaimDecision)
+    assert decision.expired == ClaimExpired(
+        session_id=SID, seq=state.version + 1, turn=2, owner="this-process", at=lapsed
+    )
+    assert (decision.claimed.seq, decision.claimed.turn) == (state.version + 2, 2)
+    after = fold(decision.events, state)
+    assert after.claim == Claim(turn=2, seq=state.version + 2)
+    assert after.status is SessionStatus.IN_FLIGHT
+
+
+@pytest.mark.parametrize("presented", [None, SECOND])
+def test_a_lapsed_claim_is_not_taken_over_without_the_current_token(
+    presented: TokenDigest | None,
+) -> None:
+    lapsed = AT + timedelta(seconds=31)
+    assert reason(claim(in_flight(), presented, at=lapsed)) in {
+        RefusalReason.MISSING_TOKEN,
+        RefusalReason.STALE_TOKEN,
+    }
+
+
+def test_a_renewal_extends_the_lease_of_the_claim_that_holds() -> None:
+    state = in_flight()
+    assert state.claim is not None
+    longer = Lease("this-process", AT + timedelta(seconds=90))
+    renewed = decisions.renew_claim(state, state.claim, longer, AT)
+    assert isinstance(renewed, ClaimRenewed)
+    after = evolve(state, renewed)
+    assert (after.lease, after.claim, after.version) == (longer, state.claim, state.version + 1)
+    # Renewed, the old deadline no longer lets anyone take the session over.
+    assert reason(claim(after, FIRST, at=AT + timedelta(seconds=60))) is RefusalReason.IN_FLIGHT
+
+
+def test_a_renewal_by_a_claim_that_was_taken_over_is_contended() -> None:
+    state = in_flight()
+    assert state.claim is not None
+    old = state.claim
+    taken = claimed(
+        evolve(state, decisions.release_turn(state, old, ReleaseCause.FAILED, None, AT))  # type: ignore[arg-type]
+    )
+    assert decisions.renew_claim(taken, old, LEASE, AT) == Contended(current=taken.version)

@@ -6,6 +6,7 @@ import pytest
 
 from domain.events import (
     CloseCause,
+    Lease,
     RecordAppended,
     ReleaseCause,
     SessionClosed,
@@ -21,6 +22,7 @@ from domain.state import Claim, SessionStatus, evolve, fold
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 SID = SessionId("0190f5a2-1b3c-7d4e-8f60-123456789abc")
+LEASE = Lease("owner", T0 + timedelta(seconds=30))
 FIRST = digest_token("first")
 SECOND = digest_token("second")
 
@@ -30,7 +32,7 @@ def at(ms: int) -> datetime:
 
 
 def started() -> SessionStarted:
-    return SessionStarted(session_id=SID, seq=1, turn=1, input={"m": "hi"}, at=at(0))
+    return SessionStarted(session_id=SID, seq=1, turn=1, input={"m": "hi"}, lease=LEASE, at=at(0))
 
 
 def first_commit(state: StateUpdate = KEEP) -> TurnCommitted:
@@ -46,7 +48,7 @@ def first_commit(state: StateUpdate = KEEP) -> TurnCommitted:
 
 
 def claimed_two() -> TurnClaimed:
-    return TurnClaimed(session_id=SID, seq=3, turn=2, input={"m": "again"}, at=at(3))
+    return TurnClaimed(session_id=SID, seq=3, turn=2, input={"m": "again"}, lease=LEASE, at=at(3))
 
 
 def test_start_leaves_turn_0_in_flight_with_no_token() -> None:

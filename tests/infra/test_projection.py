@@ -10,7 +10,7 @@ from domain.outcomes import Finished, Parked
 from domain.ports import ClaimGranted, SessionStore
 from infra.projection import rebuild_sessions
 from infra.tables import sessions
-from tests.infra.test_store import committed_session, new_id, new_token, now
+from tests.infra.test_store import committed_session, lease, new_id, new_token, now
 
 
 async def snapshot(engine: AsyncEngine) -> list[dict[str, object]]:
@@ -23,7 +23,7 @@ async def varied_sessions(store: SessionStore) -> None:
     """Sessions in every state: idle after commits, parked, failed, in flight, closed."""
     session_id, token = await committed_session(store)
     for step in range(3):
-        granted = await store.claim(session_id, digest_token(token), {"step": step}, now())
+        granted = await store.claim(session_id, digest_token(token), {"step": step}, now(), lease())
         assert isinstance(granted, ClaimGranted)
         await store.append_record(session_id, granted.claim, {"step": step}, now())
         if step == 1:
@@ -32,8 +32,8 @@ async def varied_sessions(store: SessionStore) -> None:
         token = new_token()
         outcome = Parked({"for": "x"}, state={"n": step}) if step else Finished(step)
         await store.commit(session_id, granted.claim, outcome, digest_token(token), now())
-    await store.claim(session_id, digest_token(token), {}, now())  # left in flight
-    failed = await store.start(start_session(new_id(), {}, now()))
+    await store.claim(session_id, digest_token(token), {}, now(), lease())  # left in flight
+    failed = await store.start(start_session(new_id(), {}, now(), lease()))
     await store.release(
         failed.state.session_id,
         failed.claim,

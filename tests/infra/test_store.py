@@ -4,7 +4,7 @@ projection in step with the events, and the unique keys as the last word."""
 import asyncio
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import insert, select, update
@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.decisions import start_session
-from domain.events import CloseCause, ReleaseCause, TurnCommitted
+from domain.events import CloseCause, Lease, ReleaseCause, TurnCommitted
 from domain.identifiers import SessionId, digest_token, mint_token
 from domain.outcomes import Contended, Finished
 from domain.ports import ClaimGranted, SessionStore
@@ -26,6 +26,11 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def lease(seconds: float = 60) -> Lease:
+    """A lease held by this test process for `seconds` from now."""
+    return Lease("test", now() + timedelta(seconds=seconds))
+
+
 def new_id() -> SessionId:
     return SessionId(str(uuid.uuid4()))
 
@@ -36,7 +41,7 @@ def new_token() -> str:
 
 async def committed_session(store: SessionStore) -> tuple[SessionId, str]:
     """A session whose first turn committed; its id and current token."""
-    granted = await store.start(start_session(new_id(), {"message": "hi"}, now()))
+    granted = await store.start(start_session(new_id(), {"message": "hi"}, now(), lease()))
     token = new_token()
     result = await store.commit(
         granted.state.session_id, granted.claim, Finished("ok"), digest_token(token), now()
@@ -54,7 +59,7 @@ async def kinds(engine: AsyncEngine, session_id: SessionId) -> list[str]:
 async def test_start_writes_the_started_event_and_an_in_flight_projection(
     store: SessionStore,
 ) -> None:
-    granted = await store.start(start_session(new_id(), {"message": "hi"}, now()))
+    granted = await store.start(start_session(new_id(), {"message": "hi"}, now(), lease()))
     loaded = await store.load(granted.state.session_id)
     assert loaded == granted.state
     assert loaded is not None
@@ -85,7 +90,7 @@ async def test_commit_consumes_nothing_on_turn_one_and_issues_the_first_token(
 
 async def test_claim_with_the_current_token_then_commit_rotates_it(store: SessionStore) -> None:
     session_id, token = await committed_session(store)
-    granted = await store.claim(session_id, digest_token(token), {"message": "2"}, now())
+    granted = await store.claim(session_id, digest_token(token), {"message": "2"}, now(), lease())
     assert isinstance(granted, ClaimGranted)
     assert (granted.event.turn, granted.event.seq) == (2, 3)
     following = new_token()
@@ -94,7 +99,7 @@ async def test_claim_with_the_current_token_then_commit_rotates_it(store: Sessio
     )
     assert isinstance(result, TurnCommitted)
     assert result.consumed == digest_token(token)
-    again = await store.claim(session_id, digest_token(token), {}, now())
+    again = await store.claim(session_id, digest_token(token), {}, now(), lease())
     assert again == Refusal(RefusalReason.STALE_TOKEN, "stale or invalid continuationToken")
 
 
@@ -103,7 +108,7 @@ async def test_a_refusal_is_an_event_that_leaves_the_version_alone(
 ) -> None:
     session_id, _ = await committed_session(store)
     before = await store.load(session_id)
-    refusal = await store.claim(session_id, digest_token("forged"), {}, now())
+    refusal = await store.claim(session_id, digest_token("forged"), {}, now(), lease())
     assert isinstance(refusal, Refusal)
     assert await store.load(session_id) == before
     async with engine.connect() as conn:
@@ -119,7 +124,7 @@ async def test_a_refusal_naming_no_session_stores_a_null_session_and_the_present
     store: SessionStore, engine: AsyncEngine
 ) -> None:
     ghost = new_id()
-    refusal = await store.claim(ghost, digest_token("x"), {}, now())
+    refusal = await store.claim(ghost, digest_token("x"), {}, now(), lease())
     assert refusal == Refusal(RefusalReason.UNKNOWN_SESSION, f"unknown session '{ghost}'")
     async with engine.connect() as conn:
         rows = (
@@ -136,7 +141,7 @@ async def test_a_refusal_naming_no_session_stores_a_null_session_and_the_present
 async def test_concurrent_claims_with_one_token_grant_exactly_one(store: SessionStore) -> None:
     session_id, token = await committed_session(store)
     results = await asyncio.gather(
-        *(store.claim(session_id, digest_token(token), {}, now()) for _ in range(20))
+        *(store.claim(session_id, digest_token(token), {}, now(), lease()) for _ in range(20))
     )
     granted = [result for result in results if isinstance(result, ClaimGranted)]
     refused = [result for result in results if isinstance(result, Refusal)]
@@ -146,19 +151,21 @@ async def test_concurrent_claims_with_one_token_grant_exactly_one(store: Session
 
 async def test_release_keeps_the_token_valid(store: SessionStore) -> None:
     session_id, token = await committed_session(store)
-    granted = await store.claim(session_id, digest_token(token), {}, now())
+    granted = await store.claim(session_id, digest_token(token), {}, now(), lease())
     assert isinstance(granted, ClaimGranted)
     await store.release(session_id, granted.claim, ReleaseCause.FAILED, "boom", now())
     loaded = await store.load(session_id)
     assert loaded is not None
     assert (loaded.status, loaded.token_digest) == (SessionStatus.IDLE, digest_token(token))
-    assert isinstance(await store.claim(session_id, digest_token(token), {}, now()), ClaimGranted)
+    assert isinstance(
+        await store.claim(session_id, digest_token(token), {}, now(), lease()), ClaimGranted
+    )
 
 
 async def test_release_with_close_closes_the_session(
     store: SessionStore, engine: AsyncEngine
 ) -> None:
-    granted = await store.start(start_session(new_id(), {}, now()))
+    granted = await store.start(start_session(new_id(), {}, now(), lease()))
     session_id = granted.state.session_id
     await store.release(
         session_id, granted.claim, ReleaseCause.FAILED, "boom", now(), close=CloseCause.START_FAILED
@@ -173,10 +180,10 @@ async def test_a_claim_that_is_no_longer_the_sessions_claim_cannot_write(
     store: SessionStore, engine: AsyncEngine
 ) -> None:
     session_id, token = await committed_session(store)
-    first = await store.claim(session_id, digest_token(token), {}, now())
+    first = await store.claim(session_id, digest_token(token), {}, now(), lease())
     assert isinstance(first, ClaimGranted)
     await store.release(session_id, first.claim, ReleaseCause.FAILED, "gone", now())
-    second = await store.claim(session_id, digest_token(token), {}, now())
+    second = await store.claim(session_id, digest_token(token), {}, now(), lease())
     assert isinstance(second, ClaimGranted)
 
     late_record = await store.append_record(session_id, first.claim, {"late": True}, now())
@@ -197,7 +204,7 @@ async def test_a_unique_violation_comes_back_as_a_conflict_value(
     store: SessionStore, engine: AsyncEngine
 ) -> None:
     session_id, token = await committed_session(store)
-    granted = await store.claim(session_id, digest_token(token), {}, now())
+    granted = await store.claim(session_id, digest_token(token), {}, now(), lease())
     assert isinstance(granted, ClaimGranted)
     # Corrupt the projection so the store's decision is wrong and only the key can say no.
     async with engine.begin() as conn:
@@ -219,7 +226,7 @@ async def test_a_conflict_that_persists_on_claim_is_reported_as_corruption(
             update(sessions).where(sessions.c.session_id == session_id).values(version=1)
         )
     with pytest.raises(StoreCorrupted):
-        await store.claim(session_id, digest_token(token), {}, now())
+        await store.claim(session_id, digest_token(token), {}, now(), lease())
 
 
 def _committed_row(
@@ -241,7 +248,7 @@ async def test_the_database_refuses_to_consume_a_token_twice(
     store: SessionStore, engine: AsyncEngine
 ) -> None:
     session_id, token = await committed_session(store)
-    granted = await store.claim(session_id, digest_token(token), {}, now())
+    granted = await store.claim(session_id, digest_token(token), {}, now(), lease())
     assert isinstance(granted, ClaimGranted)
     assert isinstance(
         await store.commit(
