@@ -49,12 +49,21 @@ class Harness:
         self,
         handler: Callable[[Turn], Awaitable[object]],
         store: InMemorySessionStore | None = None,
+        *,
+        lease_seconds: float = 30.0,
+        turn_timeout: float = 300.0,
     ) -> None:
         self.store = store or InMemorySessionStore()
         self.clock = FakeClock()
-        self.driver = TurnDriver(
-            TurnServices(self.store, cast(TurnHandler, handler), self.clock, SeededRandom())
+        services = TurnServices(
+            self.store,
+            cast(TurnHandler, handler),
+            self.clock,
+            SeededRandom(),
+            lease_seconds=lease_seconds,
+            turn_timeout=turn_timeout,
         )
+        self.driver = TurnDriver(services)
 
     async def open_start(self, input: JsonObject | None = None) -> OpenTurn:
         opened = await self.driver.open_start(StartRequest(input or {}))
@@ -587,3 +596,81 @@ async def test_a_commit_that_fails_releases_the_claim_and_keeps_the_token() -> N
     assert harness.store.kinds(started.session_id)[-2:] == ["claimed", "released"]
     store.broken = False
     assert isinstance(await harness.run(started.session_id, started.token), TurnReply)
+
+
+# ---------------------------------------------------------------- leases and timeouts
+
+
+async def test_a_long_turn_renews_its_lease_while_it_runs() -> None:
+    async def slow(turn: Turn) -> Finished:
+        await asyncio.sleep(0.2)
+        return Finished("done", state=None)
+
+    harness = Harness(slow, lease_seconds=0.06)  # renewed every 20 ms
+    reply = await (await harness.open_start()).run(RecordingSink())
+    assert isinstance(reply, TurnReply)
+    kinds = harness.store.kinds(reply.session_id)
+    assert kinds[0] == "started"
+    assert kinds[-1] == "committed"
+    assert kinds.count("renewed") >= 3
+
+
+async def test_a_turn_whose_claim_is_taken_over_is_stopped_and_contended() -> None:
+    stopped = asyncio.Event()
+    harness: Harness
+
+    async def waits_forever(turn: Turn) -> Finished:
+        if turn.number == 1:
+            return Finished("first", state=None)
+        harness.store.takeover(turn.session_id, harness.clock())
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+        raise AssertionError("unreachable")
+
+    harness = Harness(waits_forever, lease_seconds=0.03)
+    first = await harness.start()
+    reply = await harness.run(first.session_id, first.token)
+    assert isinstance(reply, TurnReply)
+    assert isinstance(reply.outcome, Contended)
+    assert reply.token is None
+    assert stopped.is_set()  # the heartbeat found the claim gone and stopped the handler
+    assert "committed" not in harness.store.kinds(first.session_id)[2:]
+
+
+async def test_a_turn_past_its_timeout_is_cancelled_and_released_keeping_the_token() -> None:
+    cancelled = asyncio.Event()
+
+    async def too_slow(turn: Turn) -> Finished:
+        if turn.number == 1:
+            return Finished("first", state=None)
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return Finished("never", state=None)
+
+    harness = Harness(too_slow, turn_timeout=0.05)
+    first = await harness.start()
+    failed = await harness.run(first.session_id, first.token)
+    assert failed == TurnFailed(first.session_id, 2, "the turn ran past its 0.05 s timeout")
+    assert cancelled.is_set()
+    released = [
+        e for e in harness.store.session_events(first.session_id) if isinstance(e, TurnReleased)
+    ]
+    assert [(e.cause, e.error) for e in released] == [
+        (ReleaseCause.TIMED_OUT, "the turn ran past its 0.05 s timeout")
+    ]
+    assert isinstance(await harness.open(first.session_id, first.token), OpenTurn)  # still valid
+
+
+async def test_a_handlers_own_timeout_error_is_a_failure_not_the_turn_timeout() -> None:
+    async def times_out_itself(turn: Turn) -> Finished:
+        raise TimeoutError("the model API did not answer")
+
+    harness = Harness(times_out_itself, turn_timeout=60)
+    failed = await (await harness.open_start()).run(RecordingSink())
+    assert isinstance(failed, TurnFailed)
+    assert failed.message == "the model API did not answer"

@@ -1,5 +1,7 @@
 """The sessions projection is derivable: drop its rows, fold the events, get them back."""
 
+from datetime import timedelta
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,7 +34,13 @@ async def varied_sessions(store: SessionStore) -> None:
         token = new_token()
         outcome = Parked({"for": "x"}, state={"n": step}) if step else Finished(step)
         await store.commit(session_id, granted.claim, outcome, digest_token(token), now())
-    await store.claim(session_id, digest_token(token), {}, now(), lease())  # left in flight
+    # A claim that lapses and is taken over (expired), and one left in flight, renewed.
+    lapsing = await store.claim(session_id, digest_token(token), {}, now(), lease(seconds=1))
+    assert isinstance(lapsing, ClaimGranted)
+    later = now() + timedelta(seconds=2)
+    held = await store.claim(session_id, digest_token(token), {}, later, lease())
+    assert isinstance(held, ClaimGranted)
+    await store.renew(session_id, held.claim, lease(seconds=120), now())
     failed = await store.start(start_session(new_id(), {}, now(), lease()))
     await store.release(
         failed.state.session_id,
