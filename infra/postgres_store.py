@@ -162,6 +162,9 @@ _OUTAGES = (
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, starting up
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.ObjectNotInPrerequisiteStateError,  # not accepting connections
+    # A connection terminated mid-operation can leave asyncpg's protocol state confused
+    # ("cannot switch to state 12; another operation is in progress").
+    asyncpg.exceptions.InternalClientError,
 )
 
 P = ParamSpec("P")

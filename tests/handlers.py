@@ -12,7 +12,8 @@ HOLD_LIMIT_SECONDS = 60
 
 async def test_handler(turn: Turn) -> Finished | Parked:
     """The demo handler, except that `{"message": "/hold", "until": PATH}` journals a record,
-    then holds the turn in flight until the file PATH exists, whatever process makes it."""
+    then holds the turn in flight until the file PATH exists, whatever process makes it, and
+    `{"message": "/sleep", "seconds": S}` journals a record, then sleeps S seconds."""
     if turn.input.get("message") == "/hold":
         until = Path(str(turn.input["until"]))
         await turn.record({"holding": str(until)})
@@ -21,4 +22,9 @@ async def test_handler(turn: Turn) -> Finished | Parked:
                 break
             await asyncio.sleep(0.01)
         return Finished({"held": True}, state={"turns": 0})
+    if turn.input.get("message") == "/sleep":
+        seconds = float(str(turn.input["seconds"]))
+        await turn.record({"sleeping": seconds})
+        await asyncio.sleep(seconds)
+        return Finished({"slept": seconds}, state={"turns": turn.number})
     return await demo_handler(turn)

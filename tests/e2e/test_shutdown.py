@@ -1,0 +1,88 @@
+"""SIGTERM under load: running turns finish, new ones get 503, nothing gets a wrong answer,
+and the process exits 0 within its grace period."""
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from domain.identifiers import digest_token
+from infra.tables import events, sessions
+from tests.databases import fresh_database
+from tests.e2e.server import TEST_HANDLER, BatonServer
+from tests.e2e.store_probe import probe
+
+pytestmark = pytest.mark.e2e
+GRACE = 5.0
+CLIENTS = 8
+
+
+@pytest.fixture
+def database(backend: str, tmp_path: Path) -> Iterator[str]:
+    with fresh_database(backend, tmp_path) as url:
+        yield url
+
+
+async def keep_turning(url: str, answers: list[tuple[int | str, str]], tokens: list[str]) -> None:
+    """One client: a session, then slow turns until the server stops answering."""
+    async with httpx.AsyncClient(base_url=url, timeout=GRACE * 3) as client:
+        started = (await client.post("/v1/session", json={"message": "a"})).json()
+        session_id, token = started["sessionId"], started["continuationToken"]
+        while True:
+            body = {"message": "/sleep", "seconds": 0.3, "continuationToken": token}
+            try:
+                reply = await client.post(f"/v1/session/{session_id}/message", json=body)
+            except httpx.TransportError:
+                answers.append(("gone", ""))  # the replica closed: retry elsewhere
+                return
+            payload = reply.json()
+            answers.append((reply.status_code, payload.get("reason", payload.get("status", ""))))
+            if reply.status_code != 200:
+                return
+            token = payload["continuationToken"]
+            tokens.append(token)
+
+
+async def test_sigterm_under_load_finishes_turns_and_exits_0(database: str, tmp_path: Path) -> None:
+    server = BatonServer(
+        database, tmp_path / "server.log", "--handler", TEST_HANDLER, "--shutdown-grace", str(GRACE)
+    ).start()
+    answers: list[tuple[int | str, str]] = []
+    tokens: list[str] = []
+    clients = [
+        asyncio.create_task(keep_turning(server.url, answers, tokens)) for _ in range(CLIENTS)
+    ]
+    await asyncio.sleep(1.5)
+    assert server.process is not None
+    began = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(server.process.wait, GRACE * 3)
+    took = time.monotonic() - began
+    await asyncio.gather(*clients)
+
+    assert code == 0, server.log()
+    assert took < GRACE + 2
+    wrong = [
+        answer
+        for answer in answers
+        if answer not in {(200, "finished"), (503, "unavailable"), ("gone", "")}
+    ]
+    assert wrong == []
+    assert answers.count((200, "finished")) >= CLIENTS  # turns ran, and those running finished
+    # Each client's last answer says the replica is going: 503 on a new turn, or a closed line.
+    assert len(answers) - answers.count((200, "finished")) == CLIENTS
+
+    async with probe(database) as engine, engine.connect() as conn:
+        statuses = set((await conn.execute(select(sessions.c.status))).scalars())
+        released = (
+            await conn.execute(select(events.c.kind).where(events.c.kind == "released"))
+        ).all()
+        issued = set((await conn.execute(select(events.c.issued))).scalars())
+    assert statuses == {"idle"}  # no turn was left in flight
+    assert released == []  # every running turn finished within the grace period
+    assert {digest_token(token) for token in tokens} <= issued  # every 200 is a commit
