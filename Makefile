@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: serve test lint format bench clean
+.PHONY: serve test lint format bench chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Baton needs Python 3.11 or newer; set PYTHON=...")'
@@ -35,6 +35,11 @@ $(BENCH_STAMP): $(STAMP)
 # QUICK=1 gives a short run (under 90 s) with the same scenarios.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
+
+# The long chaos run: 3 replicas on one PostgreSQL, 200 sessions, replicas killed at random,
+# then an audit of the store (make test runs a short form).
+chaos: $(STAMP)
+	$(BIN)/python -m tests.e2e.chaos --seconds $(or $(SECONDS),120) --sessions 200
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
