@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: serve test lint format bench chaos clean
 
@@ -12,7 +11,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Baton needs Python 3.11 or newer; set PYTHON=...")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'  # make test smoke-runs the bench
 	@touch $(STAMP)
 
 serve: $(STAMP)
@@ -27,13 +26,9 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	@touch $(BENCH_STAMP)
-
 # The benchmark suite: real servers, baselines measured in the same run, one table.
 # QUICK=1 gives a short run (under 90 s) with the same scenarios.
-bench: $(BENCH_STAMP)
+bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 # The long chaos run: 3 replicas on one PostgreSQL, 200 sessions, replicas killed at random,
