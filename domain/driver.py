@@ -287,6 +287,7 @@ class OpenTurn:
                 outcome,
                 digest_token(token),
                 self._services.clock(),
+                consumed=digest_token(self._presented) if self._presented else None,
                 sealed=sealed,
             )
         except BaseException:

@@ -76,8 +76,12 @@ class SessionStore(Protocol):
         issued: TokenDigest,
         at: datetime,
         *,
+        consumed: TokenDigest | None,
         sealed: str | None = None,
-    ) -> TurnCommitted | Contended: ...
+    ) -> TurnCommitted | Contended:
+        """Consume `consumed` (the token the claim was made with; None on turn 1) and issue
+        `issued`, if the claim still holds."""
+        ...
 
     async def release(
         self,

@@ -5,14 +5,18 @@ the transaction and the server does the work in one round trip instead of BEGIN 
 ... FOR UPDATE / INSERT / UPDATE / COMMIT. Each statement is conditional: it changes the
 session only if the session is exactly as the decision needs it (the presented token is
 current and no turn holds the claim; or this turn still holds it), and appends its event in
-the same statement through a data-modifying CTE. When the condition fails, the store reads
-the row fresh and lets the domain say why (a refusal, or Contended).
+the same statement through a data-modifying CTE, linked into the session's hash chain by
+`sha256()` in SQL (infra/chain.py defines the link; the seq is only known in there). When
+the condition fails, the store reads the row fresh and lets the domain say why (a refusal,
+or Contended).
 
-The SQL here mirrors domain.state.evolve for the claim, record and commit events. That is
-checked, not assumed: the projection-rebuild test folds the events with the domain's own
-evolve and compares the result with the rows these statements wrote. The rare paths
-(releasing a failed turn, closing) keep the general form: lock the row, decide in Python,
-write. asyncpg is used directly: it prepares and caches each statement per connection.
+The SQL here mirrors domain.state.evolve for the claim, record, renewal and commit events.
+That is checked, not assumed: the projection-rebuild test folds the events with the
+domain's own evolve and compares the result with the rows these statements wrote, chain
+heads included, and `baton verify` recomputes every link in Python. The rare paths
+(releasing a failed turn, taking over a lapsed claim) keep the general form: lock the row,
+decide in Python, write. asyncpg is used directly: it prepares and caches each statement
+per connection.
 """
 
 import functools
@@ -28,7 +32,6 @@ from domain.events import (
     EVENT_KINDS,
     ClaimRenewed,
     CloseCause,
-    Event,
     Lease,
     RecordAppended,
     ReleaseCause,
@@ -37,7 +40,6 @@ from domain.events import (
     SessionStarted,
     TurnClaimed,
     TurnCommitted,
-    kind_of,
 )
 from domain.identifiers import SessionId, TokenDigest
 from domain.json import JsonObject, JsonValue
@@ -45,6 +47,7 @@ from domain.outcomes import KEEP, Contended, HandlerOutcome
 from domain.ports import ClaimGranted, StoreUnavailable
 from domain.refusals import Refusal
 from domain.state import Claim, SessionState, SessionStatus, fold, outcome_summary
+from infra.chain import ChainHeads, row_payload, standalone
 from infra.codec import event_to_row, row_to_state, state_to_row
 from infra.conflict import CLAIM_ATTEMPTS, Conflict, StoreCorrupted
 
@@ -62,29 +65,55 @@ _SESSION_FIELDS = (
     "last_outcome",
     "created_at",
     "updated_at",
+    "head_hash",
+    "refusals",
+    "refusal_head",
 )
 _SESSION_COLUMNS = ", ".join(_SESSION_FIELDS)
-_EVENT_FIELDS = ("session_id", "seq", "kind", "turn", "consumed", "issued", "data", "recorded_at")
+_EVENT_FIELDS = (
+    "session_id",
+    "seq",
+    "refusal_seq",
+    "kind",
+    "turn",
+    "consumed",
+    "issued",
+    "data",
+    "recorded_at",
+    "hash",
+)
 
 _SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = $1"  # noqa: S608
 _INSERT_EVENT = (
-    "INSERT INTO events (session_id, seq, kind, turn, consumed, issued, data, recorded_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    "INSERT INTO events (session_id, seq, refusal_seq, kind, turn, consumed, issued, data, "
+    "recorded_at, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 )
 _UPDATE_SESSION = (
     "UPDATE sessions SET version = $2, turn = $3, status = $4, token_digest = $5, "
     "claim_turn = $6, claim_seq = $7, claim_owner = $8, lease_until = $9, state = $10, "
-    "last_outcome = $11, updated_at = $12 WHERE session_id = $1 AND version = $13"
+    "last_outcome = $11, updated_at = $12, head_hash = $13 WHERE session_id = $1 AND version = $14"
+)
+_UPDATED_FIELDS = tuple(
+    f for f in _SESSION_FIELDS if f not in {"session_id", "created_at", "refusals", "refusal_head"}
 )
 
-# A new session row and its `started` event.
+
+def _linked(previous: str, seq: str, turn: str, payload: str) -> str:
+    """infra.chain.link, in SQL: previous hash, seq and turn as 8-byte integers, payload."""
+    return (
+        f"encode(sha256(coalesce(decode({previous}, 'hex'), decode(repeat('00', 32), 'hex'))"
+        f" || int8send(({seq})::bigint) || int8send(({turn})::bigint) || {payload}), 'hex')"
+    )
+
+
+# A new session row and its `started` event (everything is known here: linked in Python).
 _START = f"""
 WITH session AS (
     INSERT INTO sessions ({_SESSION_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 )
-INSERT INTO events (session_id, seq, kind, turn, consumed, issued, data, recorded_at)
-VALUES ($1, $14, $15, $16, NULL, NULL, $17, $18)
+INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)
+VALUES ($1, $17, $18, $19, $20, $21, $14)
 """  # noqa: S608
 
 # Validate and claim in one step: only a session whose current token was presented and
@@ -93,62 +122,70 @@ _CLAIM = f"""
 WITH claimed AS (
     UPDATE sessions
        SET version = version + 1, status = $5, claim_turn = turn + 1,
-           claim_seq = version + 1, claim_owner = $8, lease_until = $9, updated_at = $3
+           claim_seq = version + 1, claim_owner = $8, lease_until = $9, updated_at = $3,
+           head_hash = {_linked("head_hash", "version + 1", "turn + 1", "$10")}
      WHERE session_id = $1 AND token_digest = $2 AND status = $6
  RETURNING {_SESSION_COLUMNS}
 ), appended AS (
-    INSERT INTO events (session_id, seq, kind, turn, data, recorded_at)
-    SELECT session_id, version, $7, claim_turn, $4, $3 FROM claimed
+    INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)
+    SELECT session_id, version, $7, claim_turn, $4, $3, head_hash FROM claimed
 )
 SELECT * FROM claimed
 """  # noqa: S608
 
-# A longer lease, only while this turn still holds the claim.
-_RENEW = """
+# A claim holder's own event (a record, a renewal), only while this turn holds the claim.
+_HOLDER_EVENT = f"""
 WITH moved AS (
-    UPDATE sessions SET version = version + 1, claim_owner = $4, lease_until = $5,
-           updated_at = $6
+    UPDATE sessions
+       SET version = version + 1, updated_at = $4,
+           claim_owner = coalesce($7, claim_owner), lease_until = coalesce($8, lease_until),
+           head_hash = {_linked("head_hash", "version + 1", "$2", "$9")}
      WHERE session_id = $1 AND claim_turn = $2 AND claim_seq = $3
- RETURNING session_id, version
+ RETURNING session_id, version, head_hash
 )
-INSERT INTO events (session_id, seq, kind, turn, data, recorded_at)
-SELECT session_id, version, $7, $2, $8, $6 FROM moved
+INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)
+SELECT session_id, version, $5, $2, $6, $4, head_hash FROM moved
 RETURNING seq
-"""
+"""  # noqa: S608 - composed of fixed SQL only
 
-# A journal record, only while this turn still holds the claim.
-_APPEND_RECORD = """
-WITH moved AS (
-    UPDATE sessions SET version = version + 1, updated_at = $4
-     WHERE session_id = $1 AND claim_turn = $2 AND claim_seq = $3
- RETURNING session_id, version
-)
-INSERT INTO events (session_id, seq, kind, turn, data, recorded_at)
-SELECT session_id, version, $5, $2, $6, $4 FROM moved
-RETURNING seq
-"""
-
-# Consume the current token and issue the next, only while this turn holds the claim. The
-# row is read under lock first because the consumed digest is the row's old value.
-_COMMIT = """
+# Consume the current token and issue the next, only while this turn holds the claim and the
+# token it consumes is the one the claim was made with.
+_COMMIT = f"""
 WITH held AS (
-    SELECT session_id, version, token_digest, state FROM sessions
+    SELECT session_id, version, head_hash, state FROM sessions
      WHERE session_id = $1 AND claim_turn = $2 AND claim_seq = $3
+       AND token_digest IS NOT DISTINCT FROM $12
        FOR UPDATE
 ), moved AS (
     UPDATE sessions AS s
        SET version = held.version + 1, turn = $2, status = $4, token_digest = $5,
            claim_turn = NULL, claim_seq = NULL, claim_owner = NULL, lease_until = NULL,
            state = CASE WHEN $6 THEN held.state ELSE $7 END,
-           last_outcome = $8, updated_at = $9
+           last_outcome = $8, updated_at = $9,
+           head_hash = {_linked("held.head_hash", "held.version + 1", "$2", "$13")}
       FROM held
      WHERE s.session_id = held.session_id
- RETURNING s.session_id, s.version, held.token_digest AS consumed
+ RETURNING s.session_id, s.version, s.head_hash
 )
-INSERT INTO events (session_id, seq, kind, turn, consumed, issued, data, recorded_at)
-SELECT session_id, version, $10, $2, consumed, $5, $11, $9 FROM moved
-RETURNING seq, consumed
-"""
+INSERT INTO events (session_id, seq, kind, turn, consumed, issued, data, recorded_at, hash)
+SELECT session_id, version, $10, $2, $12, $5, $11, $9, head_hash FROM moved
+RETURNING seq
+"""  # noqa: S608 - composed of fixed SQL only
+
+# A refusal of a known session, linked into its refusal chain. The update takes the row's
+# lock, so the refusals of one session line up however many arrive at once.
+_REFUSE = f"""
+WITH counted AS (
+    UPDATE sessions
+       SET refusals = refusals + 1,
+           refusal_head = {_linked("refusal_head", "refusals + 1", "0", "$5")}
+     WHERE session_id = $1
+ RETURNING session_id, refusals, refusal_head
+)
+INSERT INTO events (session_id, refusal_seq, kind, data, recorded_at, hash)
+SELECT session_id, refusals, $2, $3, $4, refusal_head FROM counted
+RETURNING refusal_seq
+"""  # noqa: S608 - composed of fixed SQL only
 
 _json_encoder = msgspec.json.Encoder()
 
@@ -204,14 +241,18 @@ async def _keep_session_state(conn: asyncpg.Connection) -> None:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # JSON in and out as Python values, encoded with msgspec rather than the stdlib.
-    await conn.set_type_codec(
-        "jsonb", encoder=_json, decoder=msgspec.json.decode, schema="pg_catalog", format="text"
-    )
+    for json_type in ("json", "jsonb"):
+        await conn.set_type_codec(
+            json_type,
+            encoder=_json,
+            decoder=msgspec.json.decode,
+            schema="pg_catalog",
+            format="text",
+        )
 
 
-def _event_args(event: Event) -> tuple[Any, ...]:
-    row = event_to_row(event)
-    return tuple(row[field] for field in _EVENT_FIELDS)
+def _event_args(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row.get(field) for field in _EVENT_FIELDS)
 
 
 def _state_from(record: asyncpg.Record) -> SessionState:
@@ -255,8 +296,9 @@ class PostgresSessionStore:
     @_outage_is_unavailable
     async def start(self, started: SessionStarted) -> ClaimGranted:
         state = fold([started])
-        row = state_to_row(state)
         event = event_to_row(started)
+        _, heads = ChainHeads().append(event)  # the started event's link is the chain's head
+        row = {**state_to_row(state), **heads.as_row()}
         await self._db.execute(
             _START,
             *(row[field] for field in _SESSION_FIELDS),
@@ -290,16 +332,13 @@ class PostgresSessionStore:
             state, session_id=session_id, presented=presented, input=input, lease=lease, at=at
         )
         if isinstance(decision, Refusal):
-            await self._record_refusal(decision, state, session_id, at)
+            refused = decisions.record_refusal(
+                decision, state=state, presented_id=session_id, at=at
+            )
+            await self.refuse(refused)
             return decision
         # A claim after all: a lapsed lease to take over, or a turn that ended meanwhile.
         return await self._claim_locked(session_id, presented, input, at, lease)
-
-    async def _record_refusal(
-        self, refusal: Refusal, state: SessionState | None, session_id: SessionId, at: datetime
-    ) -> None:
-        refused = decisions.record_refusal(refusal, state=state, presented_id=session_id, at=at)
-        await self.refuse(refused)
 
     async def _claim_locked(
         self,
@@ -327,11 +366,11 @@ class PostgresSessionStore:
                         refused = decisions.record_refusal(
                             decision, state=state, presented_id=session_id, at=at
                         )
-                        await conn.execute(_INSERT_EVENT, *_event_args(refused))
+                        await _refuse(conn, refused)
                         return decision
-                    if state is None:  # claim_turn refuses an unknown session; this is for mypy
+                    if state is None or row is None:  # claim_turn refuses an unknown session
                         raise StoreCorrupted(f"a claim on {session_id} decided without a session")
-                    after = await _append(conn, state, decision.events)
+                    after = await _append(conn, state, ChainHeads.of(row), decision.events)
                     return ClaimGranted(decision.claimed, after)
             except Conflict:
                 continue
@@ -345,18 +384,21 @@ class PostgresSessionStore:
         at: datetime,
         lease: Lease,
     ) -> ClaimGranted | None:
-        draft = TurnClaimed(session_id=session_id, seq=0, turn=0, input=input, lease=lease, at=at)
+        draft = event_to_row(
+            TurnClaimed(session_id=session_id, seq=0, turn=0, input=input, lease=lease, at=at)
+        )
         record = await self._db.fetchrow(
             _CLAIM,
             session_id,
             presented,
             at,
-            event_to_row(draft)["data"],
+            draft["data"],
             SessionStatus.IN_FLIGHT.value,
             SessionStatus.IDLE.value,
             EVENT_KINDS[TurnClaimed],
             lease.owner,
             lease.until,
+            row_payload(draft),
         )
         if record is None:
             return None
@@ -373,22 +415,31 @@ class PostgresSessionStore:
             raise StoreCorrupted(f"a claim on session {session_id} did not land as decided")
         return ClaimGranted(event, state)
 
+    async def _holder_event(
+        self, event: RecordAppended | ClaimRenewed, claim: Claim, lease: Lease | None
+    ) -> int | None:
+        """Append a claim holder's event; its seq, or None if the claim is no longer held."""
+        draft = event_to_row(event)
+        seq: int | None = await self._db.fetchval(
+            _HOLDER_EVENT,
+            event.session_id,
+            claim.turn,
+            claim.seq,
+            event.at,
+            draft["kind"],
+            draft["data"],
+            lease.owner if lease else None,
+            lease.until if lease else None,
+            row_payload(draft),
+        )
+        return seq
+
     @_outage_is_unavailable
     async def renew(
         self, session_id: SessionId, claim: Claim, lease: Lease, at: datetime
     ) -> ClaimRenewed | Contended:
         draft = ClaimRenewed(session_id=session_id, seq=0, turn=claim.turn, lease=lease, at=at)
-        seq = await self._db.fetchval(
-            _RENEW,
-            session_id,
-            claim.turn,
-            claim.seq,
-            lease.owner,
-            lease.until,
-            at,
-            kind_of(draft),
-            event_to_row(draft)["data"],
-        )
+        seq = await self._holder_event(draft, claim, lease)
         if seq is None:
             return await self._contended(session_id)
         return ClaimRenewed(session_id=session_id, seq=seq, turn=claim.turn, lease=lease, at=at)
@@ -397,16 +448,8 @@ class PostgresSessionStore:
     async def append_record(
         self, session_id: SessionId, claim: Claim, record: JsonValue, at: datetime
     ) -> RecordAppended | Contended:
-        event = RecordAppended(session_id=session_id, seq=0, turn=claim.turn, record=record, at=at)
-        seq = await self._db.fetchval(
-            _APPEND_RECORD,
-            session_id,
-            claim.turn,
-            claim.seq,
-            at,
-            kind_of(event),
-            event_to_row(event)["data"],
-        )
+        draft = RecordAppended(session_id=session_id, seq=0, turn=claim.turn, record=record, at=at)
+        seq = await self._holder_event(draft, claim, None)
         if seq is None:
             return await self._contended(session_id)
         return RecordAppended(session_id=session_id, seq=seq, turn=claim.turn, record=record, at=at)
@@ -420,22 +463,23 @@ class PostgresSessionStore:
         issued: TokenDigest,
         at: datetime,
         *,
+        consumed: TokenDigest | None,
         sealed: str | None = None,
     ) -> TurnCommitted | Contended:
-        # The event as it will be, but for the seq and the consumed digest the row supplies.
         draft = TurnCommitted(
             session_id=session_id,
             seq=0,
             turn=claim.turn,
-            consumed=None,
+            consumed=consumed,
             issued=issued,
             outcome=outcome,
             at=at,
             sealed=sealed,
         )
+        row = event_to_row(draft)
         keep = outcome.state is KEEP
         try:
-            written = await self._db.fetchrow(
+            seq = await self._db.fetchval(
                 _COMMIT,
                 session_id,
                 claim.turn,
@@ -446,18 +490,20 @@ class PostgresSessionStore:
                 None if keep else outcome.state,
                 outcome_summary(draft),
                 at,
-                kind_of(draft),
-                event_to_row(draft)["data"],
+                row["kind"],
+                row["data"],
+                consumed,
+                row_payload(row),
             )
         except asyncpg.UniqueViolationError:
-            written = None  # only a takeover could have spent this token already
-        if written is None:
+            seq = None  # only a takeover could have spent this token already
+        if seq is None:
             return await self._contended(session_id)
         return TurnCommitted(
             session_id=session_id,
-            seq=written["seq"],
+            seq=seq,
             turn=claim.turn,
-            consumed=written["consumed"],
+            consumed=consumed,
             issued=issued,
             outcome=outcome,
             at=at,
@@ -479,17 +525,18 @@ class PostgresSessionStore:
             row = await conn.fetchrow(_SELECT_SESSION + " FOR UPDATE", session_id)
             state = _state_from(row) if row is not None else None
             released = decisions.release_turn(state, claim, cause, error, at)
-            if state is None or released is None:
+            if state is None or row is None or released is None:
                 return  # the claim was taken over; releasing it is no longer ours to do
             ended: list[SessionEvent] = [released]
             if close is not None:
                 closing = decisions.close_session(fold(ended, state), close, at, turn=claim.turn)
                 ended.append(closing)
-            await _append(conn, state, ended)
+            await _append(conn, state, ChainHeads.of(row), ended)
 
     @_outage_is_unavailable
     async def refuse(self, refused: RequestRefused) -> None:
-        await self._db.execute(_INSERT_EVENT, *_event_args(refused))
+        async with self._db.acquire() as conn:
+            await _refuse(conn, refused)
 
     @_outage_is_unavailable
     async def load(self, session_id: SessionId) -> SessionState | None:
@@ -501,20 +548,47 @@ class PostgresSessionStore:
         return Contended(current=state.version if state else 0)
 
 
+async def _refuse(conn: asyncpg.Connection, refused: RequestRefused) -> None:
+    """A refusal, linked into its session's refusal chain, or standing alone if it names no
+    session (or a session that is not there)."""
+    row = event_to_row(refused)
+    if refused.session_id is not None:
+        place = await conn.fetchval(
+            _REFUSE,
+            refused.session_id,
+            row["kind"],
+            row["data"],
+            row["recorded_at"],
+            row_payload(row),
+        )
+        if place is not None:
+            return
+    await conn.execute(_INSERT_EVENT, *_event_args({**row, "hash": standalone(row)}))
+
+
 async def _append(
-    conn: asyncpg.Connection, state: SessionState, new_events: Sequence[SessionEvent]
+    conn: asyncpg.Connection,
+    state: SessionState,
+    heads: ChainHeads,
+    new_events: Sequence[SessionEvent],
 ) -> SessionState:
-    """Append a session's events and write the projection they fold into (inside a
-    transaction that holds the row)."""
+    """Append a session's events, linked into its chain, and write the projection they fold
+    into (inside a transaction that holds the row)."""
+    rows = []
+    for event in new_events:
+        row = event_to_row(event)
+        row["hash"], heads = heads.append(row)
+        rows.append(_event_args(row))
     try:
-        await conn.executemany(_INSERT_EVENT, [_event_args(event) for event in new_events])
+        await conn.executemany(_INSERT_EVENT, rows)
     except asyncpg.UniqueViolationError as error:
         raise Conflict(str(error)) from error
     after = fold(new_events, state)
-    row = state_to_row(after)
+    values = {**state_to_row(after), **heads.as_row()}
     written = await conn.execute(
         _UPDATE_SESSION,
-        *(row[field] for field in _SESSION_FIELDS if field != "created_at"),
+        state.session_id,
+        *(values[field] for field in _UPDATED_FIELDS),
         state.version,
     )
     if written != "UPDATE 1":

@@ -26,7 +26,6 @@ from domain import decisions
 from domain.events import (
     ClaimRenewed,
     CloseCause,
-    Event,
     Lease,
     RecordAppended,
     ReleaseCause,
@@ -41,6 +40,7 @@ from domain.outcomes import Contended, HandlerOutcome
 from domain.ports import ClaimGranted, StoreUnavailable
 from domain.refusals import Refusal
 from domain.state import Claim, SessionState, fold
+from infra.chain import ChainHeads, standalone
 from infra.codec import event_to_row, row_to_state, state_to_row
 from infra.conflict import CLAIM_ATTEMPTS, Conflict, StoreCorrupted
 from infra.sqlite_writer import SqliteWriter
@@ -61,6 +61,9 @@ _SESSION_FIELDS = (
     "last_outcome",
     "created_at",
     "updated_at",
+    "head_hash",
+    "refusals",
+    "refusal_head",
 )
 _SESSION_COLUMNS = ", ".join(_SESSION_FIELDS)
 _SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?"  # noqa: S608
@@ -71,13 +74,17 @@ _INSERT_SESSION = (
 _UPDATE_SESSION = (
     "UPDATE sessions SET version = ?, turn = ?, status = ?, token_digest = ?, claim_turn = ?, "
     "claim_seq = ?, claim_owner = ?, lease_until = ?, state = ?, last_outcome = ?, "
-    "updated_at = ? WHERE session_id = ? AND version = ?"
+    "updated_at = ?, head_hash = ? WHERE session_id = ? AND version = ?"
 )
 # The fields _UPDATE_SESSION sets, in its order (the key and the old version follow).
-_UPDATED_FIELDS = tuple(f for f in _SESSION_FIELDS if f not in {"session_id", "created_at"})
+_UPDATED_FIELDS = tuple(
+    f for f in _SESSION_FIELDS if f not in {"session_id", "created_at", "refusals", "refusal_head"}
+)
+_UPDATE_REFUSALS = "UPDATE sessions SET refusals = ?, refusal_head = ? WHERE session_id = ?"
 _INSERT_EVENT = (
-    "INSERT INTO events (session_id, seq, kind, turn, consumed, issued, data, recorded_at) "
-    "VALUES (?,?,?,?,?,?,?,?)"
+    "INSERT INTO events "
+    "(session_id, seq, refusal_seq, kind, turn, consumed, issued, data, recorded_at, hash) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?)"
 )
 _JSON_COLUMNS = ("state", "last_outcome")
 
@@ -107,18 +114,22 @@ def _session_id(hex_id: str) -> str:
     return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
 
 
-def _event_values(event: Event) -> tuple[Any, ...]:
-    row = event_to_row(event)
+def _event_values(
+    row: dict[str, Any], linked: str, refusal_seq: int | None = None
+) -> tuple[Any, ...]:
+    """An event_to_row dict as _INSERT_EVENT's values, with its chain link."""
     session_id = row["session_id"]
     return (
         _db_id(session_id) if session_id is not None else None,
         row["seq"],
+        refusal_seq,
         row["kind"],
         row["turn"],
         row["consumed"],
         row["issued"],
         _json(row["data"]),
         _time(row["recorded_at"]),
+        linked,
     )
 
 
@@ -132,8 +143,8 @@ def _state_from(db_row: sqlite3.Row) -> SessionState:
     return row_to_state(row)
 
 
-def _state_values(state: SessionState) -> dict[str, Any]:
-    row = state_to_row(state)
+def _state_values(state: SessionState, heads: ChainHeads) -> dict[str, Any]:
+    row = {**state_to_row(state), **heads.as_row()}
     row["session_id"] = _db_id(row["session_id"])
     for column in _JSON_COLUMNS:
         row[column] = _json(row[column])
@@ -189,7 +200,7 @@ class SqliteSessionStore:
 
     async def start(self, started: SessionStarted) -> ClaimGranted:
         return await self._transaction(
-            lambda conn: ClaimGranted(started, _append(conn, None, [started]))
+            lambda conn: ClaimGranted(started, _append(conn, None, ChainHeads(), [started]))
         )
 
     async def claim(
@@ -201,7 +212,7 @@ class SqliteSessionStore:
         lease: Lease,
     ) -> ClaimGranted | Refusal:
         def claim(conn: sqlite3.Connection) -> ClaimGranted | Refusal:
-            state = _load(conn, session_id)
+            state, heads = _load(conn, session_id)
             decision = decisions.claim_turn(
                 state, session_id=session_id, presented=presented, input=input, lease=lease, at=at
             )
@@ -209,9 +220,9 @@ class SqliteSessionStore:
                 refused = decisions.record_refusal(
                     decision, state=state, presented_id=session_id, at=at
                 )
-                conn.execute(_INSERT_EVENT, _event_values(refused))
+                _insert_refusal(conn, refused, heads if state else None)
                 return decision
-            return ClaimGranted(decision.claimed, _append(conn, state, decision.events))
+            return ClaimGranted(decision.claimed, _append(conn, state, heads, decision.events))
 
         for _ in range(CLAIM_ATTEMPTS):
             try:
@@ -224,10 +235,10 @@ class SqliteSessionStore:
         self, session_id: SessionId, claim: Claim, lease: Lease, at: datetime
     ) -> ClaimRenewed | Contended:
         def renew(conn: sqlite3.Connection) -> ClaimRenewed | Contended:
-            state = _load(conn, session_id)
+            state, heads = _load(conn, session_id)
             decision = decisions.renew_claim(state, claim, lease, at)
             if isinstance(decision, ClaimRenewed):
-                _append(conn, state, [decision])
+                _append(conn, state, heads, [decision])
             return decision
 
         try:
@@ -239,10 +250,10 @@ class SqliteSessionStore:
         self, session_id: SessionId, claim: Claim, record: JsonValue, at: datetime
     ) -> RecordAppended | Contended:
         def append(conn: sqlite3.Connection) -> RecordAppended | Contended:
-            state = _load(conn, session_id)
+            state, heads = _load(conn, session_id)
             decision = decisions.append_record(state, claim, record, at)
             if isinstance(decision, RecordAppended):
-                _append(conn, state, [decision])
+                _append(conn, state, heads, [decision])
             return decision
 
         try:
@@ -258,13 +269,16 @@ class SqliteSessionStore:
         issued: TokenDigest,
         at: datetime,
         *,
+        consumed: TokenDigest | None,
         sealed: str | None = None,
     ) -> TurnCommitted | Contended:
         def commit(conn: sqlite3.Connection) -> TurnCommitted | Contended:
-            state = _load(conn, session_id)
+            state, heads = _load(conn, session_id)
+            if state is not None and state.token_digest != consumed:
+                return Contended(current=state.version)  # not the token the claim was made with
             decision = decisions.commit_turn(state, claim, outcome, issued, at, sealed=sealed)
             if isinstance(decision, TurnCommitted):
-                _append(conn, state, [decision])
+                _append(conn, state, heads, [decision])
             return decision
 
         try:
@@ -283,7 +297,7 @@ class SqliteSessionStore:
         close: CloseCause | None = None,
     ) -> None:
         def release(conn: sqlite3.Connection) -> None:
-            state = _load(conn, session_id)
+            state, heads = _load(conn, session_id)
             released = decisions.release_turn(state, claim, cause, error, at)
             if state is None or released is None:
                 return  # the claim was taken over; releasing it is no longer ours to do
@@ -291,33 +305,66 @@ class SqliteSessionStore:
             if close is not None:
                 closing = decisions.close_session(fold(ended, state), close, at, turn=claim.turn)
                 ended.append(closing)
-            _append(conn, state, ended)
+            _append(conn, state, heads, ended)
 
         await self._transaction(release)
 
     async def refuse(self, refused: RequestRefused) -> None:
-        await self._transaction(lambda conn: conn.execute(_INSERT_EVENT, _event_values(refused)))
+        def refuse(conn: sqlite3.Connection) -> None:
+            heads = None
+            if refused.session_id is not None:
+                state, heads = _load(conn, refused.session_id)
+                heads = heads if state else None
+            _insert_refusal(conn, refused, heads)
+
+        await self._transaction(refuse)
 
     async def load(self, session_id: SessionId) -> SessionState | None:
-        return await self._transaction(lambda conn: _load(conn, session_id))
+        return await self._transaction(lambda conn: _load(conn, session_id)[0])
 
     async def _contended(self, session_id: SessionId) -> Contended:
         state = await self.load(session_id)
         return Contended(current=state.version if state else 0)
 
 
-def _load(conn: sqlite3.Connection, session_id: SessionId) -> SessionState | None:
+def _load(
+    conn: sqlite3.Connection, session_id: SessionId
+) -> tuple[SessionState | None, ChainHeads]:
     row = conn.execute(_SELECT_SESSION, (_db_id(session_id),)).fetchone()
-    return _state_from(row) if row is not None else None
+    if row is None:
+        return None, ChainHeads()
+    return _state_from(row), ChainHeads.of(row)
+
+
+def _insert_refusal(
+    conn: sqlite3.Connection, refused: RequestRefused, heads: ChainHeads | None
+) -> None:
+    """A refusal, linked into its session's refusal chain (None: it names no session)."""
+    row = event_to_row(refused)
+    if heads is None:
+        conn.execute(_INSERT_EVENT, _event_values(row, standalone(row)))
+        return
+    place, linked, after = heads.refuse(row)
+    conn.execute(_INSERT_EVENT, _event_values(row, linked, place))
+    conn.execute(_UPDATE_REFUSALS, (after.refusals, after.refusal_head, _db_id(row["session_id"])))
 
 
 def _append(
-    conn: sqlite3.Connection, state: SessionState | None, new_events: Sequence[SessionEvent]
+    conn: sqlite3.Connection,
+    state: SessionState | None,
+    heads: ChainHeads,
+    new_events: Sequence[SessionEvent],
 ) -> SessionState:
-    """Append a session's events and write the projection they fold into, in one go."""
-    conn.executemany(_INSERT_EVENT, [_event_values(event) for event in new_events])
+    """Append a session's events, linked into its chain, and write the projection they fold
+    into, in one go."""
+    values = []
+    for event in new_events:
+        row = event_to_row(event)
+        linked, heads = heads.append(row)
+        values.append(_event_values(row, linked))
+    conn.executemany(_INSERT_EVENT, values)
     after = fold(new_events, state)
-    row = _state_values(after)
+    row = _state_values(after, heads)
     if state is None:
         conn.execute(_INSERT_SESSION, tuple(row[field] for field in _SESSION_FIELDS))
         return after

@@ -64,19 +64,32 @@ events = Table(
     Column("position", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
     Column("session_id", SessionIdType, nullable=True),  # NULL: a refusal naming no session
     Column("seq", Integer, nullable=True),  # NULL for refusals: they move no version
+    # A refusal's place in its session's refusal chain (NULL for session events and for
+    # refusals that name no session).
+    Column("refusal_seq", Integer, nullable=True),
     Column("kind", String(16), nullable=False),
     Column("turn", Integer, nullable=True),
     Column("consumed", String(DIGEST_LENGTH), nullable=True),
     Column("issued", String(DIGEST_LENGTH), nullable=True),
-    Column("data", JsonType, nullable=False),
+    # `json`, not `jsonb`, on PostgreSQL: the text stays as written, so a hash over the
+    # event can be derived from it again exactly.
+    Column("data", JSON(), nullable=False),
     Column("recorded_at", UtcDateTime(), nullable=False),
+    Column("hash", String(DIGEST_LENGTH), nullable=True),  # the chain link (infra/chain.py)
+    # PostgreSQL: the inserting transaction (a server default migration 0003 sets there),
+    # for a global feed that never skips a row that commits late (infra/history.py). SQLite
+    # commits in position order, so it stays NULL there.
+    Column("txid", BigInteger, nullable=True),
     # The optimistic-concurrency lock: two events at one version cannot both land.
     UniqueConstraint("session_id", "seq"),
     # A token is consumed once, ever, whatever the code above this table believes.
     UniqueConstraint("consumed"),
     UniqueConstraint("issued"),
+    UniqueConstraint("session_id", "refusal_seq"),
     # A session's full history, refusals included, in global order.
     Index(None, "session_id", "position"),
+    # The global feed's order on PostgreSQL.
+    Index(None, "txid", "position"),
 )
 
 sessions = Table(
@@ -95,4 +108,8 @@ sessions = Table(
     Column("last_outcome", JsonType, nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    # The heads of the session's two hash chains, and how many refusals it has seen.
+    Column("head_hash", String(DIGEST_LENGTH), nullable=True),
+    Column("refusals", Integer, nullable=False, server_default="0"),
+    Column("refusal_head", String(DIGEST_LENGTH), nullable=True),
 )

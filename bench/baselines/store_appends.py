@@ -62,8 +62,14 @@ class _Session:
 
     async def _commit(self, granted: ClaimGranted) -> None:
         issued = _new_digest()
+        first = granted.event.turn == 1
         committed = await self._store.commit(
-            self._session_id, granted.claim, Finished({"turn": granted.event.turn}), issued, _now()
+            self._session_id,
+            granted.claim,
+            Finished({"turn": granted.event.turn}),
+            issued,
+            _now(),
+            consumed=None if first else self._digest,
         )
         if not isinstance(committed, TurnCommitted):
             raise RuntimeError(f"the store did not commit: {committed}")

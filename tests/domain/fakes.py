@@ -102,9 +102,12 @@ class InMemorySessionStore:
         issued: TokenDigest,
         at: datetime,
         *,
+        consumed: TokenDigest | None,
         sealed: str | None = None,
     ) -> TurnCommitted | Contended:
         state = self.sessions.get(session_id)
+        if state is not None and state.token_digest != consumed:
+            return Contended(current=state.version)
         decision = decisions.commit_turn(state, claim, outcome, issued, at, sealed=sealed)
         if isinstance(decision, TurnCommitted):
             self._append(state, [decision])

@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.identifiers import digest_token, unseal_token
-from infra.codec import row_to_state, state_to_row
+from infra.codec import row_to_state
 from infra.projection import folded_sessions
 from infra.tables import events, sessions
 from tests.databases import fresh_database
@@ -187,7 +187,7 @@ async def audit(engine: AsyncEngine, log: ClientLog) -> tuple[list[str], dict[st
         projected = {
             str(row.session_id): dict(row._mapping) for row in await conn.execute(select(sessions))
         }
-        folded = {state.session_id: state_to_row(state) async for state in folded_sessions(conn)}
+        folded = {f.state.session_id: f.row() async for f in folded_sessions(conn)}
 
     commits = {(str(e["session_id"]), e["issued"]): e for e in stored if e["kind"] == "committed"}
     for session_id, turn, token in log.acknowledged:

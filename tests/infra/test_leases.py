@@ -33,11 +33,21 @@ async def test_a_lapsed_claim_is_expired_and_claimed_again_with_the_same_token(
     assert (await kinds(engine, session_id))[-4:] == ["claimed", "refused", "expired", "claimed"]
 
     late = await store.commit(
-        session_id, dead.claim, Finished("late"), digest_token(new_token()), now()
+        session_id,
+        dead.claim,
+        Finished("late"),
+        digest_token(new_token()),
+        now(),
+        consumed=digest_token(token),
     )
     assert isinstance(late, Contended)
     done = await store.commit(
-        session_id, taken.claim, Finished("ok"), digest_token(new_token()), now()
+        session_id,
+        taken.claim,
+        Finished("ok"),
+        digest_token(new_token()),
+        now(),
+        consumed=digest_token(token),
     )
     assert isinstance(done, TurnCommitted)
     assert done.consumed == digest_token(token)

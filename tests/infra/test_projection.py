@@ -31,9 +31,16 @@ async def varied_sessions(store: SessionStore) -> None:
         if step == 1:
             await store.release(session_id, granted.claim, ReleaseCause.FAILED, "boom", now())
             continue
-        token = new_token()
+        spent, token = token, new_token()
         outcome = Parked({"for": "x"}, state={"n": step}) if step else Finished(step)
-        await store.commit(session_id, granted.claim, outcome, digest_token(token), now())
+        await store.commit(
+            session_id,
+            granted.claim,
+            outcome,
+            digest_token(token),
+            now(),
+            consumed=digest_token(spent),
+        )
     # A claim that lapses and is taken over (expired), and one left in flight, renewed.
     lapsing = await store.claim(session_id, digest_token(token), {}, now(), lease(seconds=1))
     assert isinstance(lapsing, ClaimGranted)

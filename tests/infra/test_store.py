@@ -44,7 +44,12 @@ async def committed_session(store: SessionStore) -> tuple[SessionId, str]:
     granted = await store.start(start_session(new_id(), {"message": "hi"}, now(), lease()))
     token = new_token()
     result = await store.commit(
-        granted.state.session_id, granted.claim, Finished("ok"), digest_token(token), now()
+        granted.state.session_id,
+        granted.claim,
+        Finished("ok"),
+        digest_token(token),
+        now(),
+        consumed=None,
     )
     assert isinstance(result, TurnCommitted)
     return granted.state.session_id, token
@@ -95,7 +100,12 @@ async def test_claim_with_the_current_token_then_commit_rotates_it(store: Sessio
     assert (granted.event.turn, granted.event.seq) == (2, 3)
     following = new_token()
     result = await store.commit(
-        session_id, granted.claim, Finished("two"), digest_token(following), now()
+        session_id,
+        granted.claim,
+        Finished("two"),
+        digest_token(following),
+        now(),
+        consumed=digest_token(token),
     )
     assert isinstance(result, TurnCommitted)
     assert result.consumed == digest_token(token)
@@ -188,7 +198,12 @@ async def test_a_claim_that_is_no_longer_the_sessions_claim_cannot_write(
 
     late_record = await store.append_record(session_id, first.claim, {"late": True}, now())
     late_commit = await store.commit(
-        session_id, first.claim, Finished("late"), digest_token(new_token()), now()
+        session_id,
+        first.claim,
+        Finished("late"),
+        digest_token(new_token()),
+        now(),
+        consumed=digest_token(token),
     )
     await store.release(session_id, first.claim, ReleaseCause.FAILED, "late", now())
 
@@ -212,7 +227,12 @@ async def test_a_unique_violation_comes_back_as_a_conflict_value(
             update(sessions).where(sessions.c.session_id == session_id).values(version=2)
         )
     result = await store.commit(
-        session_id, granted.claim, Finished("x"), digest_token(new_token()), now()
+        session_id,
+        granted.claim,
+        Finished("x"),
+        digest_token(new_token()),
+        now(),
+        consumed=digest_token(token),
     )
     assert result == Contended(current=2)
 
@@ -252,7 +272,12 @@ async def test_the_database_refuses_to_consume_a_token_twice(
     assert isinstance(granted, ClaimGranted)
     assert isinstance(
         await store.commit(
-            session_id, granted.claim, Finished(1), digest_token(new_token()), now()
+            session_id,
+            granted.claim,
+            Finished(1),
+            digest_token(new_token()),
+            now(),
+            consumed=digest_token(token),
         ),
         TurnCommitted,
     )
