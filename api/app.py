@@ -17,7 +17,7 @@ from api.handlers import load_handler
 from api.health import healthz, metrics_text, readyz
 from api.live import TurnRunner, Turns, turn_status
 from api.metrics import Metrics
-from api.rest import continue_session, start_session
+from api.rest import close_session, continue_session, start_session
 from api.shutdown import ShutdownGate
 from api.websocket import turns_socket, websockets_disabled
 from domain.driver import TurnDriver, TurnServices
@@ -79,6 +79,7 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
         route_handlers=[
             start_session,
             continue_session,
+            close_session,
             websocket_route,
             healthz,
             readyz,

@@ -6,7 +6,8 @@ JSON 4xx and never a half-open stream (PROTOCOL section 3).
 
 from typing import Annotated, Any
 
-from litestar import Request, Response, post
+import msgspec
+from litestar import Request, Response, delete, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody
@@ -16,7 +17,7 @@ from api.live import TurnCrashed, Turns
 from api.schemas import ErrorBody, TurnReplyBody, turn_reply_body
 from api.sse import EVENT_STREAM, stream_turn
 from api.turn_input import SESSION_FIELD, split_turn_input, take_text
-from domain.driver import ContinueRequest, OpenTurn, StartRequest, TurnFailed
+from domain.driver import CloseRequest, ContinueRequest, OpenTurn, StartRequest, TurnFailed
 from domain.refusals import Refusal
 
 TOKEN_HEADER = "X-Continuation-Token"
@@ -88,6 +89,30 @@ async def start_session(
     session_id = take_text(turn_input, SESSION_FIELD)
     opened = await turns.open_start(StartRequest(turn_input, token, session_id))
     return await answer(request, opened, turns)
+
+
+class ClosedBody(msgspec.Struct, rename="camel"):
+    session_id: str
+    status: str
+    turn: int
+
+
+@delete(
+    "/v1/session/{session_id:str}",
+    status_code=200,
+    responses={k: v for k, v in RESPONSES.items() if k not in {200, 413, 500}},
+    tags=["turns"],
+)
+async def close_session(
+    session_id: FromPath[str],
+    turns: NamedDependency[Turns],
+    token_header: TokenHeader = None,
+) -> ClosedBody:
+    """Close a session with its current token: later continues get 410 closed."""
+    closed = await turns.driver.close(CloseRequest(session_id, token_header))
+    if isinstance(closed, Refusal):
+        raise ApiError.refused(closed)
+    return ClosedBody(session_id=closed.session_id, status=closed.status.value, turn=closed.turn)
 
 
 @post(

@@ -78,6 +78,30 @@ def claim_turn(
     A session held by a turn whose lease has lapsed is taken over: the old claim expires
     and the presented (still current) token claims as usual.
     """
+    checked = _authorise(state, session_id=session_id, presented=presented, at=at)
+    if isinstance(checked, Refusal):
+        return checked
+    state, expired = checked
+    claimed = TurnClaimed(
+        session_id=session_id,
+        seq=state.version + (2 if expired else 1),
+        turn=state.turn + 1,
+        input=input,
+        lease=lease,
+        at=at,
+    )
+    return ClaimDecision(claimed, expired)
+
+
+def _authorise(
+    state: SessionState | None,
+    *,
+    session_id: SessionId,
+    presented: TokenDigest | None,
+    at: datetime,
+) -> tuple[SessionState, ClaimExpired | None] | Refusal:
+    """The checks of PROTOCOL section 3, in order, for anything the current token may do;
+    a claim whose lease lapsed gives way (the expiry to record comes back with the state)."""
     if state is None:
         return refusals.unknown_session(session_id)
     if presented is None:
@@ -97,15 +121,30 @@ def claim_turn(
         )
     if state.status is SessionStatus.CLOSED:
         return refusals.closed(session_id)
-    claimed = TurnClaimed(
-        session_id=session_id,
-        seq=state.version + (2 if expired else 1),
-        turn=state.turn + 1,
-        input=input,
-        lease=lease,
-        at=at,
+    return state, expired
+
+
+def close_by_client(
+    state: SessionState | None,
+    *,
+    session_id: SessionId,
+    presented: TokenDigest | None,
+    at: datetime,
+) -> list[SessionEvent] | Refusal:
+    """Close a session for the holder of its current token: after that every continue is
+    refused `closed` (to that holder) or `stale-token` (to anyone else)."""
+    checked = _authorise(state, session_id=session_id, presented=presented, at=at)
+    if isinstance(checked, Refusal):
+        return checked
+    state, expired = checked
+    events: list[SessionEvent] = [expired] if expired else []
+    seq = state.version + len(events) + 1
+    events.append(
+        SessionClosed(
+            session_id=session_id, seq=seq, turn=state.turn, cause=CloseCause.CLIENT, at=at
+        )
     )
-    return ClaimDecision(claimed, expired)
+    return events
 
 
 def renew_claim(

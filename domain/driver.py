@@ -26,6 +26,7 @@ from domain.json import JsonObject, JsonValue, is_json
 from domain.outcomes import KEEP, Contended, Finished, HandlerOutcome, Parked, TurnOutcome
 from domain.ports import ClaimGranted, SessionStore, StoreUnavailable
 from domain.refusals import PRESENTED_ID_LIMIT, Refusal
+from domain.state import SessionState
 
 Clock = Callable[[], datetime]
 """Injected time: an aware UTC datetime."""
@@ -42,6 +43,12 @@ class StartRequest:
 class ContinueRequest:
     session_id: str
     input: JsonObject
+    token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequest:
+    session_id: str
     token: str | None
 
 
@@ -133,12 +140,7 @@ class TurnDriver:
         at = self._clock()
         session_id = parse_session_id(request.session_id)
         if session_id is None:
-            refusal = refusals.unknown_session(request.session_id)
-            presented = request.session_id[:PRESENTED_ID_LIMIT]
-            await self._store.refuse(
-                decisions.record_refusal(refusal, state=None, presented_id=presented, at=at)
-            )
-            return refusal
+            return await self._refuse_unknown(request.session_id, at)
         token = request.token or None  # "" counts as absent (PROTOCOL section 4)
         presented_digest = digest_token(token) if token else None
         granted = await self._store.claim(
@@ -147,6 +149,24 @@ class TurnDriver:
         if isinstance(granted, Refusal):
             return granted
         return OpenTurn(self._services, granted, request.input, presented=token)
+
+    async def close(self, request: CloseRequest) -> SessionState | Refusal:
+        """Close a session with its current token (PROTOCOL section 3's `closed`)."""
+        at = self._clock()
+        session_id = parse_session_id(request.session_id)
+        if session_id is None:
+            return await self._refuse_unknown(request.session_id, at)
+        token = request.token or None
+        presented = digest_token(token) if token else None
+        return await self._store.close_session(session_id, presented, at)
+
+    async def _refuse_unknown(self, text: str, at: datetime) -> Refusal:
+        refusal = refusals.unknown_session(text)
+        presented = text[:PRESENTED_ID_LIMIT]
+        await self._store.refuse(
+            decisions.record_refusal(refusal, state=None, presented_id=presented, at=at)
+        )
+        return refusal
 
     async def refuse_in_flight(self, session_id: SessionId) -> Refusal:
         """Refuse a turn for a session whose claim the caller knows is held (a WebSocket

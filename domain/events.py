@@ -22,6 +22,7 @@ class ReleaseCause(StrEnum):
 
 class CloseCause(StrEnum):
     START_FAILED = "start-failed"  # PROTOCOL section 4: a failed first turn closes the session
+    CLIENT = "client"  # the holder of the current token closed it (DELETE /v1/session/{id})
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,13 @@ class SessionStore(Protocol):
         """End the turn without committing; with `close`, also close the session."""
         ...
 
+    async def close_session(
+        self, session_id: SessionId, presented: TokenDigest | None, at: datetime
+    ) -> SessionState | Refusal:
+        """Close the session for the holder of its current token (decisions.close_by_client);
+        a refusal is recorded in the same transaction."""
+        ...
+
     async def refuse(self, refused: RequestRefused) -> None:
         """Record a refusal decided without the session's state (no such session)."""
         ...

@@ -534,6 +534,27 @@ class PostgresSessionStore:
             await _append(conn, state, ChainHeads.of(row), ended)
 
     @_outage_is_unavailable
+    async def close_session(
+        self, session_id: SessionId, presented: TokenDigest | None, at: datetime
+    ) -> SessionState | Refusal:
+        # Rare enough for the general form: lock the row, decide, write.
+        async with self._db.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(_SELECT_SESSION + " FOR UPDATE", session_id)
+            state = _state_from(row) if row is not None else None
+            decision = decisions.close_by_client(
+                state, session_id=session_id, presented=presented, at=at
+            )
+            if isinstance(decision, Refusal):
+                refused = decisions.record_refusal(
+                    decision, state=state, presented_id=session_id, at=at
+                )
+                await _refuse(conn, refused)
+                return decision
+            if state is None or row is None:  # close_by_client refuses an unknown session
+                raise StoreCorrupted(f"a close of {session_id} decided without a session")
+            return await _append(conn, state, ChainHeads.of(row), decision)
+
+    @_outage_is_unavailable
     async def refuse(self, refused: RequestRefused) -> None:
         async with self._db.acquire() as conn:
             await _refuse(conn, refused)

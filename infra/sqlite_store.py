@@ -309,6 +309,24 @@ class SqliteSessionStore:
 
         await self._transaction(release)
 
+    async def close_session(
+        self, session_id: SessionId, presented: TokenDigest | None, at: datetime
+    ) -> SessionState | Refusal:
+        def close(conn: sqlite3.Connection) -> SessionState | Refusal:
+            state, heads = _load(conn, session_id)
+            decision = decisions.close_by_client(
+                state, session_id=session_id, presented=presented, at=at
+            )
+            if isinstance(decision, Refusal):
+                refused = decisions.record_refusal(
+                    decision, state=state, presented_id=session_id, at=at
+                )
+                _insert_refusal(conn, refused, heads if state else None)
+                return decision
+            return _append(conn, state, heads, decision)
+
+        return await self._transaction(close)
+
     async def refuse(self, refused: RequestRefused) -> None:
         def refuse(conn: sqlite3.Connection) -> None:
             heads = None

@@ -8,13 +8,9 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.events import CloseCause, ReleaseCause
-from domain.identifiers import SessionId, digest_token
-from domain.ports import ClaimGranted, SessionStore
 from infra.tables import events
 from tests.api.conftest import HeldTurns
 from tests.api.protocol import event_kinds, refusal_of, send, session_row, start
-from tests.infra.test_store import lease, now
 
 STALE = (409, "stale-token", "stale or invalid continuationToken")
 UNEXPECTED = (400, "unexpected-token", "present no continuationToken to start a session")
@@ -93,15 +89,14 @@ async def test_in_flight(client: AsyncClient, held_turns: HeldTurns, engine: Asy
     assert await refused_reasons(engine, session_id) == ["in-flight", "stale-token"]
 
 
-async def test_closed(client: AsyncClient, store: SessionStore) -> None:
+async def test_closed(client: AsyncClient) -> None:
     """A session closed while its client still holds the current token answers 410."""
     session = await start(client)
-    session_id, token = SessionId(session["sessionId"]), session["continuationToken"]
-    granted = await store.claim(session_id, digest_token(token), {}, now(), lease())
-    assert isinstance(granted, ClaimGranted)
-    await store.release(
-        session_id, granted.claim, ReleaseCause.FAILED, "x", now(), close=CloseCause.START_FAILED
+    session_id, token = session["sessionId"], session["continuationToken"]
+    closed = await client.delete(
+        f"/v1/session/{session_id}", headers={"X-Continuation-Token": token}
     )
+    assert closed.status_code == 200
     response = await send(client, session_id, token)
     assert refusal_of(response) == (410, "closed", f"session '{session_id}' is closed")
     # Without the current token, a closed session says no more than any other refusal.

@@ -4,15 +4,13 @@ import asyncio
 import uuid
 from pathlib import Path
 
+import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.events import CloseCause, ReleaseCause
-from domain.identifiers import SessionId, digest_token
-from domain.ports import ClaimGranted, SessionStore
 from infra.tables import events, sessions
 from tests.conformance.clients import Answer, TurnClient
-from tests.infra.test_store import lease, now
+from tests.e2e.server import BatonServer
 
 HTTP_STATUS = {
     "unknown-session": 404,
@@ -115,16 +113,17 @@ async def test_in_flight(turns: TurnClient, engine: AsyncEngine, release_file: P
     assert (await holding).kind == "outcome"
 
 
-async def test_closed(turns: TurnClient, store: SessionStore) -> None:
+async def test_closed(turns: TurnClient, server: BatonServer) -> None:
+    """A session its client closed (DELETE with the current token) answers 410 to that token."""
     session = await started(turns)
-    session_id = SessionId(session.session_id)
-    granted = await store.claim(session_id, digest_token(session.token), {}, now(), lease())
-    assert isinstance(granted, ClaimGranted)
-    await store.release(
-        session_id, granted.claim, ReleaseCause.FAILED, "x", now(), close=CloseCause.START_FAILED
-    )
-    answer = await turns.send(session_id, session.token, {"message": "x"})
-    assert refused(answer, turns) == ("closed", f"session '{session_id}' is closed")
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        closed = await client.delete(
+            f"/v1/session/{session.session_id}",
+            headers={"X-Continuation-Token": session.token},
+        )
+    assert closed.status_code == 200, closed.text
+    answer = await turns.send(session.session_id, session.token, {"message": "x"})
+    assert refused(answer, turns) == ("closed", f"session '{session.session_id}' is closed")
 
 
 async def test_a_failed_turn_keeps_the_token(turns: TurnClient, engine: AsyncEngine) -> None:

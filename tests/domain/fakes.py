@@ -132,6 +132,20 @@ class InMemorySessionStore:
             ended.append(decisions.close_session(fold(ended, state), close, at, turn=claim.turn))
         self._append(state, ended)
 
+    async def close_session(
+        self, session_id: SessionId, presented: TokenDigest | None, at: datetime
+    ) -> SessionState | Refusal:
+        state = self.sessions.get(session_id)
+        decision = decisions.close_by_client(
+            state, session_id=session_id, presented=presented, at=at
+        )
+        if isinstance(decision, Refusal):
+            self.events.append(
+                decisions.record_refusal(decision, state=state, presented_id=session_id, at=at)
+            )
+            return decision
+        return self._append(state, decision)
+
     async def load(self, session_id: SessionId) -> SessionState | None:
         return self.sessions.get(session_id)
 

@@ -432,3 +432,47 @@ def test_a_renewal_by_a_claim_that_was_taken_over_is_contended() -> None:
         evolve(state, decisions.release_turn(state, old, ReleaseCause.FAILED, None, AT))  # type: ignore[arg-type]
     )
     assert decisions.renew_claim(taken, old, LEASE, AT) == Contended(current=taken.version)
+
+
+# ---------------------------------------------------------------- closing
+
+
+def close(state: SessionState | None, presented: TokenDigest | None, at: datetime = AT) -> object:
+    return decisions.close_by_client(state, session_id=SID, presented=presented, at=at)
+
+
+def test_the_current_token_closes_an_idle_session() -> None:
+    state = idle()
+    events = close(state, FIRST)
+    assert events == [
+        SessionClosed(session_id=SID, seq=state.version + 1, turn=1, cause=CloseCause.CLIENT, at=AT)
+    ]
+    after = fold(events, state)  # type: ignore[arg-type]
+    assert (after.status, after.token_digest) == (SessionStatus.CLOSED, FIRST)
+    assert reason(claim(after, FIRST)) is RefusalReason.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("state", "presented", "expected"),
+    [
+        (None, FIRST, RefusalReason.UNKNOWN_SESSION),
+        (idle(), None, RefusalReason.MISSING_TOKEN),
+        (idle(), SECOND, RefusalReason.STALE_TOKEN),
+        (in_flight(), FIRST, RefusalReason.IN_FLIGHT),
+        (closed(), FIRST, RefusalReason.CLOSED),
+    ],
+)
+def test_closing_is_refused_in_the_order_of_section_3(
+    state: SessionState | None, presented: TokenDigest | None, expected: RefusalReason
+) -> None:
+    refused = close(state, presented)
+    assert isinstance(refused, Refusal)
+    assert refused.reason is expected
+
+
+def test_closing_a_session_held_by_a_lapsed_claim_expires_the_claim_first() -> None:
+    state = in_flight()
+    events = close(state, FIRST, at=AT + timedelta(seconds=31))
+    assert isinstance(events, list)
+    assert [type(event).__name__ for event in events] == ["ClaimExpired", "SessionClosed"]
+    assert [event.seq for event in events] == [state.version + 1, state.version + 2]
