@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
+from api.admin import admin_routes
 from api.errors import EXCEPTION_HANDLERS
 from api.handlers import load_handler
 from api.health import healthz, metrics_text, readyz
@@ -84,6 +85,7 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
             healthz,
             readyz,
             metrics_text,
+            *admin_routes(settings.admin_keys),  # none without BATON_ADMIN_KEYS: 404
         ],
         lifespan=[database],
         dependencies={

@@ -15,6 +15,7 @@ from api.reasons import (
     INTERNAL,
     TOO_LARGE,
     TURN_FAILED,
+    UNAUTHORIZED,
     UNAVAILABLE,
     WEBSOCKETS_DISABLED,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "INTERNAL",
     "TOO_LARGE",
     "TURN_FAILED",
+    "UNAUTHORIZED",
     "UNAVAILABLE",
     "WEBSOCKETS_DISABLED",
     "ApiError",
@@ -54,6 +56,7 @@ STATUS_BY_REASON: dict[str, int] = {
     INTERNAL: 500,
     UNAVAILABLE: 503,
     WEBSOCKETS_DISABLED: 426,
+    UNAUTHORIZED: 401,
 }
 
 
@@ -75,17 +78,20 @@ def error_response(
 ) -> Response[ErrorBody]:
     Metrics.of(request.app).count_error(reason)
     status = status or STATUS_BY_REASON[reason]
-    retry = (
-        {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        if status == HTTPStatus.SERVICE_UNAVAILABLE
-        else None
-    )
     return Response(
         ErrorBody(error=message, reason=reason),
         status_code=status,
         media_type=MediaType.JSON,
-        headers=retry,
+        headers=_headers_for(status),
     )
+
+
+def _headers_for(status: int) -> dict[str, str] | None:
+    if status == HTTPStatus.SERVICE_UNAVAILABLE:
+        return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if status == HTTPStatus.UNAUTHORIZED:
+        return {"WWW-Authenticate": "Bearer"}  # RFC 6750: say which scheme is wanted
+    return None
 
 
 def _api_error(request: AnyRequest, error: ApiError) -> Response[ErrorBody]:

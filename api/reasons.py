@@ -6,3 +6,4 @@ TURN_FAILED = "turn-failed"  # the handler raised or timed out; the token stays 
 UNAVAILABLE = "unavailable"  # the database is unreachable, or this replica is shutting down
 INTERNAL = "internal-error"  # a bug of ours
 WEBSOCKETS_DISABLED = "websockets-disabled"  # /v1/ws on a server started --no-websockets
+UNAUTHORIZED = "unauthorized"  # an admin route without a valid admin key (api/admin.py)

@@ -1,5 +1,6 @@
 """One settings object, built from the environment (BATON_*) and overridden by CLI flags."""
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -49,6 +50,11 @@ def _switch(name: str, raw: str) -> bool:
     raise SettingsError(f"{name} must be true or false, not {raw!r}")
 
 
+def _keys(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated secrets; empty entries are dropped, so "" means none."""
+    return tuple(key for key in (part.strip() for part in raw.split(",")) if key)
+
+
 def _text(name: str, raw: str) -> str:
     if not raw:
         raise SettingsError(f"{name} must not be empty")
@@ -76,6 +82,9 @@ class Settings:
     # and the turn timeout.
     lease_seconds: float | None = None
     shutdown_grace: float = 30.0  # seconds running turns get to finish on SIGTERM
+    # Bearer keys for /v1/admin (api/admin.py); none: the admin API does not exist. Kept
+    # out of repr so that logging the settings never prints a key.
+    admin_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
     @property
     def lease(self) -> float:
@@ -111,4 +120,5 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "turn_timeout": _positive_float,
     "lease_seconds": _positive_float,
     "shutdown_grace": _positive_float,
+    "admin_keys": _keys,
 }

@@ -1,0 +1,265 @@
+"""The audit API under /v1/admin: session histories, the session list and the global feed.
+
+Only holders of an admin key (BATON_ADMIN_KEYS) get in. With no key configured the routes
+are not registered at all, so every admin path is a plain 404, as if it did not exist.
+"""
+
+import hashlib
+import hmac
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, Router, get
+from litestar.connection import ASGIConnection
+from litestar.datastructures import CacheControlHeader, State
+from litestar.exceptions import ValidationException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.errors import BAD_REQUEST, UNAUTHORIZED, ApiError, error_response
+from api.schemas import ErrorBody
+from domain.refusals import unknown_session
+from domain.state import SessionStatus
+from infra.history import (
+    HistoryEvent,
+    InvalidCursor,
+    SessionSummary,
+    StoredEvent,
+    feed,
+    list_sessions,
+    session_events,
+)
+
+PREFIX = "/v1/admin"
+MAX_PAGE = 500
+MESSAGE_LIMIT = 300  # a message names the bad parameter; it never echoes a 10 KB value
+
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="page size, 1 to 500")]
+Cursor = Annotated[
+    str | None,
+    QueryParameter(description="the `next` of the previous page; absent: from the start"),
+]
+CreatedBound = Annotated[
+    datetime | None,
+    QueryParameter(description="ISO 8601 with a time zone, e.g. 2026-01-01T00:00:00Z"),
+]
+StatusFilter = Annotated[SessionStatus | None, QueryParameter(description="only this status")]
+
+
+# --------------------------------------------------------------- the wire shapes
+
+
+class EventBody(msgspec.Struct, kw_only=True, rename="camel"):
+    """One stored event, every column as stored."""
+
+    position: int
+    session_id: str | None
+    seq: int | None
+    refusal_seq: int | None
+    kind: str
+    turn: int | None
+    consumed: str | None
+    issued: str | None
+    data: Any
+    recorded_at: datetime
+    hash: str | None
+
+
+class HistoryEventBody(EventBody, kw_only=True, rename="camel"):
+    void: bool  # a record of a turn attempt that did not commit
+
+
+class SessionHistoryBody(msgspec.Struct, rename="camel"):
+    session_id: str
+    events: list[HistoryEventBody]
+
+
+class SessionBody(msgspec.Struct, kw_only=True, rename="camel"):
+    session_id: str
+    status: str
+    version: int
+    turn: int
+    created_at: datetime
+    updated_at: datetime
+    refusals: int
+    last_outcome: Any
+
+
+class SessionPageBody(msgspec.Struct):
+    sessions: list[SessionBody]
+    next: str | None
+
+
+class FeedPageBody(msgspec.Struct):
+    events: list[EventBody]
+    next: str | None
+
+
+_EVENT_FIELDS = EventBody.__struct_fields__
+
+
+def event_body(event: StoredEvent) -> EventBody:
+    return EventBody(**{name: getattr(event, name) for name in _EVENT_FIELDS})
+
+
+def history_event_body(event: HistoryEvent) -> HistoryEventBody:
+    return HistoryEventBody(
+        **{name: getattr(event, name) for name in _EVENT_FIELDS}, void=event.void
+    )
+
+
+def _session_body(summary: SessionSummary) -> SessionBody:
+    return SessionBody(**{name: getattr(summary, name) for name in SessionBody.__struct_fields__})
+
+
+# --------------------------------------------------------------- access
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+def _bearer(authorization: str | None) -> str | None:
+    scheme, _, credentials = (authorization or "").partition(" ")
+    credentials = credentials.strip()
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
+class AdminKeyGuard:
+    """Admits a request whose `Authorization: Bearer` is one of the admin keys.
+
+    Digests of equal length are compared in constant time against every key, without
+    stopping at a match, so the time taken tells nothing about which key (or how much of
+    one) was right. A continuation token is never an admin key, wherever it is presented.
+    """
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._digests = tuple(_digest(key) for key in keys)
+
+    def admits(self, authorization: str | None) -> bool:
+        presented = _bearer(authorization)
+        if presented is None:
+            return False
+        digest = _digest(presented)
+        matched = False
+        for key in self._digests:
+            matched |= hmac.compare_digest(digest, key)
+        return matched
+
+    def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        authorization = connection.headers.get("authorization")
+        if authorization is None:
+            raise ApiError(UNAUTHORIZED, "admin routes need Authorization: Bearer <admin key>")
+        if not self.admits(authorization):
+            raise ApiError(UNAUTHORIZED, "not an admin key")
+
+
+# --------------------------------------------------------------- bad input
+
+
+def _invalid_parameter(
+    request: Request[Any, Any, Any], error: ValidationException
+) -> Response[ErrorBody]:
+    """Litestar's parameter validation, answered with the parameter's name (Litestar's own
+    detail repeats the whole URL, however long)."""
+    problems = error.extra if isinstance(error.extra, list) else []
+    named = [f"{problem['key']}: {problem['message']}" for problem in problems if "key" in problem]
+    message = f"invalid {'; '.join(named)}" if named else "invalid request parameters"
+    return error_response(request, BAD_REQUEST, message[:MESSAGE_LIMIT])
+
+
+def _aware(name: str, value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ApiError(BAD_REQUEST, f"{name} needs a time zone, e.g. 2026-01-01T00:00:00Z")
+    return value
+
+
+def _bad_cursor(error: InvalidCursor) -> ApiError:
+    return ApiError(BAD_REQUEST, f"after is not a cursor this server handed out ({error})")
+
+
+def _engine(state: State) -> AsyncEngine:
+    engine: AsyncEngine = state.engine
+    return engine
+
+
+# --------------------------------------------------------------- the routes
+
+
+def _error(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorBody, description=description)
+
+
+RESPONSES = {
+    400: _error("bad-request: a parameter out of range or malformed; the message names it"),
+    401: _error("unauthorized: no admin key in `Authorization: Bearer <key>`"),
+}
+
+
+@get("/sessions", responses=RESPONSES)
+async def admin_sessions(
+    state: State,
+    status: StatusFilter = None,
+    created_after: CreatedBound = None,
+    created_before: CreatedBound = None,
+    after: Cursor = None,
+    limit: Limit = 50,
+) -> SessionPageBody:
+    """Sessions in creation order, filtered; `created_after` inclusive, `created_before` not."""
+    try:
+        page, following = await list_sessions(
+            _engine(state),
+            status=status,
+            created_after=_aware("created_after", created_after),
+            created_before=_aware("created_before", created_before),
+            after=after,
+            limit=limit,
+        )
+    except InvalidCursor as error:
+        raise _bad_cursor(error) from None
+    return SessionPageBody(sessions=[_session_body(row) for row in page], next=following)
+
+
+@get(
+    "/sessions/{session_id:str}/events",
+    responses={401: RESPONSES[401], 404: _error("unknown-session")},
+)
+async def admin_session_events(state: State, session_id: FromPath[str]) -> SessionHistoryBody:
+    """Every stored event of a session, refusals included, in position order."""
+    history = await session_events(_engine(state), session_id)
+    if history is None:
+        raise ApiError.refused(unknown_session(session_id))
+    return SessionHistoryBody(
+        session_id=session_id.lower(), events=[history_event_body(event) for event in history]
+    )
+
+
+@get("/events", responses=RESPONSES)
+async def admin_events(state: State, after: Cursor = None, limit: Limit = 50) -> FeedPageBody:
+    """Every event, in an order that never skips a row that commits late. Pass `next` back as
+    `after` to follow; with nothing new, `next` is the cursor you gave."""
+    try:
+        served, following = await feed(_engine(state), after, limit)
+    except InvalidCursor as error:
+        raise _bad_cursor(error) from None
+    return FeedPageBody(events=[event_body(event) for event in served], next=following)
+
+
+def admin_routes(keys: tuple[str, ...]) -> list[Router]:
+    """The admin router for `keys`; none at all without keys."""
+    if not keys:
+        return []
+    return [
+        Router(
+            PREFIX,
+            route_handlers=[admin_sessions, admin_session_events, admin_events],
+            guards=[AdminKeyGuard(keys)],
+            exception_handlers={ValidationException: _invalid_parameter},
+            # Audit data is nobody's to keep: no proxy or browser cache may store it.
+            cache_control=CacheControlHeader(no_store=True),
+            tags=["admin"],
+        )
+    ]
