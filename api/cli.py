@@ -6,13 +6,17 @@ import math
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from types import FrameType
 
 import uvicorn
 from litestar import Litestar
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.app import create_app
+from api.commands import add_commands
 from api.handlers import HandlerNotFound
+from api.history_cli import add_history_arguments, print_history
 from api.shutdown import ShutdownGate
 from infra.database import create_engine
 from infra.migrate import head_revision, upgrade_to_head
@@ -57,9 +61,19 @@ def _parser() -> argparse.ArgumentParser:
         help="serve no WebSockets: /v1/ws answers 426",
     )
     _database_option(serve)
+    serve.set_defaults(run=lambda settings, _: _serve(settings))
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to head")
     _database_option(migrate)
+    migrate.set_defaults(run=lambda settings, _: asyncio.run(_migrate(settings)))
+
+    for operator in add_commands(commands):
+        _database_option(operator)
+
+    history = commands.add_parser("history", help="print a session's stored events")
+    add_history_arguments(history)
+    _database_option(history)
+    history.set_defaults(run=print_history)
     return parser
 
 
@@ -128,19 +142,25 @@ def _serve(settings: Settings) -> None:
     run_server(app, settings)
 
 
+SETTINGS = {field.name for field in fields(Settings)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    options = {key: value for key, value in vars(args).items() if key != "command"}
+    # Flags named like a setting override it; the rest are the command's own arguments.
+    overrides = {key: value for key, value in vars(args).items() if key in SETTINGS}
     try:
-        settings = Settings.from_env(**options)
-        if args.command == "migrate":
-            asyncio.run(_migrate(settings))
-        else:
-            _serve(settings)
+        settings = Settings.from_env(**overrides)
+        status: int | None = args.run(settings, args)
     except (SettingsError, HandlerNotFound) as error:
         print(f"baton: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    except (SQLAlchemyError, OSError) as error:
+        # A database that cannot be opened or reached: say so in a line, not a traceback.
+        reason = getattr(error, "orig", None) or error
+        print(f"baton: error: the database: {type(reason).__name__}: {reason}", file=sys.stderr)
+        return 2
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ class RunConfig:
     pgbench_warmup_seconds: int  # 0: no unmeasured pgbench run first
     append_events: int  # events each store appends, measured
     append_warmup_events: int
+    replay_events: int  # the fixture `baton replay` rebuilds the projection from
     profile: bool  # run the PostgreSQL c16 scenario again under pyinstrument
 
     def as_json(self) -> dict[str, Any]:
@@ -49,6 +50,7 @@ FULL = RunConfig(
     pgbench_warmup_seconds=1,
     append_events=5000,
     append_warmup_events=200,
+    replay_events=100_000,
     profile=True,
 )
 
@@ -61,6 +63,7 @@ QUICK = RunConfig(
     pgbench_warmup_seconds=1,
     append_events=400,
     append_warmup_events=40,
+    replay_events=10_000,
     profile=False,
 )
 
@@ -74,6 +77,7 @@ SMOKE = RunConfig(
     pgbench_warmup_seconds=0,
     append_events=60,
     append_warmup_events=10,
+    replay_events=200,
     profile=False,
 )
 

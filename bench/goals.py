@@ -15,6 +15,7 @@ from bench.rows import (
     NO_BACKEND,
     PEER_EVENTSOURCING,
     POSTGRESQL,
+    REPLAY,
     SQL_FLOOR_PG,
     SQL_FLOOR_SQLITE,
     SQLITE,
@@ -25,6 +26,7 @@ from bench.rows import (
 
 MB = 1024 * 1024
 RSS_LIMIT_MB = 150.0
+REPLAY_RSS_LIMIT_MB = 200.0
 P50_SLACK_MS = 1.0
 COMPARATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -82,6 +84,19 @@ def _p50_budget(rows: Rows) -> Ratio:
     budget = http + sql + P50_SLACK_MS
     detail = f"budget = {http:.2f} + {sql:.2f} + {P50_SLACK_MS:.0f} ms"
     return _judge(goal, baton, "<=", budget, "ms", detail)
+
+
+def _replay_rss(rows: Rows, backend: str) -> Ratio:
+    row = rows.get((REPLAY, backend, 1))
+    events = row.count if row else 0
+    goal = (
+        f"peak RSS of baton replay over {events} events ({backend}) < {REPLAY_RSS_LIMIT_MB:.0f} MB"
+    )
+    peak = row.extra.get("peak_rss_bytes") if row else None
+    if row is None or not peak or not row.extra.get("progress_bar"):
+        return _judge(goal, None, "<", REPLAY_RSS_LIMIT_MB, "MB", "missing row or no progress bar")
+    detail = f"{row.extra['seconds']} s with a progress bar"
+    return _judge(goal, peak / MB, "<", REPLAY_RSS_LIMIT_MB, "MB", detail)
 
 
 def _peak_rss(rows: Rows, backend: str) -> Ratio:
@@ -145,4 +160,5 @@ def evaluate(measured: list[Row]) -> list[Ratio]:
                 )
             )
     ratios.extend(_peak_rss(rows, backend) for backend in BACKENDS)
+    ratios.extend(_replay_rss(rows, backend) for backend in BACKENDS)
     return ratios

@@ -14,6 +14,7 @@ SQL_FLOOR_PG = "sql-floor-pg"
 SQL_FLOOR_SQLITE = "sql-floor-sqlite"
 PEER_EVENTSOURCING = "peer-eventsourcing"
 BATON_STORE = "baton-store"  # Baton's store appending in-process, next to the peer
+REPLAY = "replay"  # `baton replay` rebuilding the projection from a fixture of events
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"

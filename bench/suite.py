@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import rows
-from bench.baselines import peer_eventsourcing, sql_floor_pg, sql_floor_sqlite, store_appends
+from bench.baselines import (
+    peer_eventsourcing,
+    replay,
+    sql_floor_pg,
+    sql_floor_sqlite,
+    store_appends,
+)
 from bench.config import APPEND_WRITERS, STREAM_CONCURRENCY, RunConfig
 from bench.databases import fresh_postgres, fresh_sqlite_path, migrate, sqlite_url
 from bench.loadgen import LoadGenerator
@@ -17,6 +23,7 @@ from bench.profiling import profile_postgres_c16
 from bench.progress import progress
 from bench.rows import Row
 from bench.scenarios import run_backend, run_http_floor
+from bench.servers import BATON
 
 PGBENCH_CONCURRENCY = (1, STREAM_CONCURRENCY)  # c1 for the p50 budget, c16 for the ratio
 
@@ -54,6 +61,8 @@ class Suite:
             ("baton on postgresql", self.baton_postgresql),
             ("store appends: sqlite", lambda: self.appends(rows.SQLITE)),
             ("store appends: postgresql", lambda: self.appends(rows.POSTGRESQL)),
+            ("replay: sqlite", lambda: self.replay(rows.SQLITE)),
+            ("replay: postgresql", lambda: self.replay(rows.POSTGRESQL)),
         ]
         for name, step in steps:
             with self._phase(name):
@@ -138,6 +147,22 @@ class Suite:
         own_row = Row.from_result(rows.BATON_STORE, backend, writers, own)
         own_row.notes.append("in-process, claim+commit" + ("" if writers == 1 else ", sessions"))
         self._add(own_row)
+
+    def replay(self, backend: str) -> None:
+        events = self.config.replay_events
+        progress(f"baton replay on {backend}: {events} events ...")
+        if backend == rows.SQLITE:
+            url = sqlite_url(fresh_sqlite_path(self.work_dir, "replay"))
+            migrate(url)
+            result = replay.run_replay(url, events, BATON)
+        else:
+            with fresh_postgres("replay") as database:
+                migrate(database.baton_url)
+                result = replay.run_replay(database.baton_url, events, BATON)
+        row = Row.from_result(rows.REPLAY, backend, 1, result)
+        extra = row.extra
+        row.notes.append(f"{extra['seconds']} s, peak RSS {extra['peak_rss_bytes'] / 2**20:.0f} MB")
+        self._add(row)
 
     def _add(self, row: Row) -> None:
         progress(f"  {row.name} {row.backend} c{row.concurrency}: {row.rate:9.1f} {row.unit}")

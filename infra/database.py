@@ -61,11 +61,21 @@ def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Any) -> None:
-        # Take the write lock up front: every store transaction writes, and a deferred
-        # transaction that reads first would fail to upgrade its lock under contention.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A writing transaction takes the write lock up front: a deferred one that read first
+        # would fail to upgrade its lock when another writer got there in between. Readers
+        # stay deferred, so they never wait for writers (WAL) nor hold writers up.
+        writes = connection.get_execution_options().get(_WRITES, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
     return engine
+
+
+_WRITES = "baton_writes"
+
+
+def writing(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for transactions that write: on SQLite they take the lock at BEGIN."""
+    return engine.execution_options(**{_WRITES: True})
 
 
 def backend_of(engine: AsyncEngine) -> str:

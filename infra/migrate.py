@@ -8,6 +8,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from infra.database import writing
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 VERSION_TABLE = "alembic_version"
 
@@ -38,7 +40,7 @@ async def upgrade_to_head(engine: AsyncEngine) -> str | None:
     Replicas that start at once take turns: on PostgreSQL the upgrade runs under a
     transaction-scoped advisory lock, so the second replica waits, then finds the schema at
     head and does nothing (on SQLite, BEGIN IMMEDIATE already serialises them)."""
-    async with engine.begin() as conn:
+    async with writing(engine).begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}

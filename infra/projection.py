@@ -1,15 +1,17 @@
 """The `sessions` projection rebuilt from the events alone, to prove it is derivable."""
 
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Column, MetaData, Table, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.state import SessionState, evolve
 from infra.chain import ChainHeads
 from infra.codec import row_to_session_event, state_to_row
+from infra.database import writing
 from infra.tables import events, sessions
 
 BATCH = 500  # rows read, and projection rows written, per round trip
@@ -35,15 +37,20 @@ def _in_chain_order() -> Any:
     )
 
 
-async def folded_sessions(conn: AsyncConnection) -> AsyncIterator[Folded]:
+async def folded_sessions(
+    conn: AsyncConnection, on_event: Callable[[], None] | None = None
+) -> AsyncIterator[Folded]:
     """Every session's projection, folded from its events, one session at a time.
 
-    Streams the table, so memory stays flat however many events there are.
+    Streams the table, so memory stays flat however many events there are; `on_event` is
+    called once per event read (for a progress bar).
     """
     session_id: Any = None
     state: SessionState | None = None
     heads = ChainHeads()
     async for row in await conn.stream(_in_chain_order().execution_options(yield_per=BATCH)):
+        if on_event is not None:
+            on_event()
         event = row._mapping
         if event["session_id"] != session_id:
             if state is not None:
@@ -58,23 +65,87 @@ async def folded_sessions(conn: AsyncConnection) -> AsyncIterator[Folded]:
         yield Folded(state, heads)
 
 
-async def rebuild_sessions(engine: AsyncEngine) -> int:
-    """Replace every projection row with the one its events fold into; returns the count."""
-    count = 0
-    async with engine.begin() as conn:
+async def count_session_events(engine: AsyncEngine) -> int:
+    """How many events a rebuild reads (for a progress bar's total)."""
+    query = select(func.count()).select_from(events).where(events.c.session_id.is_not(None))
+    async with engine.connect() as conn:
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def rebuild_sessions(engine: AsyncEngine, on_event: Callable[[], None] | None = None) -> int:
+    """Replace every projection row with the one its events fold into, in one transaction
+    (readers see the old projection until it commits); returns the count."""
+    async with writing(engine).begin() as conn:
         await conn.execute(delete(sessions))
-        batch: list[dict[str, Any]] = []
-        async for folded in folded_sessions(conn):
-            batch.append(folded.row())
-            if len(batch) == BATCH:
-                count += await _write(conn, batch)
-        count += await _write(conn, batch)
-    return count
+        return await _fold_into(conn, sessions, on_event)
 
 
-async def _write(conn: AsyncConnection, batch: list[dict[str, Any]]) -> int:
+async def _fold_into(
+    conn: AsyncConnection, table: Table, on_event: Callable[[], None] | None
+) -> int:
+    count = 0
+    batch: list[dict[str, Any]] = []
+    async for folded in folded_sessions(conn, on_event):
+        batch.append(folded.row())
+        if len(batch) == BATCH:
+            count += await _write(conn, table, batch)
+    return count + await _write(conn, table, batch)
+
+
+async def _write(conn: AsyncConnection, table: Table, batch: list[dict[str, Any]]) -> int:
     if batch:
-        await conn.execute(insert(sessions), batch)
+        await conn.execute(insert(table), batch)
     written = len(batch)
     batch.clear()
     return written
+
+
+async def check_sessions(
+    engine: AsyncEngine, on_event: Callable[[], None] | None = None
+) -> list[str]:
+    """Rebuild into a scratch table and compare: the sessions whose stored projection row
+    differs from the rebuilt one (or exists on one side only). Changes nothing else."""
+    # The projection's columns and types, without its constraints (whose names are taken).
+    scratch = Table(
+        f"sessions_check_{secrets.token_hex(4)}",
+        MetaData(),
+        *(Column(column.name, column.type) for column in sessions.columns),
+    )
+    async with writing(engine).begin() as conn:
+        await conn.run_sync(scratch.create)
+    try:
+        async with writing(engine).begin() as conn:
+            await _fold_into(conn, scratch, on_event)
+        return await _differences(engine, scratch)
+    finally:
+        async with writing(engine).begin() as conn:
+            await conn.run_sync(scratch.drop)
+
+
+async def _differences(engine: AsyncEngine, scratch: Table) -> list[str]:
+    """Merge the two tables in session order, comparing decoded rows."""
+    differing: list[str] = []
+    stored = _rows(engine, sessions)
+    rebuilt = _rows(engine, scratch)
+    left, right = await anext(stored, None), await anext(rebuilt, None)
+    while left is not None or right is not None:
+        left_id = str(left["session_id"]) if left is not None else None
+        right_id = str(right["session_id"]) if right is not None else None
+        if right_id is None or (left_id is not None and left_id < right_id):
+            differing.append(str(left_id))
+            left = await anext(stored, None)
+        elif left_id is None or right_id < left_id:
+            differing.append(right_id)
+            right = await anext(rebuilt, None)
+        else:
+            if left != right:
+                differing.append(left_id)
+            left, right = await anext(stored, None), await anext(rebuilt, None)
+    return differing
+
+
+async def _rows(engine: AsyncEngine, table: Table) -> AsyncIterator[dict[str, Any]]:
+    query = select(*table.columns).order_by(table.c.session_id)
+    async with engine.connect() as conn:
+        async for row in await conn.stream(query.execution_options(yield_per=BATCH)):
+            yield dict(row._mapping)

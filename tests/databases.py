@@ -58,6 +58,7 @@ def require_postgres() -> None:
 def fresh_database(backend: str, directory: Path) -> Iterator[str]:
     """A new, empty database of `backend` for as long as the block runs; its async URL."""
     if backend == "sqlite":
+        directory.mkdir(parents=True, exist_ok=True)
         yield f"sqlite+aiosqlite:///{directory / f'baton-{secrets.token_hex(4)}.db'}"
         return
     require_postgres()

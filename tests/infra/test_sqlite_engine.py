@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from infra.database import create_engine
+from infra.database import create_engine, writing
 from infra.settings import Settings
 
 SYNCHRONOUS_LEVELS = {1: "NORMAL", 2: "FULL"}
@@ -35,15 +35,18 @@ async def test_normal_synchronous_only_when_asked(tmp_path: Path) -> None:
     assert SYNCHRONOUS_LEVELS[found["synchronous"]] == "NORMAL"  # type: ignore[index]
 
 
-async def test_every_transaction_takes_the_write_lock_up_front(tmp_path: Path) -> None:
-    """A second writer waits at BEGIN, before it can read a version it would then reuse."""
+async def test_a_writing_transaction_takes_the_write_lock_up_front(tmp_path: Path) -> None:
+    """A second writer waits at BEGIN, before it can read a version it would then reuse;
+    readers do not wait at all."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
     engine = create_engine(Settings(database_url=url, sqlite_busy_timeout_ms=200))
     try:
-        async with engine.begin() as first:
+        async with writing(engine).begin() as first:
             await first.execute(text("SELECT 1"))
             with pytest.raises(Exception, match="database is locked"):
-                async with engine.begin() as second:
+                async with writing(engine).begin() as second:
                     await second.execute(text("SELECT 1"))
+            async with engine.connect() as reader:
+                assert (await reader.execute(text("SELECT 1"))).scalar() == 1
     finally:
         await engine.dispose()

@@ -1,0 +1,175 @@
+"""The operator's commands, run as processes on real databases: replay, verify, export and
+import (SQLite <-> PostgreSQL), and prune."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import update
+
+from infra.tables import events, sessions
+from tests.databases import fresh_database
+from tests.e2e.operators import baton
+from tests.e2e.server import BatonServer
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def database(backend: str, tmp_path: Path) -> Iterator[str]:
+    with fresh_database(backend, tmp_path) as url:
+        yield url
+
+
+def sync_url(url: str) -> str:
+    return url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
+
+
+def run_sql(url: str, statement: object) -> None:
+    engine = create_sync_engine(sync_url(url))
+    with engine.begin() as conn:
+        conn.execute(statement)  # type: ignore[call-overload]
+    engine.dispose()
+
+
+def sessions_with_history(server: BatonServer, count: int) -> list[tuple[str, str]]:
+    """Sessions with a few turns, a failed one and a refusal each; (id, current token)."""
+    made = []
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for _ in range(count):
+            started = client.post("/v1/session", json={"message": "hi"}).json()
+            session_id, token = started["sessionId"], started["continuationToken"]
+            for message in ("two", "/fail", "three"):
+                reply = client.post(
+                    f"/v1/session/{session_id}/message",
+                    json={"message": message, "continuationToken": token},
+                )
+                if reply.status_code == 200:
+                    token = reply.json()["continuationToken"]
+            client.post(f"/v1/session/{session_id}/message", json={"message": "no token"})
+            made.append((session_id, token))
+    return made
+
+
+def test_replay_check_finds_a_corrupted_projection_and_replay_mends_it(
+    database: str, tmp_path: Path
+) -> None:
+    with BatonServer(database, tmp_path / "server.log") as server:
+        made = sessions_with_history(server, 3)
+    healthy = baton("replay", "--check", database=database)
+    assert healthy.returncode == 0, healthy.stderr
+    assert healthy.stdout == ""
+
+    victim = made[1][0]
+    run_sql(database, update(sessions).where(sessions.c.session_id == victim).values(turn=99))
+    found = baton("replay", "--check", database=database)
+    assert found.returncode == 1
+    assert found.stdout.strip() == f"projection differs from its events: session {victim}"
+
+    mended = baton("replay", database=database)
+    assert mended.returncode == 0, mended.stderr
+    assert "rebuilt 3 session(s)" in mended.stderr
+    assert baton("replay", "--check", database=database).returncode == 0
+
+
+def test_verify_names_the_first_broken_link(database: str, tmp_path: Path) -> None:
+    with BatonServer(database, tmp_path / "server.log") as server:
+        made = sessions_with_history(server, 2)
+    assert baton("verify", database=database).returncode == 0
+    victim = made[0][0]
+    run_sql(
+        database,
+        update(events)
+        .where(events.c.session_id == victim, events.c.seq == 2)
+        .values(data={"status": "finished", "output": "forged"}),
+    )
+    broken = baton("verify", database=database)
+    assert broken.returncode == 1
+    assert broken.stdout.splitlines() == [
+        f"broken: session {victim}: seq 2 (event #2): hash does not match: the event was"
+        " edited, or events were swapped"
+    ]
+    assert baton("verify", made[1][0], database=database).returncode == 0  # one session
+
+
+@pytest.mark.parametrize(("source", "target"), [("sqlite", "postgresql"), ("postgresql", "sqlite")])
+def test_export_import_round_trip_then_continue_with_the_current_token(
+    source: str, target: str, tmp_path: Path
+) -> None:
+    with (
+        fresh_database(source, tmp_path / "a") as origin,
+        fresh_database(target, tmp_path / "b") as copy,
+    ):
+        with BatonServer(origin, tmp_path / "origin.log") as server:
+            made = sessions_with_history(server, 2)
+        exported = tmp_path / "export.jsonl"
+        result = baton("export", made[0][0], made[1][0], "--output", str(exported), database=origin)
+        assert result.returncode == 0, result.stderr
+
+        assert baton("migrate", database=copy).returncode == 0
+        imported = baton("import", str(exported), database=copy)
+        assert imported.returncode == 0, imported.stderr
+        assert "imported 2 session(s)" in imported.stderr
+        assert baton("verify", database=copy).returncode == 0
+
+        with BatonServer(copy, tmp_path / "copy.log") as server:
+            session_id, token = made[0]
+            reply = httpx.post(
+                f"{server.url}/v1/session/{session_id}/message",
+                json={"message": "after the move", "continuationToken": token},
+            )
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["turn"] == 4  # start, two, three: the failed turn counted nothing
+
+        again = baton("import", str(exported), database=copy)
+        assert again.returncode == 1
+        assert "already in this database" in again.stderr
+
+
+def test_a_tampered_export_is_refused_naming_the_line(database: str, tmp_path: Path) -> None:
+    with BatonServer(database, tmp_path / "server.log") as server:
+        sessions_with_history(server, 1)
+    exported = tmp_path / "export.jsonl"
+    assert baton("export", "--output", str(exported), database=database).returncode == 0
+    lines = exported.read_text().splitlines()
+    record = json.loads(lines[4])
+    record["data"] = {"record": "something else"}
+    lines[4] = json.dumps(record)
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join(lines) + "\n")
+
+    with fresh_database("sqlite", tmp_path / "target") as target:
+        assert baton("migrate", database=target).returncode == 0
+        refused = baton("import", str(tampered), database=target)
+        assert refused.returncode == 1
+        assert "import refused: line 5: hash does not match" in refused.stderr
+        assert baton("export", database=target).stdout.count("\n") == 1  # nothing was imported
+
+
+def test_prune_removes_exactly_the_closed_sessions(database: str, tmp_path: Path) -> None:
+    with BatonServer(database, tmp_path / "server.log") as server:
+        made = sessions_with_history(server, 4)
+        for session_id, token in made[:2]:
+            closed = httpx.delete(
+                f"{server.url}/v1/session/{session_id}", headers={"X-Continuation-Token": token}
+            )
+            assert closed.status_code == 200
+    pruned = baton("prune", "--closed-before", "2999-01-01", database=database, cwd=tmp_path)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "pruned 2 closed session(s)" in pruned.stderr
+    (exported,) = tmp_path.glob("baton-pruned-*.jsonl")
+    assert {json.loads(line)["sessionId"] for line in exported.read_text().splitlines()[1:]} == {
+        session_id for session_id, _ in made[:2]
+    }
+    left = baton("export", database=database).stdout
+    assert {json.loads(line)["sessionId"] for line in left.splitlines()[1:]} == {
+        session_id for session_id, _ in made[2:]
+    }
+    assert baton("verify", database=database).returncode == 0
+    assert (
+        "no closed sessions"
+        in baton("prune", "--closed-before", "2999-01-01", database=database).stderr
+    )
