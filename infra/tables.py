@@ -90,6 +90,8 @@ events = Table(
     Index(None, "session_id", "position"),
     # The global feed's order on PostgreSQL.
     Index(None, "txid", "position"),
+    # SQLite would otherwise reuse the positions of pruned rows (migration 0004).
+    sqlite_autoincrement=True,
 )
 
 sessions = Table(

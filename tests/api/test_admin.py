@@ -366,3 +366,15 @@ async def test_a_cursor_is_kept_apart_from_a_session_id(admin: AsyncClient) -> N
     assert (
         await twice(admin, "/v1/admin/events", {"after": session["sessionId"]})
     ).status_code == (400)
+
+
+async def test_an_unreachable_database_is_503_on_admin_routes_too() -> None:
+    unreachable = Settings(
+        database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none", admin_keys=("k1",)
+    )
+    app = create_app(unreachable)
+    async with running(app), in_process_client(app) as client:
+        response = await client.get("/v1/admin/sessions", headers={"Authorization": "Bearer k1"})
+    assert response.status_code == 503
+    assert response.json()["reason"] == "unavailable"
+    assert response.headers["Retry-After"] == "1"
