@@ -125,9 +125,7 @@ def _unavailable(request: AnyRequest, error: StoreUnavailable) -> Response[Error
     return error_response(request, UNAVAILABLE, UNAVAILABLE_MESSAGE)
 
 
-def _database_unreachable(
-    request: AnyRequest, error: DBAPIError | OSError
-) -> Response[ErrorBody]:
+def _database_unreachable(request: AnyRequest, error: DBAPIError | OSError) -> Response[ErrorBody]:
     """The read paths that go through SQLAlchemy (admin, history) meet outages this way (a
     refused connection surfaces as the OSError itself); a lost connection is a 503 like the
     store's, anything else a bug."""
