@@ -191,11 +191,11 @@ async def test_with_nothing_new_the_feed_hands_back_the_cursor_it_was_given(
     assert await feed(engine, cursor, 10) == ([], cursor)
 
 
+# SQLite only: PostgreSQL's cursor is (txid, position).
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_on_sqlite_the_cursor_is_the_position_and_rows_come_in_position_order(
     backend: str, store: SessionStore, engine: AsyncEngine
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("SQLite only: PostgreSQL's cursor is (txid, position)")
     for _ in range(3):
         await committed_session(store)
     async with engine.connect() as conn:
@@ -247,11 +247,11 @@ async def naive_page(engine: AsyncEngine, after: int) -> list[int]:
         return list((await conn.execute(query)).scalars())
 
 
+# PostgreSQL only: SQLite commits in position order.
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_a_row_that_commits_after_a_later_position_is_still_served(
     backend: str, database_url: str, store: SessionStore, engine: AsyncEngine
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite commits in position order")
     await committed_session(store)
     _, cursor = await drain(engine, None)
     async with engine.connect() as conn:
@@ -280,11 +280,11 @@ async def test_a_row_that_commits_after_a_later_position_is_still_served(
     assert await feed(engine, cursor, 10) == ([], cursor)
 
 
+# PostgreSQL only: SQLite commits in position order.
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_concurrent_writers_that_commit_in_any_order_are_each_served_once(
     backend: str, database_url: str, store: SessionStore, engine: AsyncEngine
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite commits in position order")
     await committed_session(store)
     _, cursor = await drain(engine, None)
     committed: list[int] = []
@@ -326,12 +326,12 @@ async def test_concurrent_writers_that_commit_in_any_order_are_each_served_once(
     assert not set(served) & set(rolled_back)
 
 
+# PostgreSQL only: SQLite commits in position order.
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_a_long_open_transaction_holds_the_feed_back_without_losing_rows(
     backend: str, database_url: str, store: SessionStore, engine: AsyncEngine
 ) -> None:
     """The price of never skipping: rows wait for the older transactions to end."""
-    if backend != "postgresql":
-        pytest.skip("PostgreSQL only")
     await committed_session(store)
     _, cursor = await drain(engine, None)
     async with connections(database_url, 1) as (idle,):
