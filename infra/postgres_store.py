@@ -50,26 +50,9 @@ from domain.state import Claim, SessionState, SessionStatus, fold, outcome_summa
 from infra.chain import ChainHeads, row_payload, standalone
 from infra.codec import event_to_row, row_to_state, state_to_row
 from infra.conflict import CLAIM_ATTEMPTS, Conflict, StoreCorrupted
+from infra.tables import SESSION_FIELDS
 
-_SESSION_FIELDS = (
-    "session_id",
-    "version",
-    "turn",
-    "status",
-    "token_digest",
-    "claim_turn",
-    "claim_seq",
-    "claim_owner",
-    "lease_until",
-    "state",
-    "last_outcome",
-    "created_at",
-    "updated_at",
-    "head_hash",
-    "refusals",
-    "refusal_head",
-)
-_SESSION_COLUMNS = ", ".join(_SESSION_FIELDS)
+_SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
 _EVENT_FIELDS = (
     "session_id",
     "seq",
@@ -94,7 +77,7 @@ _UPDATE_SESSION = (
     "last_outcome = $11, updated_at = $12, head_hash = $13 WHERE session_id = $1 AND version = $14"
 )
 _UPDATED_FIELDS = tuple(
-    f for f in _SESSION_FIELDS if f not in {"session_id", "created_at", "refusals", "refusal_head"}
+    f for f in SESSION_FIELDS if f not in {"session_id", "created_at", "refusals", "refusal_head"}
 )
 
 
@@ -301,7 +284,7 @@ class PostgresSessionStore:
         row = {**state_to_row(state), **heads.as_row()}
         await self._db.execute(
             _START,
-            *(row[field] for field in _SESSION_FIELDS),
+            *(row[field] for field in SESSION_FIELDS),
             event["seq"],
             event["kind"],
             event["turn"],

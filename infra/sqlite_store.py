@@ -44,32 +44,15 @@ from infra.chain import ChainHeads, standalone
 from infra.codec import event_to_row, row_to_state, state_to_row
 from infra.conflict import CLAIM_ATTEMPTS, Conflict, StoreCorrupted
 from infra.sqlite_writer import SqliteWriter
+from infra.tables import SESSION_FIELDS
 
 T = TypeVar("T")
 
-_SESSION_FIELDS = (
-    "session_id",
-    "version",
-    "turn",
-    "status",
-    "token_digest",
-    "claim_turn",
-    "claim_seq",
-    "claim_owner",
-    "lease_until",
-    "state",
-    "last_outcome",
-    "created_at",
-    "updated_at",
-    "head_hash",
-    "refusals",
-    "refusal_head",
-)
-_SESSION_COLUMNS = ", ".join(_SESSION_FIELDS)
+_SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
 _SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?"  # noqa: S608
 _INSERT_SESSION = (
     f"INSERT INTO sessions ({_SESSION_COLUMNS}) "  # noqa: S608 - fixed column names
-    f"VALUES ({', '.join('?' for _ in _SESSION_FIELDS)})"
+    f"VALUES ({', '.join('?' for _ in SESSION_FIELDS)})"
 )
 _UPDATE_SESSION = (
     "UPDATE sessions SET version = ?, turn = ?, status = ?, token_digest = ?, claim_turn = ?, "
@@ -78,7 +61,7 @@ _UPDATE_SESSION = (
 )
 # The fields _UPDATE_SESSION sets, in its order (the key and the old version follow).
 _UPDATED_FIELDS = tuple(
-    f for f in _SESSION_FIELDS if f not in {"session_id", "created_at", "refusals", "refusal_head"}
+    f for f in SESSION_FIELDS if f not in {"session_id", "created_at", "refusals", "refusal_head"}
 )
 _UPDATE_REFUSALS = "UPDATE sessions SET refusals = ?, refusal_head = ? WHERE session_id = ?"
 _INSERT_EVENT = (
@@ -384,7 +367,7 @@ def _append(
     after = fold(new_events, state)
     row = _state_values(after, heads)
     if state is None:
-        conn.execute(_INSERT_SESSION, tuple(row[field] for field in _SESSION_FIELDS))
+        conn.execute(_INSERT_SESSION, tuple(row[field] for field in SESSION_FIELDS))
         return after
     written = conn.execute(
         _UPDATE_SESSION,

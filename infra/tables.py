@@ -115,3 +115,7 @@ sessions = Table(
     Column("refusals", Integer, nullable=False, server_default="0"),
     Column("refusal_head", String(DIGEST_LENGTH), nullable=True),
 )
+
+
+# The projection's columns in table order: the stores' hand-written SQL names them this way.
+SESSION_FIELDS = tuple(column.name for column in sessions.columns)
