@@ -10,8 +10,8 @@ the same statement through a data-modifying CTE, linked into the session's hash 
 the condition fails, the store reads the row fresh and lets the domain say why (a refusal,
 or Contended).
 
-The SQL here mirrors domain.state.evolve for the claim, record, renewal and commit events.
-That is checked, not assumed: the projection-rebuild test folds the events with the
+The SQL (infra/postgres_sql.py) mirrors domain.state.evolve for the claim, record, renewal
+and commit events. That is checked, not assumed: the projection-rebuild test folds the events with the
 domain's own evolve and compares the result with the rows these statements wrote, chain
 heads included, and `baton verify` recomputes every link in Python. The rare paths
 (releasing a failed turn, taking over a lapsed claim) keep the general form: lock the row,
@@ -47,128 +47,11 @@ from domain.outcomes import KEEP, Contended, HandlerOutcome
 from domain.ports import ClaimGranted, StoreUnavailable
 from domain.refusals import Refusal
 from domain.state import Claim, SessionState, SessionStatus, fold, outcome_summary
+from infra import postgres_sql as sql
 from infra.chain import ChainHeads, row_payload, standalone
 from infra.codec import event_to_row, row_to_state, state_to_row
 from infra.conflict import CLAIM_ATTEMPTS, Conflict, StoreCorrupted
 from infra.tables import SESSION_FIELDS
-
-_SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
-_EVENT_FIELDS = (
-    "session_id",
-    "seq",
-    "refusal_seq",
-    "kind",
-    "turn",
-    "consumed",
-    "issued",
-    "data",
-    "recorded_at",
-    "hash",
-)
-
-_SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = $1"  # noqa: S608
-_INSERT_EVENT = (
-    "INSERT INTO events (session_id, seq, refusal_seq, kind, turn, consumed, issued, data, "
-    "recorded_at, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-)
-_UPDATE_SESSION = (
-    "UPDATE sessions SET version = $2, turn = $3, status = $4, token_digest = $5, "
-    "claim_turn = $6, claim_seq = $7, claim_owner = $8, lease_until = $9, state = $10, "
-    "last_outcome = $11, updated_at = $12, head_hash = $13 WHERE session_id = $1 AND version = $14"
-)
-_UPDATED_FIELDS = tuple(
-    f for f in SESSION_FIELDS if f not in {"session_id", "created_at", "refusals", "refusal_head"}
-)
-
-
-def _linked(previous: str, seq: str, turn: str, payload: str) -> str:
-    """infra.chain.link, in SQL: previous hash, seq and turn as 8-byte integers, payload."""
-    return (
-        f"encode(sha256(coalesce(decode({previous}, 'hex'), decode(repeat('00', 32), 'hex'))"
-        f" || int8send(({seq})::bigint) || int8send(({turn})::bigint) || {payload}), 'hex')"
-    )
-
-
-# A new session row and its `started` event (everything is known here: linked in Python).
-_START = f"""
-WITH session AS (
-    INSERT INTO sessions ({_SESSION_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-)
-INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)
-VALUES ($1, $17, $18, $19, $20, $21, $14)
-"""  # noqa: S608
-
-# Validate and claim in one step: only a session whose current token was presented and
-# that no turn holds moves; the event lands at the version the update gave it.
-_CLAIM = f"""
-WITH claimed AS (
-    UPDATE sessions
-       SET version = version + 1, status = $5, claim_turn = turn + 1,
-           claim_seq = version + 1, claim_owner = $8, lease_until = $9, updated_at = $3,
-           head_hash = {_linked("head_hash", "version + 1", "turn + 1", "$10")}
-     WHERE session_id = $1 AND token_digest = $2 AND status = $6
- RETURNING {_SESSION_COLUMNS}
-), appended AS (
-    INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)
-    SELECT session_id, version, $7, claim_turn, $4, $3, head_hash FROM claimed
-)
-SELECT * FROM claimed
-"""  # noqa: S608
-
-# A claim holder's own event (a record, a renewal), only while this turn holds the claim.
-_HOLDER_EVENT = f"""
-WITH moved AS (
-    UPDATE sessions
-       SET version = version + 1, updated_at = $4,
-           claim_owner = coalesce($7, claim_owner), lease_until = coalesce($8, lease_until),
-           head_hash = {_linked("head_hash", "version + 1", "$2", "$9")}
-     WHERE session_id = $1 AND claim_turn = $2 AND claim_seq = $3
- RETURNING session_id, version, head_hash
-)
-INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)
-SELECT session_id, version, $5, $2, $6, $4, head_hash FROM moved
-RETURNING seq
-"""  # noqa: S608 - composed of fixed SQL only
-
-# Consume the current token and issue the next, only while this turn holds the claim and the
-# token it consumes is the one the claim was made with.
-_COMMIT = f"""
-WITH held AS (
-    SELECT session_id, version, head_hash, state FROM sessions
-     WHERE session_id = $1 AND claim_turn = $2 AND claim_seq = $3
-       AND token_digest IS NOT DISTINCT FROM $12
-       FOR UPDATE
-), moved AS (
-    UPDATE sessions AS s
-       SET version = held.version + 1, turn = $2, status = $4, token_digest = $5,
-           claim_turn = NULL, claim_seq = NULL, claim_owner = NULL, lease_until = NULL,
-           state = CASE WHEN $6 THEN held.state ELSE $7 END,
-           last_outcome = $8, updated_at = $9,
-           head_hash = {_linked("held.head_hash", "held.version + 1", "$2", "$13")}
-      FROM held
-     WHERE s.session_id = held.session_id
- RETURNING s.session_id, s.version, s.head_hash
-)
-INSERT INTO events (session_id, seq, kind, turn, consumed, issued, data, recorded_at, hash)
-SELECT session_id, version, $10, $2, $12, $5, $11, $9, head_hash FROM moved
-RETURNING seq
-"""  # noqa: S608 - composed of fixed SQL only
-
-# A refusal of a known session, linked into its refusal chain. The update takes the row's
-# lock, so the refusals of one session line up however many arrive at once.
-_REFUSE = f"""
-WITH counted AS (
-    UPDATE sessions
-       SET refusals = refusals + 1,
-           refusal_head = {_linked("refusal_head", "refusals + 1", "0", "$5")}
-     WHERE session_id = $1
- RETURNING session_id, refusals, refusal_head
-)
-INSERT INTO events (session_id, refusal_seq, kind, data, recorded_at, hash)
-SELECT session_id, refusals, $2, $3, $4, refusal_head FROM counted
-RETURNING refusal_seq
-"""  # noqa: S608 - composed of fixed SQL only
 
 _json_encoder = msgspec.json.Encoder()
 
@@ -235,7 +118,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 def _event_args(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(row.get(field) for field in _EVENT_FIELDS)
+    return tuple(row.get(field) for field in sql.EVENT_FIELDS)
 
 
 def _state_from(record: asyncpg.Record) -> SessionState:
@@ -283,7 +166,7 @@ class PostgresSessionStore:
         _, heads = ChainHeads().append(event)  # the started event's link is the chain's head
         row = {**state_to_row(state), **heads.as_row()}
         await self._db.execute(
-            _START,
+            sql.START,
             *(row[field] for field in SESSION_FIELDS),
             event["seq"],
             event["kind"],
@@ -335,7 +218,7 @@ class PostgresSessionStore:
         for _ in range(CLAIM_ATTEMPTS):
             try:
                 async with self._db.acquire() as conn, conn.transaction():
-                    row = await conn.fetchrow(_SELECT_SESSION + " FOR UPDATE", session_id)
+                    row = await conn.fetchrow(sql.SELECT_SESSION + " FOR UPDATE", session_id)
                     state = _state_from(row) if row is not None else None
                     decision = decisions.claim_turn(
                         state,
@@ -371,7 +254,7 @@ class PostgresSessionStore:
             TurnClaimed(session_id=session_id, seq=0, turn=0, input=input, lease=lease, at=at)
         )
         record = await self._db.fetchrow(
-            _CLAIM,
+            sql.CLAIM,
             session_id,
             presented,
             at,
@@ -404,7 +287,7 @@ class PostgresSessionStore:
         """Append a claim holder's event; its seq, or None if the claim is no longer held."""
         draft = event_to_row(event)
         seq: int | None = await self._db.fetchval(
-            _HOLDER_EVENT,
+            sql.HOLDER_EVENT,
             event.session_id,
             claim.turn,
             claim.seq,
@@ -463,7 +346,7 @@ class PostgresSessionStore:
         keep = outcome.state is KEEP
         try:
             seq = await self._db.fetchval(
-                _COMMIT,
+                sql.COMMIT,
                 session_id,
                 claim.turn,
                 claim.seq,
@@ -505,7 +388,7 @@ class PostgresSessionStore:
         close: CloseCause | None = None,
     ) -> None:
         async with self._db.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(_SELECT_SESSION + " FOR UPDATE", session_id)
+            row = await conn.fetchrow(sql.SELECT_SESSION + " FOR UPDATE", session_id)
             state = _state_from(row) if row is not None else None
             released = decisions.release_turn(state, claim, cause, error, at)
             if state is None or row is None or released is None:
@@ -522,7 +405,7 @@ class PostgresSessionStore:
     ) -> SessionState | Refusal:
         # Rare enough for the general form: lock the row, decide, write.
         async with self._db.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(_SELECT_SESSION + " FOR UPDATE", session_id)
+            row = await conn.fetchrow(sql.SELECT_SESSION + " FOR UPDATE", session_id)
             state = _state_from(row) if row is not None else None
             decision = decisions.close_by_client(
                 state, session_id=session_id, presented=presented, at=at
@@ -544,7 +427,7 @@ class PostgresSessionStore:
 
     @_outage_is_unavailable
     async def load(self, session_id: SessionId) -> SessionState | None:
-        row = await self._db.fetchrow(_SELECT_SESSION, session_id)
+        row = await self._db.fetchrow(sql.SELECT_SESSION, session_id)
         return _state_from(row) if row is not None else None
 
     async def _contended(self, session_id: SessionId) -> Contended:
@@ -558,7 +441,7 @@ async def _refuse(conn: asyncpg.Connection, refused: RequestRefused) -> None:
     row = event_to_row(refused)
     if refused.session_id is not None:
         place = await conn.fetchval(
-            _REFUSE,
+            sql.REFUSE,
             refused.session_id,
             row["kind"],
             row["data"],
@@ -567,7 +450,7 @@ async def _refuse(conn: asyncpg.Connection, refused: RequestRefused) -> None:
         )
         if place is not None:
             return
-    await conn.execute(_INSERT_EVENT, *_event_args({**row, "hash": standalone(row)}))
+    await conn.execute(sql.INSERT_EVENT, *_event_args({**row, "hash": standalone(row)}))
 
 
 async def _append(
@@ -584,15 +467,15 @@ async def _append(
         row["hash"], heads = heads.append(row)
         rows.append(_event_args(row))
     try:
-        await conn.executemany(_INSERT_EVENT, rows)
+        await conn.executemany(sql.INSERT_EVENT, rows)
     except asyncpg.UniqueViolationError as error:
         raise Conflict(str(error)) from error
     after = fold(new_events, state)
     values = {**state_to_row(after), **heads.as_row()}
     written = await conn.execute(
-        _UPDATE_SESSION,
+        sql.UPDATE_SESSION,
         state.session_id,
-        *(values[field] for field in _UPDATED_FIELDS),
+        *(values[field] for field in sql.UPDATED_FIELDS),
         state.version,
     )
     if written != "UPDATE 1":

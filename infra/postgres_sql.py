@@ -1,0 +1,125 @@
+"""The SQL of the PostgreSQL store (infra/postgres_store.py): one statement per write.
+
+Each statement is conditional and appends its event through a data-modifying CTE, linking it
+into the session's hash chain with sha256() (the link is defined in infra/chain.py).
+"""
+
+from infra.tables import SESSION_FIELDS
+
+SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
+EVENT_FIELDS = (
+    "session_id",
+    "seq",
+    "refusal_seq",
+    "kind",
+    "turn",
+    "consumed",
+    "issued",
+    "data",
+    "recorded_at",
+    "hash",
+)
+
+SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = $1"  # noqa: S608
+INSERT_EVENT = (
+    "INSERT INTO events (session_id, seq, refusal_seq, kind, turn, consumed, issued, data, "
+    "recorded_at, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+)
+UPDATE_SESSION = (
+    "UPDATE sessions SET version = $2, turn = $3, status = $4, token_digest = $5, "
+    "claim_turn = $6, claim_seq = $7, claim_owner = $8, lease_until = $9, state = $10, "
+    "last_outcome = $11, updated_at = $12, head_hash = $13 WHERE session_id = $1 AND version = $14"
+)
+UPDATED_FIELDS = tuple(
+    f for f in SESSION_FIELDS if f not in {"session_id", "created_at", "refusals", "refusal_head"}
+)
+
+
+def linked(previous: str, seq: str, turn: str, payload: str) -> str:
+    """infra.chain.link, in SQL: previous hash, seq and turn as 8-byte integers, payload."""
+    return (
+        f"encode(sha256(coalesce(decode({previous}, 'hex'), decode(repeat('00', 32), 'hex'))"
+        f" || int8send(({seq})::bigint) || int8send(({turn})::bigint) || {payload}), 'hex')"
+    )
+
+
+# A new session row and its `started` event (everything is known here: linked in Python).
+START = f"""
+WITH session AS (
+    INSERT INTO sessions ({SESSION_COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+)
+INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)
+VALUES ($1, $17, $18, $19, $20, $21, $14)
+"""  # noqa: S608
+
+# Validate and claim in one step: only a session whose current token was presented and
+# that no turn holds moves; the event lands at the version the update gave it.
+CLAIM = f"""
+WITH claimed AS (
+    UPDATE sessions
+       SET version = version + 1, status = $5, claim_turn = turn + 1,
+           claim_seq = version + 1, claim_owner = $8, lease_until = $9, updated_at = $3,
+           head_hash = {linked("head_hash", "version + 1", "turn + 1", "$10")}
+     WHERE session_id = $1 AND token_digest = $2 AND status = $6
+ RETURNING {SESSION_COLUMNS}
+), appended AS (
+    INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)
+    SELECT session_id, version, $7, claim_turn, $4, $3, head_hash FROM claimed
+)
+SELECT * FROM claimed
+"""  # noqa: S608
+
+# A claim holder's own event (a record, a renewal), only while this turn holds the claim.
+HOLDER_EVENT = f"""
+WITH moved AS (
+    UPDATE sessions
+       SET version = version + 1, updated_at = $4,
+           claim_owner = coalesce($7, claim_owner), lease_until = coalesce($8, lease_until),
+           head_hash = {linked("head_hash", "version + 1", "$2", "$9")}
+     WHERE session_id = $1 AND claim_turn = $2 AND claim_seq = $3
+ RETURNING session_id, version, head_hash
+)
+INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)
+SELECT session_id, version, $5, $2, $6, $4, head_hash FROM moved
+RETURNING seq
+"""  # noqa: S608 - composed of fixed SQL only
+
+# Consume the current token and issue the next, only while this turn holds the claim and the
+# token it consumes is the one the claim was made with.
+COMMIT = f"""
+WITH held AS (
+    SELECT session_id, version, head_hash, state FROM sessions
+     WHERE session_id = $1 AND claim_turn = $2 AND claim_seq = $3
+       AND token_digest IS NOT DISTINCT FROM $12
+       FOR UPDATE
+), moved AS (
+    UPDATE sessions AS s
+       SET version = held.version + 1, turn = $2, status = $4, token_digest = $5,
+           claim_turn = NULL, claim_seq = NULL, claim_owner = NULL, lease_until = NULL,
+           state = CASE WHEN $6 THEN held.state ELSE $7 END,
+           last_outcome = $8, updated_at = $9,
+           head_hash = {linked("held.head_hash", "held.version + 1", "$2", "$13")}
+      FROM held
+     WHERE s.session_id = held.session_id
+ RETURNING s.session_id, s.version, s.head_hash
+)
+INSERT INTO events (session_id, seq, kind, turn, consumed, issued, data, recorded_at, hash)
+SELECT session_id, version, $10, $2, $12, $5, $11, $9, head_hash FROM moved
+RETURNING seq
+"""  # noqa: S608 - composed of fixed SQL only
+
+# A refusal of a known session, linked into its refusal chain. The update takes the row's
+# lock, so the refusals of one session line up however many arrive at once.
+REFUSE = f"""
+WITH counted AS (
+    UPDATE sessions
+       SET refusals = refusals + 1,
+           refusal_head = {linked("refusal_head", "refusals + 1", "0", "$5")}
+     WHERE session_id = $1
+ RETURNING session_id, refusals, refusal_head
+)
+INSERT INTO events (session_id, refusal_seq, kind, data, recorded_at, hash)
+SELECT session_id, refusals, $2, $3, $4, refusal_head FROM counted
+RETURNING refusal_seq
+"""  # noqa: S608 - composed of fixed SQL only
