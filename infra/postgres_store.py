@@ -11,12 +11,12 @@ the condition fails, the store reads the row fresh and lets the domain say why (
 or Contended).
 
 The SQL (infra/postgres_sql.py) mirrors domain.state.evolve for the claim, record, renewal
-and commit events. That is checked, not assumed: the projection-rebuild test folds the events with the
-domain's own evolve and compares the result with the rows these statements wrote, chain
-heads included, and `baton verify` recomputes every link in Python. The rare paths
-(releasing a failed turn, taking over a lapsed claim) keep the general form: lock the row,
-decide in Python, write. asyncpg is used directly: it prepares and caches each statement
-per connection.
+and commit events. That is checked, not assumed: the projection-rebuild test folds the
+events with the domain's own evolve and compares the result with the rows these statements
+wrote, chain heads included, and `baton verify` recomputes every link in Python. The rare
+paths (releasing a failed turn, taking over a lapsed claim) keep the general form: lock the
+row, decide in Python, write. asyncpg is used directly: it prepares and caches each
+statement per connection.
 """
 
 import functools
