@@ -30,9 +30,6 @@ class Metrics:
     def count_turn(self, status: str) -> None:
         self._turns[status] += 1
 
-    def errors(self, reason: str) -> int:
-        return self._errors[reason]
-
     def render(self) -> str:
         lines = [
             "# HELP baton_errors_total Requests answered with an error, by reason.",

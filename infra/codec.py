@@ -24,7 +24,6 @@ from domain.events import (
 from domain.identifiers import SessionId, TokenDigest
 from domain.json import JsonObject, JsonValue
 from domain.outcomes import KEEP, Finished, HandlerOutcome, Parked
-from domain.refusals import RefusalReason
 from domain.state import Claim, SessionState, SessionStatus
 
 Row = Mapping[Any, Any]  # a SQLAlchemy RowMapping, or any dict of the same keys
@@ -96,21 +95,6 @@ def _outcome_from(data: dict[str, Any]) -> HandlerOutcome:
     if data["status"] == "finished":
         return Finished(output=data.get("output"), state=state)
     return Parked(wait=data.get("wait"), state=state)
-
-
-def row_to_event(row: Row) -> Event:
-    """The event a row holds; the inverse of event_to_row."""
-    kind, data = row["kind"], cast(dict[str, Any], row["data"])
-    if kind == "refused":
-        presented = data.get("sessionId")
-        return RequestRefused(
-            session_id=row["session_id"],
-            turn=row["turn"],
-            reason=RefusalReason(data["reason"]),
-            presented_id=presented if isinstance(presented, str) else None,
-            at=row["recorded_at"],
-        )
-    return row_to_session_event(row)
 
 
 def row_to_session_event(row: Row) -> SessionEvent:

@@ -21,6 +21,7 @@ statement per connection.
 
 import functools
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -308,7 +309,7 @@ class PostgresSessionStore:
         seq = await self._holder_event(draft, claim, lease)
         if seq is None:
             return await self._contended(session_id)
-        return ClaimRenewed(session_id=session_id, seq=seq, turn=claim.turn, lease=lease, at=at)
+        return replace(draft, seq=seq)
 
     @_outage_is_unavailable
     async def append_record(
@@ -318,7 +319,7 @@ class PostgresSessionStore:
         seq = await self._holder_event(draft, claim, None)
         if seq is None:
             return await self._contended(session_id)
-        return RecordAppended(session_id=session_id, seq=seq, turn=claim.turn, record=record, at=at)
+        return replace(draft, seq=seq)
 
     @_outage_is_unavailable
     async def commit(
@@ -365,16 +366,7 @@ class PostgresSessionStore:
             seq = None  # only a takeover could have spent this token already
         if seq is None:
             return await self._contended(session_id)
-        return TurnCommitted(
-            session_id=session_id,
-            seq=seq,
-            turn=claim.turn,
-            consumed=consumed,
-            issued=issued,
-            outcome=outcome,
-            at=at,
-            sealed=sealed,
-        )
+        return replace(draft, seq=seq)
 
     @_outage_is_unavailable
     async def release(
