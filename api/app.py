@@ -60,7 +60,9 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
                     turn_timeout=settings.turn_timeout,
                 )
                 app.state.engine = engine
-                app.state.turns = Turns(TurnDriver(services), runner, gate)
+                app.state.turns = Turns(
+                    TurnDriver(services), runner, gate, settings.sse_ping_seconds
+                )
                 try:
                     yield
                 finally:
@@ -95,5 +97,7 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Baton", version=VERSION, path="/schema"),
-        state=State({"metrics": metrics, "head_revision": head_revision(), "gate": gate}),
+        state=State(
+            {"metrics": metrics, "head_revision": head_revision(), "gate": gate, "runner": runner}
+        ),
     )

@@ -2,22 +2,17 @@
 
 import argparse
 import asyncio
-import math
-import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
-from types import FrameType
 
-import uvicorn
-from litestar import Litestar
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.app import create_app
 from api.commands import add_commands
 from api.handlers import HandlerNotFound
 from api.history_cli import add_history_arguments, print_history
-from api.shutdown import ShutdownGate
+from api.serving import run_server
 from infra.database import create_engine
 from infra.migrate import head_revision, upgrade_to_head
 from infra.settings import Settings, SettingsError
@@ -97,43 +92,6 @@ async def _migrate(settings: Settings) -> None:
         print(
             f"baton: database schema migrated from {before or 'empty'} to {head}", file=sys.stderr
         )
-
-
-class _GracefulServer(uvicorn.Server):
-    """uvicorn's server, closing Baton's gate the moment a stop signal arrives, so that new
-    turns are refused while uvicorn waits for the ones in progress."""
-
-    def __init__(self, config: uvicorn.Config, gate: ShutdownGate | None) -> None:
-        super().__init__(config)
-        self._gate = gate
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._gate is not None:
-            self._gate.close()
-        super().handle_exit(sig, frame)
-
-
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
-
-
-def run_server(app: Litestar, settings: Settings) -> None:
-    """Serve `app` the way `baton serve` does; benchmarks serve their baselines through this
-    too, so a comparison differs only in the app."""
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        # Without WebSockets, an upgrade request reaches the app as plain HTTP and gets 426.
-        ws="auto" if settings.websockets else "none",
-        ws_max_size=settings.max_body_bytes,  # a larger frame closes the socket with 1009
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
-    )
-    # Once it has shut down gracefully, uvicorn raises the signal it caught again, for the
-    # handler it found; a stop that went well should end the process with status 0.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    _GracefulServer(config, getattr(app.state, "gate", None)).run()
 
 
 def _serve(settings: Settings) -> None:

@@ -1,5 +1,5 @@
 """The http-floor: a trivial Litestar app with one JSON POST endpoint, served exactly like
-`baton serve` (api.cli.run_server, same settings), so Baton's c16 turns can be compared with
+`baton serve` (api.serving.run_server, same settings), so Baton's c16 turns can be compared with
 what the same web stack does when the handler does nothing.
 
 Run as `python -m bench.floor_app --port P`.
@@ -12,7 +12,7 @@ from typing import Any
 
 from litestar import Litestar, get, post
 
-from api.cli import run_server
+from api.serving import run_server
 from infra.settings import Settings
 
 

@@ -16,6 +16,7 @@ from infra.tables import events, sessions
 from tests.databases import fresh_database
 from tests.e2e.server import TEST_HANDLER, BatonServer
 from tests.e2e.store_probe import probe
+from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
 GRACE = 5.0
@@ -57,7 +58,8 @@ async def test_sigterm_under_load_finishes_turns_and_exits_0(database: str, tmp_
     clients = [
         asyncio.create_task(keep_turning(server.url, answers, tokens)) for _ in range(CLIENTS)
     ]
-    await asyncio.sleep(1.5)
+    # Under way: every client has committed a turn (a deadline, not a guess at timing).
+    await until(lambda: len(tokens) >= CLIENTS, "every client committed a turn")
     assert server.process is not None
     began = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
@@ -86,3 +88,45 @@ async def test_sigterm_under_load_finishes_turns_and_exits_0(database: str, tmp_
     assert statuses == {"idle"}  # no turn was left in flight
     assert released == []  # every running turn finished within the grace period
     assert {digest_token(token) for token in tokens} <= issued  # every 200 is a commit
+
+
+async def test_while_draining_new_turns_get_503_retry_after_and_readyz_is_503(
+    database: str, tmp_path: Path
+) -> None:
+    """The gate closes at SIGTERM while the replica still answers: a load balancer polling
+    /readyz sees it go, and a request already on its way is told to retry elsewhere."""
+    server = BatonServer(
+        database, tmp_path / "server.log", "--handler", TEST_HANDLER, "--shutdown-grace", "20"
+    ).start()
+    release = tmp_path / "let-go"
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        held = asyncio.create_task(
+            client.post("/v1/session", json={"message": "/hold", "until": str(release)})
+        )
+        async with probe(database) as engine:
+
+            async def in_flight() -> bool:
+                async with engine.connect() as conn:
+                    statuses = (await conn.execute(select(sessions.c.status))).scalars()
+                    return "in-flight" in set(statuses)
+
+            await until(in_flight, "the held turn is in flight")
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+
+        async def readyz_fails() -> bool:
+            return (await client.get("/readyz")).status_code == 503
+
+        await until(readyz_fails, "/readyz answers 503 after SIGTERM")
+        readiness = (await client.get("/readyz")).json()
+        refused = await client.post("/v1/session", json={"message": "too late"})
+        assert (refused.status_code, refused.json()["reason"]) == (503, "unavailable")
+        assert refused.headers["retry-after"] == "1"
+        assert held.done() is False  # the held turn still runs...
+        release.touch()
+        finished = await held
+    assert finished.status_code == 200, finished.text  # ...and finishes
+    code = await asyncio.to_thread(server.process.wait, 30)
+    assert code == 0, server.log()
+    assert readiness["reason"] == "not-ready"

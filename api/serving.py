@@ -1,0 +1,76 @@
+"""Serving an app with uvicorn, and stopping it gracefully.
+
+On SIGTERM a replica closes its gate at once (new turns get 503 with Retry-After, /readyz
+turns 503) but keeps its listener open while its turns run, for at most the grace period:
+a load balancer that polls /readyz can only see it turn 503 if the replica still answers,
+and requests already on their way get a 503 that says "retry elsewhere" instead of a
+refused connection. Once no turn runs (or the grace period is over) uvicorn shuts down as
+usual: it stops accepting, waits for open responses, and the lifespan cancels (and so
+releases) whatever turn is still running.
+"""
+
+import math
+import signal
+from collections.abc import Sized
+from types import FrameType
+
+import uvicorn
+from litestar import Litestar
+
+from api.shutdown import ShutdownGate
+from infra.settings import Settings
+
+
+class GracefulServer(uvicorn.Server):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        gate: ShutdownGate | None,
+        running: Sized | None,
+        grace_seconds: float,
+    ) -> None:
+        super().__init__(config)
+        self._gate = gate
+        self._running = running
+        self._grace = grace_seconds
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._gate is not None:
+            self._gate.close()
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        stop = await super().on_tick(counter)
+        if not stop or self.force_exit or self._gate is None:
+            return stop
+        remaining = self._gate.remaining(self._grace)
+        if self._running and len(self._running) and remaining > 0:
+            return False  # still draining: keep answering 503s and /readyz
+        # What is left of the grace period is all uvicorn may wait for open responses.
+        self.config.timeout_graceful_shutdown = max(1, math.ceil(remaining))
+        return True
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def run_server(app: Litestar, settings: Settings) -> None:
+    """Serve `app` the way `baton serve` does; benchmarks serve their baselines through this
+    too, so a comparison differs only in the app."""
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # Without WebSockets, an upgrade request reaches the app as plain HTTP and gets 426.
+        ws="auto" if settings.websockets else "none",
+        ws_max_size=settings.max_body_bytes,  # a larger frame closes the socket with 1009
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
+    )
+    # Once it has shut down gracefully, uvicorn raises the signal it caught again, for the
+    # handler it found; a stop that went well should end the process with status 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    gate = getattr(app.state, "gate", None)
+    running = getattr(app.state, "runner", None)
+    GracefulServer(config, gate, running, settings.shutdown_grace).run()
