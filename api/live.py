@@ -66,6 +66,7 @@ class Turns:
     driver: TurnDriver
     runner: "TurnRunner"
     gate: ShutdownGate
+    ping_seconds: float = 15.0  # an SSE stream's keep-alive interval
 
     async def open_start(self, request: StartRequest) -> OpenTurn | Refusal:
         self.gate.check()

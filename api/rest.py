@@ -68,7 +68,7 @@ async def answer(request: AnyRequest, opened: OpenTurn | Refusal, turns: Turns) 
         raise ApiError.refused(opened)
     live = turns.runner.launch(opened)
     if wants_stream(request):
-        return stream_turn(live)
+        return stream_turn(live, turns.ping_seconds)
     end = await live.end()
     if isinstance(end, TurnFailed):
         raise ApiError(TURN_FAILED, f"turn failed: {end.message}")

@@ -23,9 +23,8 @@ from api.live import LiveTurn
 from api.turn_events import event_object
 
 EVENT_STREAM = "text/event-stream"
-# Litestar 2 has no SSE keep-alive of its own; a comment line every so often keeps proxies
-# and load balancers from closing a stream whose turn is thinking quietly.
-PING_SECONDS = 15.0
+# Litestar 2 has no SSE keep-alive of its own; a comment line every so often (the setting
+# sse_ping_seconds) keeps proxies and load balancers from closing a quiet stream.
 PING = b": ping\r\n\r\n"
 
 _encode = msgspec.json.Encoder().encode
@@ -41,8 +40,8 @@ def frame(body: dict[str, object], seq: int | None) -> bytes:
     return head.encode() + b"data: " + _encode(body) + b"\r\n\r\n"
 
 
-async def _frames(live: LiveTurn) -> AsyncIterator[bytes]:
-    async for event in live.events_or_idle(PING_SECONDS):
+async def _frames(live: LiveTurn, ping_seconds: float) -> AsyncIterator[bytes]:
+    async for event in live.events_or_idle(ping_seconds):
         if event is None:
             yield PING
             continue
@@ -67,10 +66,11 @@ class TurnStream(Stream):
         return response
 
 
-def stream_turn(live: LiveTurn) -> Stream:
-    """The turn as an SSE stream: records and deltas, then one outcome or error event."""
+def stream_turn(live: LiveTurn, ping_seconds: float) -> Stream:
+    """The turn as an SSE stream: records and deltas, then one outcome or error event, with
+    a `: ping` comment after every `ping_seconds` of silence."""
     return TurnStream(
-        _frames(live),
+        _frames(live, ping_seconds),
         media_type=EVENT_STREAM,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

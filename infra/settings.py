@@ -82,6 +82,9 @@ class Settings:
     # and the turn timeout.
     lease_seconds: float | None = None
     shutdown_grace: float = 30.0  # seconds running turns get to finish on SIGTERM
+    # Seconds of silence after which an SSE stream sends a `: ping` comment, so proxies and
+    # load balancers do not close a stream whose turn is thinking quietly.
+    sse_ping_seconds: float = 15.0
     # Bearer keys for /v1/admin (api/admin.py); none: the admin API does not exist. Kept
     # out of repr so that logging the settings never prints a key.
     admin_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
@@ -120,5 +123,6 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "turn_timeout": _positive_float,
     "lease_seconds": _positive_float,
     "shutdown_grace": _positive_float,
+    "sse_ping_seconds": _positive_float,
     "admin_keys": _keys,
 }
