@@ -85,15 +85,15 @@ async def test_a_refused_request_never_gets_an_event_stream(server: BatonServer)
     session = await start(server)
     path = f"/v1/session/{session['sessionId']}/message"
     refused = [
-        ("/v1/session", {"continuationToken": "x"}, 400),
-        (f"/v1/session/{uuid.uuid4()}/message", {"continuationToken": "x"}, 404),
-        (path, {}, 400),
-        (path, {"continuationToken": "forged"}, 409),
-        (path, {"continuationToken": 5}, 400),
+        ("/v1/session", {"continuationToken": "x"}, 400, "unexpected-token"),
+        (f"/v1/session/{uuid.uuid4()}/message", {"continuationToken": "x"}, 404, "unknown-session"),
+        (path, {}, 400, "missing-token"),
+        (path, {"continuationToken": "forged"}, 409, "stale-token"),
+        (path, {"continuationToken": 5}, 400, "bad-request"),
     ]
-    for url, body, status in refused:
+    for url, body, status, reason in refused:
         response, streamed = await stream(server.url, url, {"message": "m", **body})
-        assert response.status_code == status
+        assert (response.status_code, response.json()["reason"]) == (status, reason)
         assert response.headers["content-type"] == "application/json"
         assert set(response.json()) == {"error", "reason"}
         assert streamed == []

@@ -1,12 +1,15 @@
 """SQLite is set up for durability and for writers that never read a version twice."""
 
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from infra.database import create_engine, writing
 from infra.settings import Settings
+from infra.stores import open_store
 
 SYNCHRONOUS_LEVELS = {1: "NORMAL", 2: "FULL"}
 
@@ -50,3 +53,28 @@ async def test_a_writing_transaction_takes_the_write_lock_up_front(tmp_path: Pat
                 assert (await reader.execute(text("SELECT 1"))).scalar() == 1
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("level", ["FULL", "NORMAL"])
+async def test_every_connection_the_store_writes_through_is_wal_at_the_set_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str
+) -> None:
+    """Read back from the connections the store itself opens (not from another engine's):
+    WAL, and the synchronous level asked for, or an acknowledged turn could be lost."""
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def recording_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection = connect(*args, **kwargs)
+        opened.append(connection)
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", recording_connect)
+    # A file no other engine has touched: WAL is a property of the file once set.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    async with open_store(Settings(database_url=url, sqlite_synchronous=level)):
+        assert opened, "the store opened no connection of its own"
+        for connection in opened:
+            mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+            synchronous = connection.execute("PRAGMA synchronous").fetchone()[0]
+            assert (mode, SYNCHRONOUS_LEVELS[synchronous]) == ("wal", level)

@@ -297,3 +297,31 @@ async def test_the_database_refuses_a_reissued_token_or_a_reused_seq(
     with pytest.raises(IntegrityError):
         async with engine.begin() as conn:
             await conn.execute(insert(events).values(row))
+
+
+@pytest.mark.parametrize("presented", ["another", None])
+async def test_a_commit_that_names_another_consumed_token_consumes_nothing(
+    store: SessionStore, engine: AsyncEngine, presented: str | None
+) -> None:
+    """The commit spends the token the claim was made with, and only that one: a commit
+    naming another (or none) ends contended and the current token stays current."""
+    session_id, token = await committed_session(store)
+    granted = await store.claim(session_id, digest_token(token), {}, now(), lease())
+    assert isinstance(granted, ClaimGranted)
+    result = await store.commit(
+        session_id,
+        granted.claim,
+        Finished("x"),
+        digest_token(new_token()),
+        now(),
+        consumed=digest_token(presented) if presented else None,
+    )
+    assert result == Contended(current=granted.state.version)
+    loaded = await store.load(session_id)
+    assert loaded is not None
+    assert (loaded.token_digest, loaded.turn, loaded.claim) == (
+        digest_token(token),
+        1,
+        granted.claim,
+    )
+    assert await kinds(engine, session_id) == ["started", "committed", "claimed"]
