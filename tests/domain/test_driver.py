@@ -33,6 +33,7 @@ from domain.outcomes import Contended, Finished, HandlerOutcome, Parked, StateUp
 from domain.refusals import Refusal, RefusalReason
 from domain.state import SessionStatus
 from tests.domain.fakes import FakeClock, InMemorySessionStore, RecordingSink, SeededRandom
+from tests.waiting import until
 
 UNKNOWN_ID = "0190f5a2-1b3c-7d4e-8f60-123456789abc"
 
@@ -603,7 +604,10 @@ async def test_a_commit_that_fails_releases_the_claim_and_keeps_the_token() -> N
 
 async def test_a_long_turn_renews_its_lease_while_it_runs() -> None:
     async def slow(turn: Turn) -> Finished:
-        await asyncio.sleep(0.2)
+        def renewed() -> bool:
+            return harness.store.kinds(turn.session_id).count("renewed") >= 3
+
+        await until(renewed, "the running turn renewed its lease three times")
         return Finished("done", state=None)
 
     harness = Harness(slow, lease_seconds=0.06)  # renewed every 20 ms

@@ -105,7 +105,7 @@ async def test_a_stalled_turn_whose_lease_lapsed_ends_contended(
             assert stalled.process is not None
             os.kill(stalled.process.pid, signal.SIGSTOP)  # no heartbeat: the lease lapses
             try:
-                await asyncio.sleep(float(LEASE) + 0.5)
+                await wait_until_lapsed(engine, session_id)
                 taken = await send(client, other, session_id, token, {"message": "takeover"})
             finally:
                 os.kill(stalled.process.pid, signal.SIGCONT)

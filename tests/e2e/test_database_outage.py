@@ -17,10 +17,10 @@ from infra.tables import events
 from tests.databases import POSTGRES_ADMIN_URL, fresh_database
 from tests.e2e.server import BatonServer
 from tests.e2e.store_probe import probe
+from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
 CLIENTS = 6
-BEFORE, OUTAGE, AFTER = 1.5, 2.0, 2.5  # seconds
 SETTLE = 1.0  # after the database is back, within which a last 503 is still fair
 
 
@@ -48,11 +48,11 @@ async def sealed_for(database: str, consumed: str) -> str | None:
     return unseal_token(data["sealedToken"], consumed) if data else None
 
 
-async def client(url: str, database: str, deadline: float, log: Log) -> None:
+async def client(url: str, database: str, stop: asyncio.Event, log: Log) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         started = (await http.post("/v1/session", json={"message": "a"})).json()
         session_id, token = started["sessionId"], started["continuationToken"]
-        while time.monotonic() < deadline:
+        while not stop.is_set():
             body = {"message": "m", "continuationToken": token}
             reply = await http.post(f"/v1/session/{session_id}/message", json=body)
             payload = reply.json()
@@ -69,25 +69,32 @@ async def client(url: str, database: str, deadline: float, log: Log) -> None:
                 await asyncio.sleep(0.05)  # 503, or in-flight behind a claim that lost its line
 
 
+def answered(log: Log, status: int, since: float) -> int:
+    return sum(1 for when, code, _ in log.answers if code == status and when >= since)
+
+
 async def test_a_database_outage_under_load_is_503_then_recovers(tmp_path: Path) -> None:
     with fresh_database("postgresql", tmp_path) as database:
         name = database.rsplit("/", 1)[1]
         with BatonServer(database, tmp_path / "server.log", "--lease", "1") as server:
-            log = Log()
-            deadline = time.monotonic() + BEFORE + OUTAGE + AFTER
+            log, stop = Log(), asyncio.Event()
             clients = [
-                asyncio.create_task(client(server.url, database, deadline, log))
-                for _ in range(CLIENTS)
+                asyncio.create_task(client(server.url, database, stop, log)) for _ in range(CLIENTS)
             ]
-            await asyncio.sleep(BEFORE)
+            await until(lambda: len(log.acknowledged) >= CLIENTS, "the clients are under way")
             down = time.monotonic()
             await admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             await admin(
                 f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
             )
-            await asyncio.sleep(OUTAGE)
+            await until(lambda: answered(log, 503, since=down) >= CLIENTS, "clients see 503s")
             await admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             up = time.monotonic()
+            await until(
+                lambda: answered(log, 200, since=up + SETTLE) >= 2 * CLIENTS,
+                "turns commit again after the database is back",
+            )
+            stop.set()
             await asyncio.gather(*clients)
 
         async with probe(database) as engine, engine.connect() as conn:
