@@ -8,7 +8,12 @@ logs and checks that:
 - every 200 a client received is a commit in the store;
 - every token was consumed at most once;
 - each session's chain of issued -> consumed tokens is unbroken;
-- the sessions projection equals the one folded from the events alone.
+- the sessions projection equals the one folded from the events alone;
+- the replicas kept serving: after every kill, some turn commits within PROGRESS_SECONDS;
+- every answer was JSON (a 5xx with another body is a finding, not a dead replica).
+
+The clients' and the killer's choices come from one seeded generator; the seed is printed,
+and `--seed` replays the same choices (the timing of a real run still varies).
 
 `make chaos` runs the long form; tests/e2e/test_chaos.py a short one in `make test`.
 """
@@ -37,6 +42,7 @@ from tests.e2e.store_probe import probe
 REPLICAS = 3
 LEASE_SECONDS = "1"  # a killed replica's sessions free up quickly
 REQUEST_TIMEOUT = 10.0
+PROGRESS_SECONDS = 5.0  # after a kill, some turn must commit within this long
 
 
 @dataclass
@@ -49,6 +55,7 @@ class Session:
 @dataclass
 class ClientLog:
     acknowledged: list[tuple[str, int, str]] = field(default_factory=list)  # (session, turn, token)
+    acknowledged_at: list[float] = field(default_factory=list)  # loop time of each of those
     answers: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
     recovered: int = 0
@@ -58,11 +65,12 @@ class ClientLog:
 class Chaos:
     database: str
     replicas: list[BatonServer]
+    rng: random.Random
     log: ClientLog = field(default_factory=ClientLog)
-    kills: int = 0
+    kills: list[float] = field(default_factory=list)  # loop time of each kill
 
     def url(self) -> str:
-        return random.choice(self.replicas).url
+        return self.rng.choice(self.replicas).url
 
     async def post(
         self, client: httpx.AsyncClient, path: str, body: dict[str, object]
@@ -70,9 +78,14 @@ class Chaos:
         """(status, body), or (0, {}) when the replica died under the request."""
         try:
             reply = await client.post(self.url() + path, json=body, timeout=REQUEST_TIMEOUT)
-            return reply.status_code, reply.json()
-        except (httpx.TransportError, ValueError):
+        except httpx.TransportError:
             return 0, {}
+        try:
+            answer = reply.json()
+        except ValueError:
+            self.log.violations.append(f"{reply.status_code} with a non-JSON body on {path}")
+            return reply.status_code, {}
+        return reply.status_code, answer if isinstance(answer, dict) else {}
 
     # -------------------------------------------------------------- a client's moves
 
@@ -82,7 +95,7 @@ class Chaos:
             self.log.answers[f"start {status}"] += 1
             if status == 200:
                 session = Session(str(body["sessionId"]), str(body["continuationToken"]))
-                self.log.acknowledged.append((session.session_id, 1, session.token))
+                self.acknowledge(session.session_id, 1, session.token)
                 return session
             await asyncio.sleep(0.05)
 
@@ -107,7 +120,7 @@ class Chaos:
         """Present a token this session already spent: never a 200."""
         if not session.spent:
             return
-        old = random.choice(session.spent)
+        old = self.rng.choice(session.spent)
         path = f"/v1/session/{session.session_id}/message"
         status, body = await self.post(
             client, path, {"message": "replay", "continuationToken": old}
@@ -136,7 +149,11 @@ class Chaos:
             return
         session.spent.append(session.token)
         session.token = str(body["continuationToken"])
-        self.log.acknowledged.append((session.session_id, int(str(body["turn"])), session.token))
+        self.acknowledge(session.session_id, int(str(body["turn"])), session.token)
+
+    def acknowledge(self, session_id: str, turn: int, token: str) -> None:
+        self.log.acknowledged.append((session_id, turn, token))
+        self.log.acknowledged_at.append(asyncio.get_running_loop().time())
 
     async def recover(self, session: Session) -> None:
         """stale-token for the token we hold: our last turn committed but its reply was lost
@@ -156,8 +173,8 @@ class Chaos:
         async with httpx.AsyncClient() as client:
             loop = asyncio.get_running_loop()
             while loop.time() < until:
-                session = random.choice(sessions)
-                move = random.random()
+                session = self.rng.choice(sessions)
+                move = self.rng.random()
                 if move < 0.75:
                     await self.turn(client, session)
                 elif move < 0.9:
@@ -168,13 +185,27 @@ class Chaos:
     # -------------------------------------------------------------- the killer
 
     async def kill_replicas(self, until: float, every: float) -> None:
+        """Kill a replica every `every` seconds or so, leaving the run's last
+        PROGRESS_SECONDS without kills so that progress after each one can be judged."""
         loop = asyncio.get_running_loop()
-        while loop.time() + every < until:
-            await asyncio.sleep(random.uniform(every / 2, every * 1.5))
-            victim = random.choice(self.replicas)
+        while True:
+            pause = self.rng.uniform(every / 2, every * 1.5)
+            if loop.time() + pause + PROGRESS_SECONDS >= until:
+                return
+            await asyncio.sleep(pause)
+            victim = self.rng.choice(self.replicas)
             victim.kill()
-            self.kills += 1
+            self.kills.append(loop.time())
             await asyncio.to_thread(victim.start)
+
+    def stalls(self) -> list[str]:
+        """Kills after which no turn committed within PROGRESS_SECONDS."""
+        stalled = []
+        for killed in self.kills:
+            window = (killed, killed + PROGRESS_SECONDS)
+            if not any(window[0] < at <= window[1] for at in self.log.acknowledged_at):
+                stalled.append(f"no turn committed within {PROGRESS_SECONDS:g} s of a kill")
+        return stalled
 
 
 # ------------------------------------------------------------------ the audit
@@ -223,8 +254,12 @@ async def audit(engine: AsyncEngine, log: ClientLog) -> tuple[list[str], dict[st
     return problems, totals
 
 
-async def run(seconds: float, session_count: int, workers: int, kill_every: float) -> int:
+async def run(
+    seconds: float, session_count: int, workers: int, kill_every: float, seed: int | None = None
+) -> int:
     """The whole chaos run; the number of problems the audit found."""
+    seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+    print(f"chaos: seed {seed} (replay with --seed {seed})")
     with (
         tempfile.TemporaryDirectory() as scratch,
         fresh_database("postgresql", Path(scratch)) as database,
@@ -235,7 +270,7 @@ async def run(seconds: float, session_count: int, workers: int, kill_every: floa
         ]
         for replica in replicas:
             await asyncio.to_thread(replica.start)
-        chaos = Chaos(database, replicas)
+        chaos = Chaos(database, replicas, random.Random(seed))
         try:
             async with httpx.AsyncClient() as client:
                 started = [await chaos.start(client) for _ in range(session_count)]
@@ -250,9 +285,10 @@ async def run(seconds: float, session_count: int, workers: int, kill_every: floa
                 replica.stop()
         async with probe(database) as engine:
             problems, totals = await audit(engine, chaos.log)
+        problems += chaos.stalls()
 
     print(f"chaos: {seconds:g} s, {REPLICAS} replicas, {session_count} sessions, {workers} clients")
-    print(f"  replica kills survived: {chaos.kills}")
+    print(f"  replica kills survived: {len(chaos.kills)}")
     for name, count in totals.items():
         print(f"  {name}: {count}")
     print(f"  200s acknowledged to clients: {len(chaos.log.acknowledged)}")
@@ -271,8 +307,11 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--kill-every", type=float, default=4.0)
+    parser.add_argument("--seed", type=int, help="replay the choices of an earlier run")
     args = parser.parse_args()
-    problems = asyncio.run(run(args.seconds, args.sessions, args.clients, args.kill_every))
+    problems = asyncio.run(
+        run(args.seconds, args.sessions, args.clients, args.kill_every, args.seed)
+    )
     return 1 if problems else 0
 
 

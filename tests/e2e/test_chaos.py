@@ -11,7 +11,7 @@ pytestmark = pytest.mark.e2e
 
 async def test_a_short_chaos_run_passes_the_audit(capsys: pytest.CaptureFixture[str]) -> None:
     require_postgres()
-    problems = await run(seconds=15, session_count=200, workers=12, kill_every=3.0)
+    problems = await run(seconds=18, session_count=200, workers=12, kill_every=2.5)
     report = capsys.readouterr().out
     assert problems == 0, report
     kills = int(report.split("replica kills survived: ")[1].split()[0])
