@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint format bench chaos clean
+.PHONY: serve test lint format bench chaos mutants clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Baton needs Python 3.11 or newer; set PYTHON=...")'
@@ -35,6 +35,10 @@ bench: $(STAMP)
 # then an audit of the store (make test runs a short form).
 chaos: $(STAMP)
 	$(BIN)/python -m tests.e2e.chaos --seconds $(or $(SECONDS),120) --sessions 200
+
+# Break the core rules one line at a time (tests/mutants.py) and check a test fails for each.
+mutants: $(STAMP)
+	$(BIN)/python -m tests.mutants
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -1,0 +1,158 @@
+"""`make mutants`: break the core rules one line at a time and check that a test notices.
+
+Each mutant replaces one exact piece of source text (it must occur exactly once, so a
+mutant that no longer applies fails loudly instead of passing silently) and runs the tests
+that guard it. A mutant is *killed* when those tests fail; a mutant that survives is a
+promise the suite does not keep. The source is restored after each mutant, whatever
+happens. Not part of `make test`: it runs the selected tests once per mutant.
+
+    python -m tests.mutants            # every mutant, then the table; exit 1 if any survived
+    python -m tests.mutants -k commit  # only mutants whose name contains "commit"
+"""
+
+import argparse
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTEST = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # relative to the repository
+    original: str
+    mutated: str
+    tests: tuple[str, ...]  # pytest paths or node ids
+
+
+STORE = "tests/infra/test_store.py"
+DECISIONS = "tests/domain/test_decisions.py"
+LEASES = "tests/infra/test_leases.py"
+
+MUTANTS = (
+    Mutant(
+        "stale token claims (domain)",
+        "domain/decisions.py",
+        "    if presented != state.token_digest:\n        return refusals.STALE_TOKEN\n",
+        "",
+        (DECISIONS,),
+    ),
+    Mutant(
+        "refusal order: closed before stale-token",
+        "domain/decisions.py",
+        "    if presented != state.token_digest:\n        return refusals.STALE_TOKEN\n",
+        "    if state.status is SessionStatus.CLOSED:\n        return refusals.closed(session_id)\n"
+        "    if presented != state.token_digest:\n        return refusals.STALE_TOKEN\n",
+        (DECISIONS,),
+    ),
+    Mutant(
+        "refusal order: in-flight before stale-token",
+        "domain/decisions.py",
+        "    if presented != state.token_digest:\n        return refusals.STALE_TOKEN\n",
+        "    if state.status is SessionStatus.IN_FLIGHT and state.lease is not None"
+        " and not state.lease.lapsed(at):\n"
+        "        return refusals.IN_FLIGHT\n"
+        "    if presented != state.token_digest:\n        return refusals.STALE_TOKEN\n",
+        (DECISIONS,),
+    ),
+    Mutant(
+        "lease expiry ignored",
+        "domain/events.py",
+        "        return self.until <= at",
+        "        return False",
+        (LEASES,),
+    ),
+    Mutant(
+        "PostgreSQL claim without the token condition",
+        "infra/postgres_sql.py",
+        "WHERE session_id = $1 AND token_digest = $2 AND status = $6",
+        "WHERE session_id = $1 AND $2::text IS NOT NULL AND status = $6",
+        (STORE,),
+    ),
+    Mutant(
+        "PostgreSQL commit without the consumed-token condition",
+        "infra/postgres_sql.py",
+        "       AND token_digest IS NOT DISTINCT FROM $12\n",
+        "       AND ($12::text IS NULL OR $12::text IS NOT NULL)\n",
+        (STORE,),
+    ),
+    Mutant(
+        "SQLite commit without the consumed-token condition",
+        "infra/sqlite_store.py",
+        "            if state is not None and state.token_digest != consumed:",
+        "            if False:",
+        (STORE,),
+    ),
+    Mutant(
+        "SQLite group commit: BEGIN IMMEDIATE -> BEGIN",
+        "infra/sqlite_writer.py",
+        'conn.execute("BEGIN IMMEDIATE")',
+        'conn.execute("BEGIN")',
+        ("tests/e2e/test_replicas.py",),
+    ),
+    Mutant(
+        "SQLite store: synchronous=OFF",
+        "infra/sqlite_store.py",
+        'conn.execute(f"PRAGMA synchronous={self._synchronous}")',
+        'conn.execute("PRAGMA synchronous=OFF")',
+        ("tests/infra/test_sqlite_engine.py",),
+    ),
+    Mutant(
+        "the unique index on consumed tokens dropped",
+        "migrations/versions/0001_initial.py",
+        '        sa.UniqueConstraint("consumed", name="uq_events_consumed"),\n',
+        "",
+        (STORE, "tests/infra/test_migrations.py"),
+    ),
+)
+
+
+def run_mutant(mutant: Mutant) -> tuple[bool, float, str]:
+    """(killed, seconds, the last line pytest printed)."""
+    path = ROOT / mutant.path
+    source = path.read_text()
+    found = source.count(mutant.original)
+    if found != 1:
+        raise SystemExit(
+            f"mutant {mutant.name!r} does not apply: its text occurs {found} times in "
+            f"{mutant.path}; update tests/mutants.py to the code as it is now"
+        )
+    began = time.monotonic()
+    try:
+        path.write_text(source.replace(mutant.original, mutant.mutated))
+        done = subprocess.run(
+            [*PYTEST, *mutant.tests], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+    finally:
+        path.write_text(source)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    return done.returncode != 0, time.monotonic() - began, lines[-1] if lines else done.stderr
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-k", dest="only", help="run only mutants whose name contains this")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or args.only.lower() in m.name.lower()]
+    rows = []
+    for mutant in chosen:
+        killed, seconds, last = run_mutant(mutant)
+        verdict = "killed" if killed else "SURVIVED"
+        print(f"{verdict:<8}  {seconds:5.1f} s  {mutant.name}  ({last})", flush=True)
+        rows.append((mutant, killed))
+    print("\n| mutant | file | killed by | verdict |\n| --- | --- | --- | --- |")
+    for mutant, killed in rows:
+        verdict = "killed" if killed else "**survived**"
+        print(f"| {mutant.name} | `{mutant.path}` | {', '.join(mutant.tests)} | {verdict} |")
+    survivors = sum(1 for _, killed in rows if not killed)
+    print(f"\n{len(rows) - survivors} of {len(rows)} mutants killed")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
