@@ -17,24 +17,22 @@ from litestar.exceptions import ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.errors import BAD_REQUEST, UNAUTHORIZED, ApiError, error_response
 from api.schemas import ErrorBody
 from domain.refusals import unknown_session
 from domain.state import SessionStatus
 from infra.history import (
+    MAX_PAGE,
     HistoryEvent,
     InvalidCursor,
+    SessionFilter,
+    SessionReader,
     SessionSummary,
     StoredEvent,
-    feed,
-    list_sessions,
-    session_events,
 )
 
 PREFIX = "/v1/admin"
-MAX_PAGE = 500
 MESSAGE_LIMIT = 300  # a message names the bad parameter; it never echoes a 10 KB value
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="page size, 1 to 500")]
@@ -181,9 +179,9 @@ def _bad_cursor(error: InvalidCursor) -> ApiError:
     return ApiError(BAD_REQUEST, f"after is not a cursor this server handed out ({error})")
 
 
-def _engine(state: State) -> AsyncEngine:
-    engine: AsyncEngine = state.engine
-    return engine
+def _reader(state: State) -> SessionReader:
+    reader: SessionReader = state.reader
+    return reader
 
 
 # --------------------------------------------------------------- the routes
@@ -210,14 +208,14 @@ async def admin_sessions(
 ) -> SessionPageBody:
     """Sessions in creation order, filtered; `created_after` inclusive, `created_before` not."""
     try:
-        page, following = await list_sessions(
-            _engine(state),
+        query = SessionFilter(
             status=status,
             created_after=_aware("created_after", created_after),
             created_before=_aware("created_before", created_before),
             after=after,
             limit=limit,
         )
+        page, following = await _reader(state).list_sessions(query)
     except InvalidCursor as error:
         raise _bad_cursor(error) from None
     return SessionPageBody(sessions=[_session_body(row) for row in page], next=following)
@@ -229,7 +227,7 @@ async def admin_sessions(
 )
 async def admin_session_events(state: State, session_id: FromPath[str]) -> SessionHistoryBody:
     """Every stored event of a session, refusals included, in position order."""
-    history = await session_events(_engine(state), session_id)
+    history = await _reader(state).session_events(session_id)
     if history is None:
         raise ApiError.refused(unknown_session(session_id))
     return SessionHistoryBody(
@@ -242,7 +240,7 @@ async def admin_events(state: State, after: Cursor = None, limit: Limit = 50) ->
     """Every event, in an order that never skips a row that commits late. Pass `next` back as
     `after` to follow; with nothing new, `next` is the cursor you gave."""
     try:
-        served, following = await feed(_engine(state), after, limit)
+        served, following = await _reader(state).feed(after, limit)
     except InvalidCursor as error:
         raise _bad_cursor(error) from None
     return FeedPageBody(events=[event_body(event) for event in served], next=following)

@@ -16,17 +16,17 @@ from api.admin import admin_routes
 from api.errors import EXCEPTION_HANDLERS
 from api.handlers import load_handler
 from api.health import healthz, metrics_text, readyz
-from api.live import TurnRunner, Turns, turn_status
+from api.live import TurnRunner, turn_status
 from api.metrics import Metrics
-from api.rest import close_session, continue_session, start_session
+from api.rest import continue_session, delete_session, start_session
 from api.shutdown import ShutdownGate
+from api.turn_api import TurnApi
 from api.websocket import turns_socket, websockets_disabled
 from domain.driver import TurnDriver, TurnServices
 from domain.handler import TurnHandler
-from infra.database import create_engine
 from infra.migrate import head_revision
 from infra.settings import Settings
-from infra.stores import open_store
+from infra.stores import open_database
 
 VERSION = "0.1.0"
 
@@ -46,35 +46,28 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
 
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
-        # The store runs the turns; the SQLAlchemy engine only answers /readyz.
-        engine = create_engine(settings)
-        try:
-            async with open_store(settings) as store:
-                services = TurnServices(
-                    store,
-                    turn_handler,
-                    utc_now,
-                    secrets.token_bytes,
-                    owner=owner,
-                    lease_seconds=settings.lease,
-                    turn_timeout=settings.turn_timeout,
-                )
-                app.state.engine = engine
-                app.state.turns = Turns(
-                    TurnDriver(services), runner, gate, settings.sse_ping_seconds
-                )
-                try:
-                    yield
-                finally:
-                    # Turns outlive the requests that started them: give them what is left
-                    # of the grace period, then cancel (and so release) the rest.
-                    gate.close()
-                    await runner.drain(gate.remaining(settings.shutdown_grace))
-        finally:
-            await engine.dispose()
+        async with open_database(settings) as opened:
+            services = TurnServices(
+                opened.store,
+                turn_handler,
+                utc_now,
+                secrets.token_bytes,
+                owner=owner,
+                lease_seconds=settings.lease,
+                turn_timeout=settings.turn_timeout,
+            )
+            app.state.reader = opened.reader
+            app.state.turns = TurnApi(TurnDriver(services), runner, gate, settings.sse_ping_seconds)
+            try:
+                yield
+            finally:
+                # Turns outlive the requests that started them: give them what is left of
+                # the grace period, then cancel (and so release) the rest.
+                gate.close()
+                await runner.drain(gate.remaining(settings.shutdown_grace))
 
-    def turns(state: State) -> Turns:
-        ready: Turns = state.turns
+    def turns(state: State) -> TurnApi:
+        ready: TurnApi = state.turns
         return ready
 
     websocket_route = turns_socket if settings.websockets else websockets_disabled
@@ -82,7 +75,7 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
         route_handlers=[
             start_session,
             continue_session,
-            close_session,
+            delete_session,
             websocket_route,
             healthz,
             readyz,

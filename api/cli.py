@@ -6,15 +6,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from api.app import create_app
 from api.commands import add_commands
 from api.handlers import HandlerNotFound
 from api.history_cli import add_history_arguments, print_history
 from api.serving import run_server
-from infra.database import create_engine
-from infra.migrate import head_revision, upgrade_to_head
+from domain.ports import StoreUnavailable
+from infra.migrate import head_revision, migrate
 from infra.settings import Settings, SettingsError
 
 
@@ -80,11 +78,7 @@ def _database_option(parser: argparse.ArgumentParser) -> None:
 
 
 async def _migrate(settings: Settings) -> None:
-    engine = create_engine(settings)
-    try:
-        before = await upgrade_to_head(engine)
-    finally:
-        await engine.dispose()
+    before = await migrate(settings)
     head = head_revision()
     if before == head:
         print(f"baton: database schema already at {head}", file=sys.stderr)
@@ -113,10 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, HandlerNotFound) as error:
         print(f"baton: error: {error}", file=sys.stderr)
         return 2
-    except (SQLAlchemyError, OSError) as error:
+    except StoreUnavailable as error:
         # A database that cannot be opened or reached: say so in a line, not a traceback.
-        reason = getattr(error, "orig", None) or error
-        print(f"baton: error: the database: {type(reason).__name__}: {reason}", file=sys.stderr)
+        print(f"baton: error: the database: {error}", file=sys.stderr)
         return 2
     return status or 0
 

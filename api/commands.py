@@ -15,16 +15,10 @@ from typing import TextIO, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.audit import verify
-from infra.database import create_engine
-from infra.projection import check_sessions, count_session_events, rebuild_sessions
-from infra.retention import closed_before, remove_sessions
+from infra.operations import Operations, operations
 from infra.settings import Settings
-from infra.tables import sessions
-from infra.transfer import ImportRefused, export_sessions, import_sessions
+from infra.transfer import ImportRefused
 
 _progress_console = Console(stderr=True)
 
@@ -37,13 +31,10 @@ def _say(message: str) -> None:
 T = TypeVar("T")
 
 
-def _with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+def _with_operations(settings: Settings, work: Callable[[Operations], Awaitable[T]]) -> T:
     async def run() -> T:
-        engine = create_engine(settings)
-        try:
-            return await work(engine)
-        finally:
-            await engine.dispose()
+        async with operations(settings) as ops:
+            return await work(ops)
 
     return asyncio.run(run())
 
@@ -65,63 +56,51 @@ def _progress(description: str, total: int) -> Iterator[Callable[[], None]]:
 def replay(settings: Settings, args: argparse.Namespace) -> int:
     """Rebuild every projection from the events alone (--check: compare, change nothing)."""
 
-    async def run(engine: AsyncEngine) -> int:
-        total = await count_session_events(engine)
+    async def run(ops: Operations) -> int:
+        total = await ops.count_events()
         if args.check:
             with _progress("checking the projection", total) as advance:
-                differing = await check_sessions(engine, advance)
+                differing = await ops.check(advance)
             for session_id in differing:
                 print(f"projection differs from its events: session {session_id}")
             _say(f"{len(differing)} session(s) differ" if differing else "projection ok")
             return 1 if differing else 0
         with _progress("rebuilding the projection", total) as advance:
-            rebuilt = await rebuild_sessions(engine, advance)
+            rebuilt = await ops.rebuild(advance)
         _say(f"rebuilt {rebuilt} session(s) from {total} event(s)")
         return 0
 
-    return _with_engine(settings, run)
+    return _with_operations(settings, run)
 
 
 def verify_chains(settings: Settings, args: argparse.Namespace) -> int:
     """Recompute the hash chains; name each session's first broken link."""
 
-    async def run(engine: AsyncEngine) -> int:
+    async def run(ops: Operations) -> int:
         session_ids = args.session_ids or None
-        broken = [link async for link in verify(engine, session_ids)]
+        broken = await ops.verify(session_ids)
         for link in broken:
             print(f"broken: {link}")
-        checked = len(session_ids) if session_ids else await _count_sessions(engine)
+        checked = len(session_ids) if session_ids else await ops.count_sessions()
         if broken:
             _say(f"{len(broken)} broken chain(s) in {checked} session(s)")
             return 1
         _say(f"all chains hold ({checked} session(s))")
         return 0
 
-    return _with_engine(settings, run)
-
-
-async def _count_sessions(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(sessions))).scalar_one())
-
-
-async def _unknown(engine: AsyncEngine, session_ids: list[str]) -> list[str]:
-    query = select(sessions.c.session_id).where(sessions.c.session_id.in_(session_ids))
-    async with engine.connect() as conn:
-        known = {str(value) for value in (await conn.execute(query)).scalars()}
-    return [session_id for session_id in session_ids if session_id.lower() not in known]
+    return _with_operations(settings, run)
 
 
 def export(settings: Settings, args: argparse.Namespace) -> int:
     """Write sessions' events, with their hashes, as JSON lines."""
     session_ids = [session_id.lower() for session_id in args.session_ids] or None
     if session_ids:
-        unknown = _with_engine(settings, lambda engine: _unknown(engine, session_ids))
+        unknown = _with_operations(settings, lambda ops: ops.unknown(session_ids))
         if unknown:
             _say(f"baton: error: unknown session(s): {', '.join(unknown)}")
             return 1
     with _output(args.output) as out:
-        written = _with_engine(settings, lambda engine: export_sessions(engine, out, session_ids))
+        written = _with_operations(settings, lambda ops: ops.export(out, session_ids))
     _say(f"exported {written} event(s)")
     return 0
 
@@ -142,16 +121,16 @@ def import_file(settings: Settings, args: argparse.Namespace) -> int:
         _say(f"baton: error: no such file: {path}")
         return 1
 
-    async def run(engine: AsyncEngine) -> int:
+    async def run(ops: Operations) -> int:
         try:
-            imported, events = await import_sessions(engine, lambda: _lines(path))
+            imported, events = await ops.import_lines(lambda: _lines(path))
         except ImportRefused as refused:
             _say(f"baton: import refused: {refused}")
             return 1
         _say(f"imported {imported} session(s), {events} event(s)")
         return 0
 
-    return _with_engine(settings, run)
+    return _with_operations(settings, run)
 
 
 @contextmanager
@@ -170,7 +149,7 @@ def _cutoff(text: str) -> datetime:
 
 def prune(settings: Settings, args: argparse.Namespace) -> int:
     """Remove sessions closed before a date, exporting them first unless told not to."""
-    doomed = _with_engine(settings, lambda engine: closed_before(engine, args.closed_before))
+    doomed = _with_operations(settings, lambda ops: ops.closed_before(args.closed_before))
     if not doomed:
         _say("no closed sessions to prune")
         return 0
@@ -178,9 +157,9 @@ def prune(settings: Settings, args: argparse.Namespace) -> int:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         target = args.export or f"baton-pruned-{stamp}.jsonl"
         with _output(target) as out:
-            _with_engine(settings, lambda engine: export_sessions(engine, out, doomed))
+            _with_operations(settings, lambda ops: ops.export(out, doomed))
         _say(f"exported {len(doomed)} session(s) to {target}")
-    removed = _with_engine(settings, lambda engine: remove_sessions(engine, doomed))
+    removed = _with_operations(settings, lambda ops: ops.remove(doomed))
     _say(f"pruned {len(doomed)} closed session(s), {removed} event(s)")
     return 0
 

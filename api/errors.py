@@ -8,7 +8,6 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from api.metrics import Metrics
 from api.reasons import (
@@ -125,17 +124,6 @@ def _unavailable(request: AnyRequest, error: StoreUnavailable) -> Response[Error
     return error_response(request, UNAVAILABLE, UNAVAILABLE_MESSAGE)
 
 
-def _database_unreachable(request: AnyRequest, error: DBAPIError | OSError) -> Response[ErrorBody]:
-    """The read paths that go through SQLAlchemy (admin, history) meet outages this way (a
-    refused connection surfaces as the OSError itself); a lost connection is a 503 like the
-    store's, anything else a bug."""
-    unreachable = isinstance(error, OSError | OperationalError | InterfaceError)
-    if unreachable or (isinstance(error, DBAPIError) and error.connection_invalidated):
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, error)
-        return error_response(request, UNAVAILABLE, UNAVAILABLE_MESSAGE)
-    return _internal(request, error)
-
-
 def _internal(request: AnyRequest, error: Exception) -> Response[ErrorBody]:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return error_response(request, INTERNAL, "internal error")
@@ -144,8 +132,6 @@ def _internal(request: AnyRequest, error: Exception) -> Response[ErrorBody]:
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ApiError: _api_error,
     StoreUnavailable: _unavailable,
-    DBAPIError: _database_unreachable,
-    OSError: _database_unreachable,
     HTTPException: _http_error,
     Exception: _internal,
 }

@@ -5,10 +5,10 @@ from typing import Any
 from litestar import MediaType, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from sqlalchemy.exc import SQLAlchemyError
 
 from api.metrics import Metrics
-from infra.migrate import current_revision
+from domain.ports import StoreUnavailable
+from infra.history import SessionReader
 
 NOT_READY = "not-ready"
 
@@ -25,10 +25,11 @@ async def readyz(state: State) -> Response[dict[str, Any]]:
     head: str = state.head_revision
     if not state.gate.is_open:
         return _not_ready("this replica is shutting down")
+    reader: SessionReader = state.reader
     try:
-        current = await current_revision(state.engine)
-    except (SQLAlchemyError, OSError) as error:
-        return _not_ready(f"database unreachable: {type(error).__name__}")
+        current = await reader.schema_revision()
+    except StoreUnavailable:
+        return _not_ready("database unreachable")
     if current != head:
         return _not_ready(f"database schema at revision {current}, this code expects {head}")
     return Response({"status": "ready", "revision": head})

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ from typing import Any
 import msgspec
 
 from api.admin import history_event_body
-from infra.database import SQLITE, create_engine, normalize_url
-from infra.history import HistoryEvent, session_events
+from domain.events import EventKind
+from infra.database import SQLITE, normalize_url
+from infra.history import HistoryEvent
 from infra.settings import Settings, SettingsError
+from infra.stores import open_database
 
 SUMMARY_WIDTH = 60  # characters of JSON shown for an input, a record, an output
 DIGEST_SHOWN = 8  # hex characters of a token digest
@@ -49,11 +52,8 @@ def _require_sqlite_file(settings: Settings) -> None:
 
 
 async def _read(settings: Settings, session_id: str) -> list[HistoryEvent] | None:
-    engine = create_engine(settings)
-    try:
-        return await session_events(engine, session_id)
-    finally:
-        await engine.dispose()
+    async with open_database(settings) as database:
+        return await database.reader.session_events(session_id)
 
 
 def as_json(history: list[HistoryEvent]) -> str:
@@ -117,16 +117,16 @@ def _closed(event: HistoryEvent) -> str:
 
 
 # What a reader needs from each kind at a glance; --json has everything.
-_SUMMARIES = {
-    "started": _started,
-    "claimed": _started,
-    "record": _record,
-    "committed": _committed,
-    "released": _released,
-    "renewed": _owner,
-    "expired": _owner,
-    "refused": _refused,
-    "closed": _closed,
+_SUMMARIES: dict[str, Callable[[HistoryEvent], str]] = {
+    EventKind.STARTED: _started,
+    EventKind.CLAIMED: _started,
+    EventKind.RECORD: _record,
+    EventKind.COMMITTED: _committed,
+    EventKind.RELEASED: _released,
+    EventKind.RENEWED: _owner,
+    EventKind.EXPIRED: _owner,
+    EventKind.REFUSED: _refused,
+    EventKind.CLOSED: _closed,
 }
 
 

@@ -1,8 +1,8 @@
 """Turns that run in tasks of their own, so a client that goes away cannot cancel them.
 
-A transport opens a turn (every refusal is known by then), hands it to `LiveTurn`, and reads
-its events; if the client disconnects, the transport stops reading and the turn runs on to
-its commit, whose outcome stays in the store.
+A turn is opened (every refusal is known by then) and launched here as a `LiveTurn`, whose
+events a transport reads; if the client disconnects, the transport stops reading and the
+turn runs on to its commit, whose outcome stays in the store.
 """
 
 import asyncio
@@ -11,19 +11,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from api.reasons import INTERNAL, UNAVAILABLE
-from api.shutdown import ShutdownGate
-from domain.driver import (
-    ContinueRequest,
-    OpenTurn,
-    StartRequest,
-    TurnDriver,
-    TurnFailed,
-    TurnReply,
-)
 from domain.identifiers import SessionId
 from domain.json import JsonValue
 from domain.ports import StoreUnavailable
-from domain.refusals import Refusal
+from domain.turn import OpenTurn, TurnFailed, TurnReply
 
 log = logging.getLogger("baton.turns")
 
@@ -56,25 +47,6 @@ def turn_status(end: TurnEnd) -> str:
     if isinstance(end, TurnReply):
         return end.outcome.status
     return "failed" if isinstance(end, TurnFailed) else "crashed"
-
-
-@dataclass(frozen=True, slots=True)
-class Turns:
-    """What a transport needs to run turns, as one dependency: Litestar resolves a lone
-    dependency inline, while two at one level cost an anyio TaskGroup per request."""
-
-    driver: TurnDriver
-    runner: "TurnRunner"
-    gate: ShutdownGate
-    ping_seconds: float = 15.0  # an SSE stream's keep-alive interval
-
-    async def open_start(self, request: StartRequest) -> OpenTurn | Refusal:
-        self.gate.check()
-        return await self.driver.open_start(request)
-
-    async def open_continue(self, request: ContinueRequest) -> OpenTurn | Refusal:
-        self.gate.check()
-        return await self.driver.open_continue(request)
 
 
 class TurnRunner:

@@ -12,13 +12,16 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
-from api.errors import TURN_FAILED, ApiError
-from api.live import TurnCrashed, Turns
-from api.schemas import ErrorBody, TurnReplyBody, turn_reply_body
+from api.errors import ApiError
+from api.live import LiveTurn
+from api.schemas import ErrorBody, TurnReplyBody
 from api.sse import EVENT_STREAM, stream_turn
+from api.turn_api import TurnApi
 from api.turn_input import SESSION_FIELD, split_turn_input, take_text
-from domain.driver import CloseRequest, ContinueRequest, OpenTurn, StartRequest, TurnFailed
+from api.wire import failure_of, turn_reply_body
 from domain.refusals import Refusal
+from domain.requests import CloseRequest, ContinueRequest, StartRequest
+from domain.turn import TurnReply
 
 TOKEN_HEADER = "X-Continuation-Token"
 JSON = "application/json"
@@ -63,17 +66,14 @@ def wants_stream(request: AnyRequest) -> bool:
 TurnResponse = Response[Any]
 
 
-async def answer(request: AnyRequest, opened: OpenTurn | Refusal, turns: Turns) -> TurnResponse:
+async def answer(request: AnyRequest, opened: LiveTurn | Refusal, turns: TurnApi) -> TurnResponse:
     if isinstance(opened, Refusal):
         raise ApiError.refused(opened)
-    live = turns.runner.launch(opened)
     if wants_stream(request):
-        return stream_turn(live, turns.ping_seconds)
-    end = await live.end()
-    if isinstance(end, TurnFailed):
-        raise ApiError(TURN_FAILED, f"turn failed: {end.message}")
-    if isinstance(end, TurnCrashed):
-        raise ApiError(end.reason, end.message)
+        return stream_turn(opened, turns.ping_seconds)
+    end = await opened.end()
+    if not isinstance(end, TurnReply):
+        raise ApiError(*failure_of(end))
     return Response(turn_reply_body(end), media_type=JSON)
 
 
@@ -81,13 +81,13 @@ async def answer(request: AnyRequest, opened: OpenTurn | Refusal, turns: Turns) 
 async def start_session(
     request: AnyRequest,
     data: TurnInput,
-    turns: NamedDependency[Turns],
+    turns: NamedDependency[TurnApi],
     token_header: TokenHeader = None,
 ) -> TurnResponse:
     """Start a session: the body is turn 1's input. The reply carries the first token."""
     turn_input, token = split_turn_input(data, token_header)
     session_id = take_text(turn_input, SESSION_FIELD)
-    opened = await turns.open_start(StartRequest(turn_input, token, session_id))
+    opened = await turns.start(StartRequest(turn_input, token, session_id))
     return await answer(request, opened, turns)
 
 
@@ -103,13 +103,13 @@ class ClosedBody(msgspec.Struct, rename="camel"):
     responses={k: v for k, v in RESPONSES.items() if k not in {200, 413, 500}},
     tags=["turns"],
 )
-async def close_session(
+async def delete_session(
     session_id: FromPath[str],
-    turns: NamedDependency[Turns],
+    turns: NamedDependency[TurnApi],
     token_header: TokenHeader = None,
 ) -> ClosedBody:
     """Close a session with its current token: later continues get 410 closed."""
-    closed = await turns.driver.close(CloseRequest(session_id, token_header))
+    closed = await turns.close(CloseRequest(session_id, token_header))
     if isinstance(closed, Refusal):
         raise ApiError.refused(closed)
     return ClosedBody(session_id=closed.session_id, status=closed.status.value, turn=closed.turn)
@@ -125,10 +125,10 @@ async def continue_session(
     request: AnyRequest,
     session_id: FromPath[str],
     data: TurnInput,
-    turns: NamedDependency[Turns],
+    turns: NamedDependency[TurnApi],
     token_header: TokenHeader = None,
 ) -> TurnResponse:
     """Run the next turn, authorised by the current continuation token (single use)."""
     turn_input, token = split_turn_input(data, token_header)
-    opened = await turns.open_continue(ContinueRequest(session_id, turn_input, token))
+    opened = await turns.proceed(ContinueRequest(session_id, turn_input, token))
     return await answer(request, opened, turns)

@@ -5,9 +5,6 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from domain.driver import TurnReply
-from domain.outcomes import Contended, Finished, Parked
-
 
 class TurnReplyBody(msgspec.Struct, kw_only=True, rename="camel"):
     """A buffered turn (PROTOCOL section 5). Exactly one of output, wait, current is set."""
@@ -27,22 +24,3 @@ class ErrorBody(msgspec.Struct):
 
     error: str
     reason: str
-
-
-def turn_reply_body(reply: TurnReply) -> TurnReplyBody:
-    body = TurnReplyBody(
-        session_id=reply.session_id,
-        status=reply.outcome.status,
-        turn=reply.turn,
-        records=reply.records,
-    )
-    if reply.token is not None:
-        body.continuation_token = reply.token
-    outcome = reply.outcome
-    if isinstance(outcome, Finished):
-        body.output = outcome.output
-    elif isinstance(outcome, Parked):
-        body.wait = outcome.wait
-    elif isinstance(outcome, Contended):
-        body.current = outcome.current
-    return body

@@ -20,7 +20,7 @@ from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import Receive, Send
 
 from api.live import LiveTurn
-from api.turn_events import event_object
+from api.wire import event_object
 
 EVENT_STREAM = "text/event-stream"
 # Litestar 2 has no SSE keep-alive of its own; a comment line every so often (the setting

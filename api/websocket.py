@@ -16,26 +16,22 @@ from litestar import WebSocket, get, websocket
 from litestar.di import NamedDependency
 
 from api.errors import BAD_REQUEST, UNAVAILABLE, UNAVAILABLE_MESSAGE, WEBSOCKETS_DISABLED, ApiError
-from api.live import LiveTurn, TurnEnd, Turns
-from api.turn_events import error_object, event_object
+from api.live import LiveTurn, TurnEnd
+from api.turn_api import TurnApi
 from api.turn_input import SESSION_FIELD, TOKEN_FIELD, split_turn_input, take_text
-from domain.driver import (
-    ContinueRequest,
-    OpenTurn,
-    StartRequest,
-    TurnFailed,
-    TurnReply,
-)
+from api.wire import error_object, event_object, refusal_object
 from domain.identifiers import SessionId, parse_session_id
 from domain.ports import StoreUnavailable
 from domain.refusals import Refusal
+from domain.requests import ContinueRequest, StartRequest
+from domain.turn import TurnFailed, TurnReply
 
 WS_PATH = "/v1/ws"
 POLICY_VIOLATION = 1008  # RFC 6455 close code
 
 
 class Connection:
-    def __init__(self, socket: WebSocket[Any, Any, Any], turns: Turns):
+    def __init__(self, socket: WebSocket[Any, Any, Any], turns: TurnApi):
         self._socket = socket
         self._turns = turns
         self._session_id: SessionId | None = None
@@ -71,28 +67,27 @@ class Connection:
             await self._send(error_object(UNAVAILABLE, UNAVAILABLE_MESSAGE))
             return
         if isinstance(opened, Refusal):
-            await self._send(error_object(opened.reason.value, opened.message))
+            await self._send(refusal_object(opened))
             return
         self._starting = self._session_id is None
         self._session_id = opened.session_id
-        live = self._turns.runner.launch(opened)
-        self._forwarding = asyncio.create_task(self._forward(live))
+        self._forwarding = asyncio.create_task(self._forward(opened))
 
-    async def _open(self, frame: dict[str, Any]) -> OpenTurn | Refusal:
+    async def _open(self, frame: dict[str, Any]) -> LiveTurn | Refusal:
         turn_input, token = split_turn_input(frame)
         named = take_text(turn_input, SESSION_FIELD)
         if self._session_id is None:
             if named is None:
-                return await self._turns.open_start(StartRequest(turn_input, token))
-            return await self._turns.open_continue(ContinueRequest(named, turn_input, token))
+                return await self._turns.start(StartRequest(turn_input, token))
+            return await self._turns.proceed(ContinueRequest(named, turn_input, token))
         if named is not None and parse_session_id(named) != self._session_id:
             message = f"this connection is bound to session '{self._session_id}'"
             raise ApiError(BAD_REQUEST, message)
         if self._busy and token is None:
             # Its own turn holds the claim: the single-claim rule, answered without queueing.
-            return await self._turns.driver.refuse_in_flight(self._session_id)
+            return await self._turns.refuse_in_flight(self._session_id)
         request = ContinueRequest(self._session_id, turn_input, token or self._token)
-        return await self._turns.open_continue(request)
+        return await self._turns.proceed(request)
 
     async def _forward(self, live: LiveTurn) -> None:
         async for event in live.events():
@@ -130,7 +125,7 @@ def _parse(text: str | None) -> dict[str, Any]:
 @websocket(WS_PATH)
 async def turns_socket(
     socket: WebSocket[Any, Any, Any],
-    turns: NamedDependency[Turns],
+    turns: NamedDependency[TurnApi],
 ) -> None:
     """Turns over one WebSocket connection."""
     await socket.accept()

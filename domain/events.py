@@ -7,11 +7,26 @@ recorded without moving the session's version.
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import ClassVar
 
 from domain.identifiers import SessionId, TokenDigest
 from domain.json import JsonObject, JsonValue
 from domain.outcomes import HandlerOutcome
 from domain.refusals import RefusalReason
+
+
+class EventKind(StrEnum):
+    """The `kind` column: every fact's name (PROTOCOL section 7)."""
+
+    STARTED = "started"  # also the claim of turn 1
+    CLAIMED = "claimed"
+    RENEWED = "renewed"
+    EXPIRED = "expired"
+    RECORD = "record"
+    COMMITTED = "committed"
+    RELEASED = "released"
+    CLOSED = "closed"
+    REFUSED = "refused"  # no seq: a refusal moves no version
 
 
 class ReleaseCause(StrEnum):
@@ -41,6 +56,8 @@ class Lease:
 class SessionStarted:
     """A session came to be; this is also the claim of turn 1."""
 
+    KIND: ClassVar[EventKind] = EventKind.STARTED
+
     session_id: SessionId
     seq: int
     turn: int
@@ -52,6 +69,8 @@ class SessionStarted:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TurnClaimed:
     """A valid token won the session for one turn."""
+
+    KIND: ClassVar[EventKind] = EventKind.CLAIMED
 
     session_id: SessionId
     seq: int
@@ -65,6 +84,8 @@ class TurnClaimed:
 class ClaimRenewed:
     """A running turn extended its lease (the heartbeat of a live claim)."""
 
+    KIND: ClassVar[EventKind] = EventKind.RENEWED
+
     session_id: SessionId
     seq: int
     turn: int
@@ -75,6 +96,8 @@ class ClaimRenewed:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimExpired:
     """A claim's lease lapsed and a new claim took the session; the old turn cannot commit."""
+
+    KIND: ClassVar[EventKind] = EventKind.EXPIRED
 
     session_id: SessionId
     seq: int
@@ -87,6 +110,8 @@ class ClaimExpired:
 class RecordAppended:
     """A journal entry the handler emitted while its turn ran."""
 
+    KIND: ClassVar[EventKind] = EventKind.RECORD
+
     session_id: SessionId
     seq: int
     turn: int
@@ -97,6 +122,8 @@ class RecordAppended:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TurnCommitted:
     """The turn's outcome and state were kept; `consumed` is spent, `issued` is the next token."""
+
+    KIND: ClassVar[EventKind] = EventKind.COMMITTED
 
     session_id: SessionId
     seq: int
@@ -114,6 +141,8 @@ class TurnCommitted:
 class TurnReleased:
     """The turn ended without committing; its records are void and the token stays valid."""
 
+    KIND: ClassVar[EventKind] = EventKind.RELEASED
+
     session_id: SessionId
     seq: int
     turn: int
@@ -124,6 +153,8 @@ class TurnReleased:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionClosed:
+    KIND: ClassVar[EventKind] = EventKind.CLOSED
+
     session_id: SessionId
     seq: int
     turn: int
@@ -134,6 +165,8 @@ class SessionClosed:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestRefused:
     """A request the protocol turned away. `session_id` is None when it named no session."""
+
+    KIND: ClassVar[EventKind] = EventKind.REFUSED
 
     session_id: SessionId | None
     turn: int | None
@@ -154,19 +187,7 @@ SessionEvent = (
 )
 Event = SessionEvent | RequestRefused
 
-EVENT_KINDS: dict[type[Event], str] = {
-    SessionStarted: "started",
-    TurnClaimed: "claimed",
-    ClaimRenewed: "renewed",
-    ClaimExpired: "expired",
-    RecordAppended: "record",
-    TurnCommitted: "committed",
-    TurnReleased: "released",
-    SessionClosed: "closed",
-    RequestRefused: "refused",
-}
 
-
-def kind_of(event: Event) -> str:
+def kind_of(event: Event) -> EventKind:
     """The event's name in the `kind` column."""
-    return EVENT_KINDS[type(event)]
+    return event.KIND

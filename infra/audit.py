@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.chain import ChainHeads, link, row_payload, standalone
+from infra.chain import ChainHeads, by_session, in_chain_order, link, row_payload, standalone
 from infra.tables import events, sessions
 
 BATCH = 1000
@@ -102,12 +102,10 @@ def _check_heads(
 
 
 def _session_events(session_ids: Sequence[str] | None) -> Select[Any]:
-    query = select(events).where(events.c.session_id.is_not(None))
+    query = in_chain_order(select(events))
     if session_ids is not None:
         query = query.where(events.c.session_id.in_(session_ids))
-    return query.order_by(
-        events.c.session_id, events.c.seq.is_(None), events.c.seq, events.c.refusal_seq
-    )
+    return query
 
 
 def _projections(session_ids: Sequence[str] | None) -> Select[Any]:
@@ -120,14 +118,7 @@ def _projections(session_ids: Sequence[str] | None) -> Select[Any]:
 async def _grouped(engine: AsyncEngine, query: Select[Any]) -> AsyncIterator[list[Any]]:
     """The query's rows (ordered by session), one session's rows at a time."""
     async with engine.connect() as conn:
-        group: list[Any] = []
-        async for row in await conn.stream(query.execution_options(yield_per=BATCH)):
-            mapping = row._mapping
-            if group and group[0]["session_id"] != mapping["session_id"]:
-                yield group
-                group = []
-            group.append(mapping)
-        if group:
+        async for group in by_session(conn, query, BATCH):
             yield group
 
 

@@ -19,10 +19,17 @@ statement that appends the event, where the seq is only known to the database.
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.state import SessionState, evolve
+from infra.codec import row_to_session_event, state_to_row
+from infra.tables import events
 
 GENESIS = bytes(32)
 _INT = 8  # bytes per framed integer
@@ -111,3 +118,68 @@ class ChainHeads:
     @classmethod
     def of(cls, row: Mapping[Any, Any]) -> "ChainHeads":
         return cls(row["head_hash"], row["refusals"], row["refusal_head"])
+
+
+# --------------------------------------------------------------- following a session's chains
+
+
+def in_chain_order(query: Select[Any]) -> Select[Any]:
+    """`query` over the event table, limited to rows that belong to a session and ordered
+    the way its chains run: each session's events by seq, then its refusals by their place
+    (position breaks ties among refusals written before they had a place, see 0003)."""
+    return query.where(events.c.session_id.is_not(None)).order_by(
+        events.c.session_id,
+        events.c.seq.is_(None),
+        events.c.seq,
+        events.c.refusal_seq,
+        events.c.position,
+    )
+
+
+def follow(heads: ChainHeads, row: Mapping[Any, Any]) -> tuple[int, str, ChainHeads]:
+    """Link one of a session's rows (an event or a refusal) after `heads`: its place in
+    its chain (the seq, or the refusal's place), its hash, and the heads after it."""
+    if row["seq"] is not None:
+        linked, after = heads.append(row)
+        return int(row["seq"]), linked, after
+    return heads.refuse(row)
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """A session's projection as its events make it: the domain state and the chain heads."""
+
+    state: SessionState
+    heads: ChainHeads
+
+    def row(self) -> dict[str, Any]:
+        return {**state_to_row(self.state), **self.heads.as_row()}
+
+
+def fold_session(rows: Iterable[Mapping[Any, Any]]) -> Folded | None:
+    """Fold one session's rows, in chain order, into its projection, taking the chain heads
+    from the stored hashes (`baton verify` is what recomputes them); None with no events."""
+    state: SessionState | None = None
+    heads = ChainHeads()
+    for row in rows:
+        if row["seq"] is not None:
+            state = evolve(state, row_to_session_event(row))
+            heads = replace(heads, head_hash=row["hash"])
+        else:
+            heads = replace(heads, refusals=heads.refusals + 1, refusal_head=row["hash"])
+    return Folded(state, heads) if state is not None else None
+
+
+async def by_session(
+    conn: AsyncConnection, query: Select[Any], batch: int = 1000
+) -> AsyncIterator[list[Mapping[Any, Any]]]:
+    """The rows of `query` (ordered by session), streamed, one session's rows at a time."""
+    group: list[Mapping[Any, Any]] = []
+    async for row in await conn.stream(query.execution_options(yield_per=batch)):
+        mapping = row._mapping
+        if group and group[0]["session_id"] != mapping["session_id"]:
+            yield group
+            group = []
+        group.append(mapping)
+    if group:
+        yield group

@@ -3,44 +3,55 @@
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Select, select, update
 
-from infra.chain import link, row_payload
+from infra.chain import ChainHeads, follow, in_chain_order, standalone
 from infra.tables import events, sessions
 
 
 def _chain(conn: Connection, rows: Iterable[Any]) -> dict[str, Any]:
     """Link one session's rows in place; returns its projection's chain heads."""
-    head: str | None = None
-    refusals, refusal_head = 0, None
+    heads = ChainHeads()
     for row in rows:
         mapping = row._mapping
-        if mapping["seq"] is not None:
-            head = link(head, mapping["seq"], mapping["turn"], row_payload(mapping))
-            values: dict[str, Any] = {"hash": head}
-        else:
-            refusals += 1
-            refusal_head = link(refusal_head, refusals, None, row_payload(mapping))
-            values = {"hash": refusal_head, "refusal_seq": refusals}
+        place, linked, heads = follow(heads, mapping)
+        values: dict[str, Any] = {"hash": linked}
+        if mapping["seq"] is None:
+            values["refusal_seq"] = place
         conn.execute(update(events).where(events.c.position == mapping["position"]).values(values))
-    return {"head_hash": head, "refusals": refusals, "refusal_head": refusal_head}
+    return heads.as_row()
+
+
+# The columns as they are at revision 0003: later revisions may add others, which a
+# database being migrated through 0003 does not have yet.
+_COLUMNS_AT_0003 = (
+    "position",
+    "session_id",
+    "seq",
+    "refusal_seq",
+    "kind",
+    "turn",
+    "consumed",
+    "issued",
+    "data",
+    "recorded_at",
+)
+
+
+def _events_at_0003() -> Select[Any]:
+    return select(*(events.c[name] for name in _COLUMNS_AT_0003))
 
 
 def backfill(conn: Connection) -> None:
     session_ids = conn.execute(select(sessions.c.session_id)).scalars().all()
     for session_id in session_ids:
-        rows = conn.execute(
-            select(events)
-            .where(events.c.session_id == session_id)
-            .order_by(events.c.seq.is_(None), events.c.seq, events.c.position)
-        ).all()
-        heads = _chain(conn, rows)
+        query = in_chain_order(_events_at_0003()).where(events.c.session_id == session_id)
+        heads = _chain(conn, conn.execute(query).all())
         conn.execute(update(sessions).where(sessions.c.session_id == session_id).values(heads))
-    orphans = conn.execute(select(events).where(events.c.session_id.is_(None))).all()
+    orphans = conn.execute(_events_at_0003().where(events.c.session_id.is_(None))).all()
     for row in orphans:
-        standalone = link(None, 0, None, row_payload(row._mapping))
         conn.execute(
             update(events)
             .where(events.c.position == row._mapping["position"])
-            .values(hash=standalone)
+            .values(hash=standalone(row._mapping))
         )

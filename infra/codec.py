@@ -1,6 +1,6 @@
 """Events and session state to and from table rows. The `data` column's shape lives here."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -9,6 +9,7 @@ from domain.events import (
     ClaimRenewed,
     CloseCause,
     Event,
+    EventKind,
     Lease,
     RecordAppended,
     ReleaseCause,
@@ -81,7 +82,7 @@ def event_to_row(event: Event) -> dict[str, Any]:
     return {
         "session_id": event.session_id,
         "seq": None if isinstance(event, RequestRefused) else event.seq,
-        "kind": kind_of(event),
+        "kind": kind_of(event).value,
         "turn": event.turn,
         "consumed": committed.consumed if committed else None,
         "issued": committed.issued if committed else None,
@@ -98,44 +99,54 @@ def _outcome_from(data: dict[str, Any]) -> HandlerOutcome:
 
 
 def row_to_session_event(row: Row) -> SessionEvent:
-    kind, data = row["kind"], cast(dict[str, Any], row["data"])
+    kind, data = EventKind(row["kind"]), cast(dict[str, Any], row["data"])
     common: dict[str, Any] = {
         "session_id": SessionId(row["session_id"]),
         "seq": row["seq"],
         "turn": row["turn"],
         "at": row["recorded_at"],
     }
-    if kind == "started":
-        return SessionStarted(
-            input=cast(JsonObject, data["input"]), lease=_lease_from(data), **common
-        )
-    if kind == "claimed":
-        return TurnClaimed(input=cast(JsonObject, data["input"]), lease=_lease_from(data), **common)
-    if kind == "renewed":
-        return ClaimRenewed(lease=_lease_from(data), **common)
-    if kind == "expired":
-        return ClaimExpired(owner=data["owner"], **common)
-    if kind == "record":
-        return RecordAppended(record=data["record"], **common)
-    if kind == "committed":
-        consumed = row["consumed"]
-        return TurnCommitted(
-            consumed=TokenDigest(consumed) if consumed is not None else None,
-            issued=TokenDigest(row["issued"]),
-            outcome=_outcome_from(data),
-            sealed=data.get("sealedToken"),
-            **common,
-        )
-    if kind == "released":
-        error = data.get("error")
-        return TurnReleased(
-            cause=ReleaseCause(data["cause"]),
-            error=error if isinstance(error, str) else None,
-            **common,
-        )
-    if kind == "closed":
-        return SessionClosed(cause=CloseCause(data["cause"]), **common)
-    raise ValueError(f"unknown event kind {kind!r}")
+    decode = _DECODERS.get(kind)
+    if decode is None:
+        raise ValueError(f"{kind.value!r} is not a session event")
+    return decode(row, data, common)
+
+
+def _claim_from(row: Row, data: dict[str, Any], common: dict[str, Any]) -> SessionEvent:
+    claim = SessionStarted if row["kind"] == EventKind.STARTED else TurnClaimed
+    return claim(input=cast(JsonObject, data["input"]), lease=_lease_from(data), **common)
+
+
+def _committed_from(row: Row, data: dict[str, Any], common: dict[str, Any]) -> SessionEvent:
+    consumed = row["consumed"]
+    return TurnCommitted(
+        consumed=TokenDigest(consumed) if consumed is not None else None,
+        issued=TokenDigest(row["issued"]),
+        outcome=_outcome_from(data),
+        sealed=data.get("sealedToken"),
+        **common,
+    )
+
+
+def _released_from(row: Row, data: dict[str, Any], common: dict[str, Any]) -> SessionEvent:
+    error = data.get("error")
+    return TurnReleased(
+        cause=ReleaseCause(data["cause"]), error=error if isinstance(error, str) else None, **common
+    )
+
+
+_DECODERS: dict[EventKind, Callable[[Row, dict[str, Any], dict[str, Any]], SessionEvent]] = {
+    EventKind.STARTED: _claim_from,
+    EventKind.CLAIMED: _claim_from,
+    EventKind.RENEWED: lambda _, data, common: ClaimRenewed(lease=_lease_from(data), **common),
+    EventKind.EXPIRED: lambda _, data, common: ClaimExpired(owner=data["owner"], **common),
+    EventKind.RECORD: lambda _, data, common: RecordAppended(record=data["record"], **common),
+    EventKind.COMMITTED: _committed_from,
+    EventKind.RELEASED: _released_from,
+    EventKind.CLOSED: lambda _, data, common: SessionClosed(
+        cause=CloseCause(data["cause"]), **common
+    ),
+}
 
 
 def state_to_row(state: SessionState) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""How a store says a write lost a race, whatever the database."""
+"""How a store says a write lost a race, whatever the database, and what it does then."""
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Conflict(Exception):
@@ -10,6 +15,16 @@ class StoreCorrupted(RuntimeError):
 
 
 # A conflict means another transaction changed the session between our read and our write;
-# reading again decides again (usually a refusal). Locks make this rare, so a few attempts
-# are plenty and a longer loop would only hide a bug.
-CLAIM_ATTEMPTS = 3
+# reading again decides again (usually a refusal, or contended). Locks make this rare, so a
+# few attempts are plenty and a longer loop would only hide a bug.
+ATTEMPTS = 3
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run `attempt` (a whole transaction: read, decide, write) until no conflict stops it."""
+    for _ in range(ATTEMPTS):
+        try:
+            return await attempt()
+        except Conflict:
+            continue
+    raise StoreCorrupted(f"{what} keeps conflicting: the table disagrees with itself")

@@ -6,9 +6,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.database import writing
+from domain.ports import StoreUnavailable
+from infra.database import create_engine, writing
+from infra.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 VERSION_TABLE = "alembic_version"
@@ -61,3 +64,16 @@ def _current_revision(connection: Connection) -> str | None:
     if not inspect(connection).has_table(VERSION_TABLE):
         return None
     return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+async def migrate(settings: Settings) -> str | None:
+    """Migrate the database of `settings` to head; the revision it was at (None: empty). A
+    database that cannot be opened or reached is StoreUnavailable."""
+    engine = create_engine(settings)
+    try:
+        return await upgrade_to_head(engine)
+    except (SQLAlchemyError, OSError) as error:
+        reason = getattr(error, "orig", None) or error
+        raise StoreUnavailable(f"{type(reason).__name__}: {reason}") from error
+    finally:
+        await engine.dispose()

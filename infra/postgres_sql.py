@@ -4,35 +4,31 @@ Each statement is conditional and appends its event through a data-modifying CTE
 into the session's hash chain with sha256() (the link is defined in infra/chain.py).
 """
 
-from infra.tables import SESSION_FIELDS
+from infra.tables import EVENT_FIELDS, SESSION_FIELDS, UPDATED_FIELDS
 
 SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
-EVENT_FIELDS = (
-    "session_id",
-    "seq",
-    "refusal_seq",
-    "kind",
-    "turn",
-    "consumed",
-    "issued",
-    "data",
-    "recorded_at",
-    "hash",
-)
+
+
+def _placeholders(count: int, first: int = 1) -> str:
+    return ", ".join(f"${number}" for number in range(first, first + count))
+
 
 SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = $1"  # noqa: S608
 INSERT_EVENT = (
-    "INSERT INTO events (session_id, seq, refusal_seq, kind, turn, consumed, issued, data, "
-    "recorded_at, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) "  # noqa: S608 - fixed column names
+    f"VALUES ({_placeholders(len(EVENT_FIELDS))})"
 )
+INSERT_SESSION = (
+    f"INSERT INTO sessions ({SESSION_COLUMNS}) "  # noqa: S608 - fixed column names
+    f"VALUES ({_placeholders(len(SESSION_FIELDS))})"
+)
+# $1 is the session, then UPDATED_FIELDS in order, then the version the row must be at.
 UPDATE_SESSION = (
-    "UPDATE sessions SET version = $2, turn = $3, status = $4, token_digest = $5, "
-    "claim_turn = $6, claim_seq = $7, claim_owner = $8, lease_until = $9, state = $10, "
-    "last_outcome = $11, updated_at = $12, head_hash = $13 WHERE session_id = $1 AND version = $14"
+    "UPDATE sessions SET "  # noqa: S608 - fixed column names
+    + ", ".join(f"{field} = ${number}" for number, field in enumerate(UPDATED_FIELDS, start=2))
+    + f" WHERE session_id = $1 AND version = ${len(UPDATED_FIELDS) + 2}"
 )
-UPDATED_FIELDS = tuple(
-    f for f in SESSION_FIELDS if f not in {"session_id", "created_at", "refusals", "refusal_head"}
-)
+UPDATE_REFUSALS = "UPDATE sessions SET refusals = $2, refusal_head = $3 WHERE session_id = $1"
 
 
 def linked(previous: str, seq: str, turn: str, payload: str) -> str:
@@ -43,15 +39,15 @@ def linked(previous: str, seq: str, turn: str, payload: str) -> str:
     )
 
 
-# A new session row and its `started` event (everything is known here: linked in Python).
+# A new session row and its `started` event, both planned in Python, in one statement:
+# the session's values ($1...), then the event's.
 START = f"""
 WITH session AS (
-    INSERT INTO sessions ({SESSION_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+    INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ({_placeholders(len(SESSION_FIELDS))})
 )
-INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)
-VALUES ($1, $17, $18, $19, $20, $21, $14)
-"""  # noqa: S608
+INSERT INTO events ({", ".join(EVENT_FIELDS)})
+VALUES ({_placeholders(len(EVENT_FIELDS), len(SESSION_FIELDS) + 1)})
+"""  # noqa: S608 - composed of fixed SQL only
 
 # Validate and claim in one step: only a session whose current token was presented and
 # that no turn holds moves; the event lands at the version the update gave it.

@@ -2,39 +2,16 @@
 
 import secrets
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Column, MetaData, Table, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.state import SessionState, evolve
-from infra.chain import ChainHeads
-from infra.codec import row_to_session_event, state_to_row
+from infra.chain import Folded, by_session, fold_session, in_chain_order
 from infra.database import writing
 from infra.tables import events, sessions
 
 BATCH = 500  # rows read, and projection rows written, per round trip
-
-
-@dataclass(frozen=True, slots=True)
-class Folded:
-    """A session's projection as its events make it: the domain state and the chain heads."""
-
-    state: SessionState
-    heads: ChainHeads
-
-    def row(self) -> dict[str, Any]:
-        return {**state_to_row(self.state), **self.heads.as_row()}
-
-
-def _in_chain_order() -> Any:
-    """Every event that belongs to a session: its session events by seq, then its refusals."""
-    return (
-        select(events)
-        .where(events.c.session_id.is_not(None))
-        .order_by(events.c.session_id, events.c.seq.is_(None), events.c.seq, events.c.refusal_seq)
-    )
 
 
 async def folded_sessions(
@@ -45,24 +22,13 @@ async def folded_sessions(
     Streams the table, so memory stays flat however many events there are; `on_event` is
     called once per event read (for a progress bar).
     """
-    session_id: Any = None
-    state: SessionState | None = None
-    heads = ChainHeads()
-    async for row in await conn.stream(_in_chain_order().execution_options(yield_per=BATCH)):
+    async for rows in by_session(conn, in_chain_order(select(events)), BATCH):
         if on_event is not None:
-            on_event()
-        event = row._mapping
-        if event["session_id"] != session_id:
-            if state is not None:
-                yield Folded(state, heads)
-            session_id, state, heads = event["session_id"], None, ChainHeads()
-        if event["seq"] is not None:
-            state = evolve(state, row_to_session_event(event))
-            heads = replace(heads, head_hash=event["hash"])
-        else:
-            heads = replace(heads, refusals=heads.refusals + 1, refusal_head=event["hash"])
-    if state is not None:
-        yield Folded(state, heads)
+            for _ in rows:
+                on_event()
+        folded = fold_session(rows)
+        if folded is not None:
+            yield folded
 
 
 async def count_session_events(engine: AsyncEngine) -> int:

@@ -5,46 +5,28 @@ costs no concurrency, and it removes what dominates a naive async stack: a threa
 per statement (100-500 µs each on small machines). Here a store call is one hop to the
 writer (infra/sqlite_writer.py, which also commits concurrent transactions together) and
 one back, and inside it the statements are plain `sqlite3` calls of a few µs. Each
-transaction reads the session's row, asks the domain what happens, and writes the events
-and the projection they fold into; BEGIN IMMEDIATE takes the database lock first, so a
-writer in another process cannot read the same version.
-
-Values are laid out exactly as SQLAlchemy lays them out (uuid as 32 hex digits, times as
-"YYYY-MM-DD HH:MM:SS.ffffff" UTC, JSON as text), so migrations, the projection rebuild and
-the tests read these rows through infra/tables.py unchanged.
+transaction is the skeleton of infra/command_store.py: read the session's row, let the
+command decide, write the plan; BEGIN IMMEDIATE takes the database lock first, so a writer
+in another process cannot read the same version.
 """
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
-import msgspec
-
-from domain import decisions
-from domain.events import (
-    ClaimRenewed,
-    CloseCause,
-    Lease,
-    RecordAppended,
-    ReleaseCause,
-    RequestRefused,
-    SessionEvent,
-    SessionStarted,
-    TurnCommitted,
-)
-from domain.identifiers import SessionId, TokenDigest
-from domain.json import JsonObject, JsonValue
-from domain.outcomes import Contended, HandlerOutcome
-from domain.ports import ClaimGranted, StoreUnavailable
-from domain.refusals import Refusal
-from domain.state import Claim, SessionState, fold
-from infra.chain import ChainHeads, standalone
-from infra.codec import event_to_row, row_to_state, state_to_row
-from infra.conflict import CLAIM_ATTEMPTS, Conflict, StoreCorrupted
+from domain.commands import Command
+from domain.events import RequestRefused
+from domain.identifiers import SessionId
+from domain.ports import StoreUnavailable
+from domain.state import SessionState
+from infra.chain import ChainHeads
+from infra.command_store import CommandStore
+from infra.conflict import Conflict, retrying
+from infra.planning import Loaded, RefusalRow, WritePlan, plan, plan_refusal
+from infra.sqlite_values import db_id, event_values, projection_values, state_from
 from infra.sqlite_writer import SqliteWriter
-from infra.tables import SESSION_FIELDS
+from infra.tables import EVENT_FIELDS, SESSION_FIELDS, UPDATED_FIELDS
 
 T = TypeVar("T")
 
@@ -55,88 +37,17 @@ _INSERT_SESSION = (
     f"VALUES ({', '.join('?' for _ in SESSION_FIELDS)})"
 )
 _UPDATE_SESSION = (
-    "UPDATE sessions SET version = ?, turn = ?, status = ?, token_digest = ?, claim_turn = ?, "
-    "claim_seq = ?, claim_owner = ?, lease_until = ?, state = ?, last_outcome = ?, "
-    "updated_at = ?, head_hash = ? WHERE session_id = ? AND version = ?"
-)
-# The fields _UPDATE_SESSION sets, in its order (the key and the old version follow).
-_UPDATED_FIELDS = tuple(
-    f for f in SESSION_FIELDS if f not in {"session_id", "created_at", "refusals", "refusal_head"}
+    f"UPDATE sessions SET {', '.join(f'{field} = ?' for field in UPDATED_FIELDS)} "  # noqa: S608
+    "WHERE session_id = ? AND version = ?"
 )
 _UPDATE_REFUSALS = "UPDATE sessions SET refusals = ?, refusal_head = ? WHERE session_id = ?"
 _INSERT_EVENT = (
-    "INSERT INTO events "
-    "(session_id, seq, refusal_seq, kind, turn, consumed, issued, data, recorded_at, hash) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?)"
+    f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join('?' for _ in EVENT_FIELDS)})"
 )
-_JSON_COLUMNS = ("state", "last_outcome")
-
-_json_encoder = msgspec.json.Encoder()
 
 
-def _json(value: Any) -> str:
-    return _json_encoder.encode(value).decode()
-
-
-def _time(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC) if text is not None else None
-
-
-_TIME_FIELDS = ("lease_until", "created_at", "updated_at")
-
-
-def _db_id(session_id: str) -> str:
-    return session_id.replace("-", "")
-
-
-def _session_id(hex_id: str) -> str:
-    return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
-
-
-def _event_values(
-    row: dict[str, Any], linked: str, refusal_seq: int | None = None
-) -> tuple[Any, ...]:
-    """An event_to_row dict as _INSERT_EVENT's values, with its chain link."""
-    session_id = row["session_id"]
-    return (
-        _db_id(session_id) if session_id is not None else None,
-        row["seq"],
-        refusal_seq,
-        row["kind"],
-        row["turn"],
-        row["consumed"],
-        row["issued"],
-        _json(row["data"]),
-        _time(row["recorded_at"]),
-        linked,
-    )
-
-
-def _state_from(db_row: sqlite3.Row) -> SessionState:
-    row = dict(db_row)
-    row["session_id"] = _session_id(row["session_id"])
-    for column in _JSON_COLUMNS:
-        row[column] = msgspec.json.decode(row[column]) if row[column] is not None else None
-    for column in _TIME_FIELDS:
-        row[column] = _parse_time(row[column])
-    return row_to_state(row)
-
-
-def _state_values(state: SessionState, heads: ChainHeads) -> dict[str, Any]:
-    row = {**state_to_row(state), **heads.as_row()}
-    row["session_id"] = _db_id(row["session_id"])
-    for column in _JSON_COLUMNS:
-        row[column] = _json(row[column])
-    for column in _TIME_FIELDS:
-        row[column] = _time(row[column]) if row[column] is not None else None
-    return row
-
-
-class SqliteSessionStore:
+class SqliteSessionStore(CommandStore):
     def __init__(self, path: str, *, synchronous: str, busy_timeout_ms: int) -> None:
         self._path = path
         self._synchronous = synchronous
@@ -147,7 +58,7 @@ class SqliteSessionStore:
         self._writer = SqliteWriter(await asyncio.to_thread(self._connect))
         return self
 
-    async def close(self) -> None:
+    async def dispose(self) -> None:
         if self._writer is not None:
             await self._writer.stop()
             self._writer = None
@@ -179,200 +90,61 @@ class SqliteSessionStore:
             # Locked past the busy timeout (another process writing), the disk, the file.
             raise StoreUnavailable(f"SQLite: {error}") from error
 
-    # ------------------------------------------------------------------ the port
+    # ------------------------------------------------------------------ the skeleton
 
-    async def start(self, started: SessionStarted) -> ClaimGranted:
-        return await self._transaction(
-            lambda conn: ClaimGranted(started, _append(conn, None, ChainHeads(), [started]))
+    async def _execute(self, command: Command[T]) -> T:
+        def transaction(conn: sqlite3.Connection) -> T:
+            loaded = _load(conn, command.session_id)
+            decision = command.decide(loaded.state)
+            _write(conn, plan(loaded, decision))
+            return decision.answer
+
+        return await retrying(
+            lambda: self._transaction(transaction), f"session {command.session_id}"
         )
-
-    async def claim(
-        self,
-        session_id: SessionId,
-        presented: TokenDigest | None,
-        input: JsonObject,
-        at: datetime,
-        lease: Lease,
-    ) -> ClaimGranted | Refusal:
-        def claim(conn: sqlite3.Connection) -> ClaimGranted | Refusal:
-            state, heads = _load(conn, session_id)
-            decision = decisions.claim_turn(
-                state, session_id=session_id, presented=presented, input=input, lease=lease, at=at
-            )
-            if isinstance(decision, Refusal):
-                refused = decisions.record_refusal(
-                    decision, state=state, presented_id=session_id, at=at
-                )
-                _insert_refusal(conn, refused, heads if state else None)
-                return decision
-            return ClaimGranted(decision.claimed, _append(conn, state, heads, decision.events))
-
-        for _ in range(CLAIM_ATTEMPTS):
-            try:
-                return await self._transaction(claim)
-            except Conflict:
-                continue
-        raise StoreCorrupted(f"claims on session {session_id} keep conflicting")
-
-    async def renew(
-        self, session_id: SessionId, claim: Claim, lease: Lease, at: datetime
-    ) -> ClaimRenewed | Contended:
-        def renew(conn: sqlite3.Connection) -> ClaimRenewed | Contended:
-            state, heads = _load(conn, session_id)
-            decision = decisions.renew_claim(state, claim, lease, at)
-            if isinstance(decision, ClaimRenewed):
-                _append(conn, state, heads, [decision])
-            return decision
-
-        try:
-            return await self._transaction(renew)
-        except Conflict:
-            return await self._contended(session_id)
-
-    async def append_record(
-        self, session_id: SessionId, claim: Claim, record: JsonValue, at: datetime
-    ) -> RecordAppended | Contended:
-        def append(conn: sqlite3.Connection) -> RecordAppended | Contended:
-            state, heads = _load(conn, session_id)
-            decision = decisions.append_record(state, claim, record, at)
-            if isinstance(decision, RecordAppended):
-                _append(conn, state, heads, [decision])
-            return decision
-
-        try:
-            return await self._transaction(append)
-        except Conflict:
-            return await self._contended(session_id)
-
-    async def commit(
-        self,
-        session_id: SessionId,
-        claim: Claim,
-        outcome: HandlerOutcome,
-        issued: TokenDigest,
-        at: datetime,
-        *,
-        consumed: TokenDigest | None,
-        sealed: str | None = None,
-    ) -> TurnCommitted | Contended:
-        def commit(conn: sqlite3.Connection) -> TurnCommitted | Contended:
-            state, heads = _load(conn, session_id)
-            if state is not None and state.token_digest != consumed:
-                return Contended(current=state.version)  # not the token the claim was made with
-            decision = decisions.commit_turn(state, claim, outcome, issued, at, sealed=sealed)
-            if isinstance(decision, TurnCommitted):
-                _append(conn, state, heads, [decision])
-            return decision
-
-        try:
-            return await self._transaction(commit)
-        except Conflict:
-            return await self._contended(session_id)
-
-    async def release(
-        self,
-        session_id: SessionId,
-        claim: Claim,
-        cause: ReleaseCause,
-        error: str | None,
-        at: datetime,
-        *,
-        close: CloseCause | None = None,
-    ) -> None:
-        def release(conn: sqlite3.Connection) -> None:
-            state, heads = _load(conn, session_id)
-            released = decisions.release_turn(state, claim, cause, error, at)
-            if state is None or released is None:
-                return  # the claim was taken over; releasing it is no longer ours to do
-            ended: list[SessionEvent] = [released]
-            if close is not None:
-                closing = decisions.close_session(fold(ended, state), close, at, turn=claim.turn)
-                ended.append(closing)
-            _append(conn, state, heads, ended)
-
-        await self._transaction(release)
-
-    async def close_session(
-        self, session_id: SessionId, presented: TokenDigest | None, at: datetime
-    ) -> SessionState | Refusal:
-        def close(conn: sqlite3.Connection) -> SessionState | Refusal:
-            state, heads = _load(conn, session_id)
-            decision = decisions.close_by_client(
-                state, session_id=session_id, presented=presented, at=at
-            )
-            if isinstance(decision, Refusal):
-                refused = decisions.record_refusal(
-                    decision, state=state, presented_id=session_id, at=at
-                )
-                _insert_refusal(conn, refused, heads if state else None)
-                return decision
-            return _append(conn, state, heads, decision)
-
-        return await self._transaction(close)
 
     async def refuse(self, refused: RequestRefused) -> None:
         def refuse(conn: sqlite3.Connection) -> None:
-            heads = None
-            if refused.session_id is not None:
-                state, heads = _load(conn, refused.session_id)
-                heads = heads if state else None
-            _insert_refusal(conn, refused, heads)
+            known = _load(conn, refused.session_id) if refused.session_id else Loaded(None)
+            _record_refusal(conn, plan_refusal(refused, known))
 
         await self._transaction(refuse)
 
     async def load(self, session_id: SessionId) -> SessionState | None:
-        return await self._transaction(lambda conn: _load(conn, session_id)[0])
-
-    async def _contended(self, session_id: SessionId) -> Contended:
-        state = await self.load(session_id)
-        return Contended(current=state.version if state else 0)
+        return await self._transaction(lambda conn: _load(conn, session_id).state)
 
 
-def _load(
-    conn: sqlite3.Connection, session_id: SessionId
-) -> tuple[SessionState | None, ChainHeads]:
-    row = conn.execute(_SELECT_SESSION, (_db_id(session_id),)).fetchone()
-    if row is None:
-        return None, ChainHeads()
-    return _state_from(row), ChainHeads.of(row)
+# ---------------------------------------------------------------------- the four I/O steps
 
 
-def _insert_refusal(
-    conn: sqlite3.Connection, refused: RequestRefused, heads: ChainHeads | None
+def _load(conn: sqlite3.Connection, session_id: SessionId) -> Loaded:
+    row = conn.execute(_SELECT_SESSION, (db_id(session_id),)).fetchone()
+    return Loaded(None) if row is None else Loaded(state_from(row), ChainHeads.of(row))
+
+
+def _write(conn: sqlite3.Connection, planned: WritePlan) -> None:
+    if planned.events:
+        conn.executemany(_INSERT_EVENT, [event_values(row) for row in planned.events])
+    if planned.projection is not None:
+        _write_projection(conn, planned.projection, planned.expected_version)
+    if planned.refusal is not None:
+        _record_refusal(conn, planned.refusal)
+
+
+def _write_projection(
+    conn: sqlite3.Connection, projection: dict[str, object], expected_version: int | None
 ) -> None:
-    """A refusal, linked into its session's refusal chain (None: it names no session)."""
-    row = event_to_row(refused)
-    if heads is None:
-        conn.execute(_INSERT_EVENT, _event_values(row, standalone(row)))
-        return
-    place, linked, after = heads.refuse(row)
-    conn.execute(_INSERT_EVENT, _event_values(row, linked, place))
-    conn.execute(_UPDATE_REFUSALS, (after.refusals, after.refusal_head, _db_id(row["session_id"])))
-
-
-def _append(
-    conn: sqlite3.Connection,
-    state: SessionState | None,
-    heads: ChainHeads,
-    new_events: Sequence[SessionEvent],
-) -> SessionState:
-    """Append a session's events, linked into its chain, and write the projection they fold
-    into, in one go."""
-    values = []
-    for event in new_events:
-        row = event_to_row(event)
-        linked, heads = heads.append(row)
-        values.append(_event_values(row, linked))
-    conn.executemany(_INSERT_EVENT, values)
-    after = fold(new_events, state)
-    row = _state_values(after, heads)
-    if state is None:
+    row = projection_values(projection)
+    if expected_version is None:
         conn.execute(_INSERT_SESSION, tuple(row[field] for field in SESSION_FIELDS))
-        return after
-    written = conn.execute(
-        _UPDATE_SESSION,
-        (*(row[field] for field in _UPDATED_FIELDS), row["session_id"], state.version),
-    )
-    if written.rowcount != 1:
-        raise Conflict(f"session {state.session_id} moved past version {state.version}")
-    return after
+        return
+    values = (*(row[field] for field in UPDATED_FIELDS), row["session_id"], expected_version)
+    if conn.execute(_UPDATE_SESSION, values).rowcount != 1:
+        raise Conflict(f"session {projection['session_id']} moved past {expected_version}")
+
+
+def _record_refusal(conn: sqlite3.Connection, refusal: RefusalRow) -> None:
+    conn.execute(_INSERT_EVENT, event_values(refusal.row))
+    if refusal.heads is not None:
+        heads, session_id = refusal.heads, db_id(refusal.row["session_id"])
+        conn.execute(_UPDATE_REFUSALS, (heads.refusals, heads.refusal_head, session_id))

@@ -119,3 +119,22 @@ sessions = Table(
 
 # The projection's columns in table order: the stores' hand-written SQL names them this way.
 SESSION_FIELDS = tuple(column.name for column in sessions.columns)
+# The columns a change of state writes; the refusal chain's heads move only with refusals.
+UPDATED_FIELDS = tuple(
+    field
+    for field in SESSION_FIELDS
+    if field not in {"session_id", "created_at", "refusals", "refusal_head"}
+)
+# The event table's columns a store writes (position and txid are the database's).
+EVENT_FIELDS = (
+    "session_id",
+    "seq",
+    "refusal_seq",
+    "kind",
+    "turn",
+    "consumed",
+    "issued",
+    "data",
+    "recorded_at",
+    "hash",
+)

@@ -18,10 +18,8 @@ from typing import Any, TextIO
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.state import SessionState, evolve
 from infra.audit import check_chains
-from infra.chain import ChainHeads, time_text
-from infra.codec import row_to_session_event, state_to_row
+from infra.chain import fold_session, in_chain_order, time_text
 from infra.database import writing
 from infra.tables import events, sessions
 
@@ -53,12 +51,9 @@ async def export_sessions(
     engine: AsyncEngine, out: TextIO, session_ids: Sequence[str] | None = None
 ) -> int:
     """Write the sessions (all when None) to `out`; returns how many events were written."""
-    query = select(events).where(events.c.session_id.is_not(None))
+    query = in_chain_order(select(events))
     if session_ids is not None:
         query = query.where(events.c.session_id.in_(session_ids))
-    query = query.order_by(
-        events.c.session_id, events.c.seq.is_(None), events.c.seq, events.c.refusal_seq
-    )
     header = {"format": FORMAT, "version": VERSION, "sessions": session_ids}
     out.write(json.dumps(header) + "\n")
     written = 0
@@ -122,18 +117,10 @@ def _sessions(parsed: Iterable[_Parsed]) -> Iterator[list[_Parsed]]:
 
 def _fold(group: list[_Parsed]) -> dict[str, Any]:
     """The projection row a session's events make, chain heads included."""
-    state: SessionState | None = None
-    heads = ChainHeads()
-    for line in group:
-        row = line.row
-        if row["seq"] is not None:
-            state = evolve(state, row_to_session_event(row))
-            heads = ChainHeads(row["hash"], heads.refusals, heads.refusal_head)
-        else:
-            heads = ChainHeads(heads.head_hash, heads.refusals + 1, row["hash"])
-    if state is None:
+    folded = fold_session(line.row for line in group)
+    if folded is None:
         raise ImportRefused(f"line {group[0].number}: a session with refusals but no events")
-    return {**state_to_row(state), **heads.as_row()}
+    return folded.row()
 
 
 def check_file(lines: Iterable[str]) -> Iterator[tuple[list[_Parsed], dict[str, Any]]]:

@@ -15,12 +15,12 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from domain import decisions
+from domain.commands import ClaimTurn, CommitTurn, RenewClaim, StartSession
 from domain.events import Lease, RecordAppended, RequestRefused
 from domain.identifiers import SessionId, TokenDigest, digest_token
 from domain.outcomes import Finished
 from domain.refusals import RefusalReason
-from domain.state import fold
+from domain.state import SessionState, fold
 from infra.chain import ChainHeads
 from infra.codec import event_to_row
 from infra.database import create_engine, writing
@@ -38,22 +38,35 @@ _MEASURE = (
 )
 
 
+def _committed(
+    state: SessionState, outcome: Finished, consumed: TokenDigest | None, issued: TokenDigest
+) -> Any:
+    assert state.claim is not None
+    command = CommitTurn(
+        session_id=state.session_id,
+        at=state.updated_at,
+        claim=state.claim,
+        consumed=consumed,
+        issued=issued,
+        outcome=outcome,
+    )
+    (event,) = command.decide(state).events
+    return event
+
+
 def _session_rows(number: int, at: datetime) -> list[dict[str, Any]]:
     session_id = SessionId(f"{number:08x}-0000-7000-8000-000000000000")
     lease = Lease("fixture", at + timedelta(seconds=30))
-    history: list[Any] = [decisions.start_session(session_id, {"message": "hi"}, at, lease)]
-    state = fold(history)
+    start = StartSession(session_id=session_id, at=at, input={"message": "hi"}, lease=lease)
+    history: list[Any] = list(start.decide(None).events)
     tokens = [TokenDigest(digest_token(f"{number}:{turn}")) for turn in range(4)]
-    commit = decisions.commit_turn(
-        state, state.claim, Finished("ok", state={"n": 1}), tokens[0], at
-    )  # type: ignore[arg-type]
-    history.append(commit)
+    history.append(_committed(fold(history), Finished("ok", state={"n": 1}), None, tokens[0]))
     for turn in (1, 2):
         state = fold(history)
-        claimed = decisions.claim_turn(
-            state, session_id=session_id, presented=tokens[turn - 1], input={}, lease=lease, at=at
+        claim = ClaimTurn(
+            session_id=session_id, at=at, presented=tokens[turn - 1], input={}, lease=lease
         )
-        history += claimed.events  # type: ignore[union-attr]
+        history += claim.decide(state).events
         state = fold(history)
         record = RecordAppended(
             session_id=session_id,
@@ -65,10 +78,10 @@ def _session_rows(number: int, at: datetime) -> list[dict[str, Any]]:
         history.append(record)
         if turn == 2:
             state = fold(history)
-            history.append(decisions.renew_claim(state, state.claim, lease, at))  # type: ignore[arg-type]
-        state = fold(history)
-        done = decisions.commit_turn(state, state.claim, Finished(turn), tokens[turn], at)  # type: ignore[arg-type]
-        history.append(done)
+            assert state.claim is not None
+            renew = RenewClaim(session_id=session_id, at=at, claim=state.claim, lease=lease)
+            history += renew.decide(state).events
+        history.append(_committed(fold(history), Finished(turn), tokens[turn - 1], tokens[turn]))
     heads, rows = ChainHeads(), []
     for event in history:
         row = event_to_row(event)

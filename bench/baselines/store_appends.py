@@ -12,11 +12,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from domain import decisions
+from domain.commands import ClaimTurn, CommitTurn, StartSession
+from domain.decisions import ClaimGranted
 from domain.events import Lease, TurnCommitted
 from domain.identifiers import TokenDigest, digest_token, mint_token, new_session_id
 from domain.outcomes import Finished
-from domain.ports import ClaimGranted, SessionStore
+from domain.ports import SessionStore
 from infra.settings import Settings
 from infra.stores import open_store
 
@@ -47,14 +48,22 @@ class _Session:
     async def start(self) -> None:
         at = _now()
         granted = await self._store.start(
-            decisions.start_session(self._session_id, {"message": "x"}, at, _lease(at))
+            StartSession(
+                session_id=self._session_id, at=at, input={"message": "x"}, lease=_lease(at)
+            )
         )
         await self._commit(granted)
 
     async def cycle(self) -> None:
         at = _now()
         granted = await self._store.claim(
-            self._session_id, self._digest, {"message": "x"}, at, _lease(at)
+            ClaimTurn(
+                session_id=self._session_id,
+                at=at,
+                presented=self._digest,
+                input={"message": "x"},
+                lease=_lease(at),
+            )
         )
         if not isinstance(granted, ClaimGranted):
             raise RuntimeError(f"the store refused a valid claim: {granted}")
@@ -64,12 +73,14 @@ class _Session:
         issued = _new_digest()
         first = granted.event.turn == 1
         committed = await self._store.commit(
-            self._session_id,
-            granted.claim,
-            Finished({"turn": granted.event.turn}),
-            issued,
-            _now(),
-            consumed=None if first else self._digest,
+            CommitTurn(
+                session_id=self._session_id,
+                at=_now(),
+                claim=granted.claim,
+                consumed=None if first else self._digest,
+                issued=issued,
+                outcome=Finished({"turn": granted.event.turn}),
+            )
         )
         if not isinstance(committed, TurnCommitted):
             raise RuntimeError(f"the store did not commit: {committed}")

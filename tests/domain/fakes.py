@@ -1,9 +1,11 @@
 """An in-memory SessionStore with the SQL store's semantics, and the other injected parts.
 
-Every store method decides with `domain.decisions` on the projection and appends the events
-it folds into without awaiting in between, so on one event loop each method is atomic, as a
-transaction of the SQL stores is. The event table's unique keys are checked as well: a fake
-that let a token be consumed twice would hide exactly the bug the protocol tests look for.
+The store is the skeleton every store shares (infra/command_store.py): each command decides
+on the projection and appends the events it folds into without awaiting in between, so on
+one event loop each method is atomic, as a transaction of the SQL stores is. The event
+table's unique keys are checked as well: a fake that let a token be consumed twice would
+hide exactly the bug the protocol tests look for. The store contract suite
+(tests/infra/test_store.py) runs against it as a third backend.
 """
 
 import hashlib
@@ -12,28 +14,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from domain import decisions
+from domain.commands import Command
+from domain.decisions import ClaimGranted
 from domain.events import (
-    ClaimRenewed,
-    CloseCause,
     Event,
     Lease,
-    RecordAppended,
-    ReleaseCause,
     RequestRefused,
     SessionEvent,
-    SessionStarted,
     TurnClaimed,
     TurnCommitted,
     kind_of,
 )
 from domain.identifiers import SessionId, TokenDigest
-from domain.json import JsonObject, JsonValue
-from domain.outcomes import Contended, HandlerOutcome
-from domain.ports import ClaimGranted
-from domain.refusals import Refusal
-from domain.state import Claim, SessionState, fold
+from domain.json import JsonValue
+from domain.state import SessionState, fold
+from infra.command_store import CommandStore
 
+A = TypeVar("A")
 K = TypeVar("K")
 
 
@@ -41,7 +38,10 @@ class UniqueViolation(Exception):
     """Two events took one unique key: the rules let through what the database would not."""
 
 
-class InMemorySessionStore:
+class InMemorySessionStore(CommandStore):
+    """The store skeleton (infra/command_store.py) over dicts: every command loads the
+    state, decides, and appends what the decision says, without awaiting in between."""
+
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.sessions: dict[SessionId, SessionState] = {}
@@ -52,99 +52,13 @@ class InMemorySessionStore:
 
     # ------------------------------------------------------------------ the port
 
-    async def start(self, started: SessionStarted) -> ClaimGranted:
-        if started.session_id in self.sessions:
-            self._violate(f"session {started.session_id} already exists")
-        return ClaimGranted(started, self._append(None, [started]))
-
-    async def claim(
-        self,
-        session_id: SessionId,
-        presented: TokenDigest | None,
-        input: JsonObject,
-        at: datetime,
-        lease: Lease,
-    ) -> ClaimGranted | Refusal:
-        state = self.sessions.get(session_id)
-        decision = decisions.claim_turn(
-            state, session_id=session_id, presented=presented, input=input, lease=lease, at=at
-        )
-        if isinstance(decision, Refusal):
-            self.events.append(
-                decisions.record_refusal(decision, state=state, presented_id=session_id, at=at)
-            )
-            return decision
-        return ClaimGranted(decision.claimed, self._append(state, decision.events))
-
-    async def renew(
-        self, session_id: SessionId, claim: Claim, lease: Lease, at: datetime
-    ) -> ClaimRenewed | Contended:
-        state = self.sessions.get(session_id)
-        decision = decisions.renew_claim(state, claim, lease, at)
-        if isinstance(decision, ClaimRenewed):
-            self._append(state, [decision])
-        return decision
-
-    async def append_record(
-        self, session_id: SessionId, claim: Claim, record: JsonValue, at: datetime
-    ) -> RecordAppended | Contended:
-        state = self.sessions.get(session_id)
-        decision = decisions.append_record(state, claim, record, at)
-        if isinstance(decision, RecordAppended):
-            self._append(state, [decision])
-        return decision
-
-    async def commit(
-        self,
-        session_id: SessionId,
-        claim: Claim,
-        outcome: HandlerOutcome,
-        issued: TokenDigest,
-        at: datetime,
-        *,
-        consumed: TokenDigest | None,
-        sealed: str | None = None,
-    ) -> TurnCommitted | Contended:
-        state = self.sessions.get(session_id)
-        if state is not None and state.token_digest != consumed:
-            return Contended(current=state.version)
-        decision = decisions.commit_turn(state, claim, outcome, issued, at, sealed=sealed)
-        if isinstance(decision, TurnCommitted):
-            self._append(state, [decision])
-        return decision
-
-    async def release(
-        self,
-        session_id: SessionId,
-        claim: Claim,
-        cause: ReleaseCause,
-        error: str | None,
-        at: datetime,
-        *,
-        close: CloseCause | None = None,
-    ) -> None:
-        state = self.sessions.get(session_id)
-        released = decisions.release_turn(state, claim, cause, error, at)
-        if state is None or released is None:
-            return  # the claim was taken over; releasing it is no longer ours to do
-        ended: list[SessionEvent] = [released]
-        if close is not None:
-            ended.append(decisions.close_session(fold(ended, state), close, at, turn=claim.turn))
-        self._append(state, ended)
-
-    async def close_session(
-        self, session_id: SessionId, presented: TokenDigest | None, at: datetime
-    ) -> SessionState | Refusal:
-        state = self.sessions.get(session_id)
-        decision = decisions.close_by_client(
-            state, session_id=session_id, presented=presented, at=at
-        )
-        if isinstance(decision, Refusal):
-            self.events.append(
-                decisions.record_refusal(decision, state=state, presented_id=session_id, at=at)
-            )
-            return decision
-        return self._append(state, decision)
+    async def _execute(self, command: Command[A]) -> A:
+        decision = command.decide(self.sessions.get(command.session_id))
+        if decision.refused is not None:
+            self.events.append(decision.refused)
+        if decision.after is not None:
+            self._append(decision.events, decision.after)
+        return decision.answer
 
     async def load(self, session_id: SessionId) -> SessionState | None:
         return self.sessions.get(session_id)
@@ -170,7 +84,9 @@ class InMemorySessionStore:
             lease=Lease("someone-else", at),
             at=at,
         )
-        return ClaimGranted(taken, self._append(state, [taken]))
+        after = fold([taken], state)
+        self._append((taken,), after)
+        return ClaimGranted(taken, after)
 
     def session_events(self, session_id: SessionId) -> list[SessionEvent]:
         return [
@@ -178,6 +94,12 @@ class InMemorySessionStore:
             for event in self.events
             if not isinstance(event, RequestRefused) and event.session_id == session_id
         ]
+
+    def written(self, session_id: SessionId) -> list[tuple[str, str | None]]:
+        """(kind, consumed digest) of each of the session's events, refusals included, in
+        the order they were written."""
+        mine = [event for event in self.events if event.session_id == session_id]
+        return [(kind_of(e), e.consumed if isinstance(e, TurnCommitted) else None) for e in mine]
 
     def kinds(self, session_id: SessionId) -> list[str]:
         return [kind_of(event) for event in self.session_events(session_id)]
@@ -191,7 +113,7 @@ class InMemorySessionStore:
 
     # ------------------------------------------------------------------ the "table"
 
-    def _append(self, state: SessionState | None, new: Sequence[SessionEvent]) -> SessionState:
+    def _append(self, new: Sequence[SessionEvent], after: SessionState) -> None:
         """Check the unique keys, append, and write the projection the events fold into."""
         for event in new:
             self._take((event.session_id, event.seq), self._seqs, "seq")
@@ -200,9 +122,7 @@ class InMemorySessionStore:
                     self._take(event.consumed, self._consumed, "consumed digest")
                 self._take(event.issued, self._issued, "issued digest")
         self.events.extend(new)
-        after = fold(new, state)
         self.sessions[after.session_id] = after
-        return after
 
     def _take(self, key: K, taken: set[K], what: str) -> None:
         if key in taken:

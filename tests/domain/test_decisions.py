@@ -6,6 +6,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from domain import decisions
+from domain.commands import (
+    AppendRecord,
+    ClaimTurn,
+    CloseSession,
+    CommitTurn,
+    ReleaseTurn,
+    RenewClaim,
+    StartSession,
+)
+from domain.decisions import ClaimGranted, Decision
 from domain.events import (
     ClaimExpired,
     ClaimRenewed,
@@ -21,7 +31,8 @@ from domain.events import (
     TurnReleased,
 )
 from domain.identifiers import SessionId, TokenDigest, digest_token
-from domain.outcomes import Contended, Finished, Parked
+from domain.json import JsonObject
+from domain.outcomes import Contended, Finished, HandlerOutcome, Parked
 from domain.refusals import PRESENTED_ID_LIMIT, Refusal, RefusalReason
 from domain.state import Claim, SessionState, SessionStatus, evolve, fold
 
@@ -32,15 +43,79 @@ SECOND = digest_token("second token")
 OTHER = digest_token("someone else's token")
 LEASE = Lease("this-process", AT + timedelta(seconds=30))
 
+# ---------------------------------------------------------------- the commands, decided
+
+
+def claim_turn(
+    state: SessionState | None,
+    presented: TokenDigest | None,
+    *,
+    at: datetime = AT,
+    session_id: SessionId = SID,
+    input: JsonObject | None = None,
+) -> Decision[ClaimGranted | Refusal]:
+    command = ClaimTurn(
+        session_id=session_id, at=at, presented=presented, input=input or {}, lease=LEASE
+    )
+    return command.decide(state)
+
+
+def commit_turn(
+    state: SessionState | None,
+    claim: Claim,
+    outcome: HandlerOutcome,
+    issued: TokenDigest,
+) -> TurnCommitted | Contended:
+    """A commit's answer, consuming the token that is current (as the claim saw it)."""
+    return consume(state, claim, outcome, issued, state.token_digest if state else None)
+
+
+def consume(
+    state: SessionState | None,
+    claim: Claim,
+    outcome: HandlerOutcome,
+    issued: TokenDigest,
+    consumed: TokenDigest | None,
+) -> TurnCommitted | Contended:
+    command = CommitTurn(
+        session_id=SID, at=AT, claim=claim, consumed=consumed, issued=issued, outcome=outcome
+    )
+    return command.decide(state).answer
+
+
+def append_record(state: SessionState | None, claim: Claim) -> RecordAppended | Contended:
+    return AppendRecord(session_id=SID, at=AT, claim=claim, record={"step": 1}).decide(state).answer
+
+
+def release_turn(
+    state: SessionState | None, claim: Claim, cause: ReleaseCause, error: str | None
+) -> Decision[TurnReleased | None]:
+    command = ReleaseTurn(session_id=SID, at=AT, claim=claim, cause=cause, error=error)
+    return command.decide(state)
+
+
+def renew_claim(state: SessionState | None, claim: Claim, lease: Lease) -> object:
+    return RenewClaim(session_id=SID, at=AT, claim=claim, lease=lease).decide(state).answer
+
+
+def close(
+    state: SessionState | None, presented: TokenDigest | None, at: datetime = AT
+) -> Decision[SessionState | Refusal]:
+    return CloseSession(session_id=SID, at=at, presented=presented).decide(state)
+
+
+# ---------------------------------------------------------------- sessions to decide on
+
 
 def starting() -> SessionState:
     """Turn 1 is running: no token exists yet."""
-    return evolve(None, decisions.start_session(SID, {"message": "hi"}, AT, LEASE))
+    command = StartSession(session_id=SID, at=AT, input={"message": "hi"}, lease=LEASE)
+    return command.decide(None).answer.state
 
 
 def committed(state: SessionState, issued: TokenDigest) -> SessionState:
     assert state.claim is not None
-    event = decisions.commit_turn(state, state.claim, Finished("ok"), issued, AT)
+    event = commit_turn(state, state.claim, Finished("ok"), issued)
     assert isinstance(event, TurnCommitted)
     return evolve(state, event)
 
@@ -51,11 +126,10 @@ def idle() -> SessionState:
 
 
 def claimed(state: SessionState, presented: TokenDigest | None = FIRST) -> SessionState:
-    decision = decisions.claim_turn(
-        state, session_id=SID, presented=presented, input={}, lease=LEASE, at=AT
-    )
-    assert isinstance(decision, decisions.ClaimDecision)
-    return fold(decision.events, state)
+    decision = claim_turn(state, presented)
+    assert isinstance(decision.answer, ClaimGranted)
+    assert decision.after == fold(decision.events, state)
+    return decision.answer.state
 
 
 def in_flight() -> SessionState:
@@ -65,17 +139,20 @@ def in_flight() -> SessionState:
 
 def closed() -> SessionState:
     """Closed while FIRST was the current token."""
-    return evolve(idle(), decisions.close_session(idle(), CloseCause.START_FAILED, AT))
+    closing = close(idle(), FIRST).answer
+    assert isinstance(closing, SessionState)
+    return closing
 
 
 def claim(
     state: SessionState | None, presented: TokenDigest | None, at: datetime = AT
 ) -> TurnClaimed | Refusal:
     """The claim decided, as its TurnClaimed event (what most tests look at) or a refusal."""
-    decision = decisions.claim_turn(
-        state, session_id=SID, presented=presented, input={}, lease=LEASE, at=at
-    )
-    return decision if isinstance(decision, Refusal) else decision.claimed
+    answer = claim_turn(state, presented, at=at).answer
+    if isinstance(answer, Refusal):
+        return answer
+    assert isinstance(answer.event, TurnClaimed)
+    return answer.event
 
 
 def reason(decision: TurnClaimed | Refusal) -> RefusalReason | None:
@@ -169,10 +246,8 @@ def test_claim_answers_the_first_refusal_in_protocol_order(
 
 def test_a_valid_claim_takes_the_next_seq_and_the_next_turn() -> None:
     state = idle()
-    decision = decisions.claim_turn(
-        state, session_id=SID, presented=FIRST, input={"message": "next"}, lease=LEASE, at=AT
-    )
-    assert decision == decisions.ClaimDecision(
+    decision = claim_turn(state, FIRST, input={"message": "next"})
+    assert decision.events == (
         TurnClaimed(
             session_id=SID,
             seq=state.version + 1,
@@ -180,14 +255,15 @@ def test_a_valid_claim_takes_the_next_seq_and_the_next_turn() -> None:
             input={"message": "next"},
             lease=LEASE,
             at=AT,
-        )
+        ),
     )
+    assert decision.refused is None
 
 
 def test_a_retry_after_a_released_turn_claims_the_same_turn_number_at_a_new_seq() -> None:
     state = in_flight()
     assert state.claim is not None
-    released = decisions.release_turn(state, state.claim, ReleaseCause.FAILED, "boom", AT)
+    released = release_turn(state, state.claim, ReleaseCause.FAILED, "boom").answer
     assert released is not None
     after = evolve(state, released)
     retry = claim(after, FIRST)
@@ -197,20 +273,28 @@ def test_a_retry_after_a_released_turn_claims_the_same_turn_number_at_a_new_seq(
 
 def test_the_unknown_session_message_cuts_a_long_id_to_200_characters() -> None:
     long_id = SessionId("x" * 500)
-    decision = decisions.claim_turn(
-        None, session_id=long_id, presented=None, input={}, lease=LEASE, at=AT
-    )
+    decision = claim_turn(None, None, session_id=long_id)
     assert PRESENTED_ID_LIMIT == 200
-    assert decision == Refusal(RefusalReason.UNKNOWN_SESSION, f"unknown session '{'x' * 200}'")
+    assert decision.answer == Refusal(
+        RefusalReason.UNKNOWN_SESSION, f"unknown session '{'x' * 200}'"
+    )
+    assert decision.refused is not None
+    assert (decision.refused.session_id, decision.refused.presented_id) == (None, long_id)
 
 
 # ---------------------------------------------------------------- start
 
 
 def test_a_start_is_seq_1_and_claims_turn_1() -> None:
-    assert decisions.start_session(SID, {"a": 1}, AT, LEASE) == SessionStarted(
-        session_id=SID, seq=1, turn=1, input={"a": 1}, lease=LEASE, at=AT
-    )
+    decision = StartSession(session_id=SID, at=AT, input={"a": 1}, lease=LEASE).decide(None)
+    started = SessionStarted(session_id=SID, seq=1, turn=1, input={"a": 1}, lease=LEASE, at=AT)
+    assert decision.events == (started,)
+    assert decision.answer == ClaimGranted(started, evolve(None, started))
+
+
+def test_a_session_cannot_start_twice() -> None:
+    with pytest.raises(ValueError, match="already exists"):
+        StartSession(session_id=SID, at=AT, input={}, lease=LEASE).decide(idle())
 
 
 def test_a_start_presenting_a_token_is_refused_unexpected_token() -> None:
@@ -294,7 +378,7 @@ STALE_IDS = [name for name, _, _ in STALE_CLAIMS]
 def test_commit_without_the_claim_is_contended_at_the_current_version(
     name: str, state: SessionState | None, stale: Claim
 ) -> None:
-    decision = decisions.commit_turn(state, stale, Finished("ok"), SECOND, AT)
+    decision = commit_turn(state, stale, Finished("ok"), SECOND)
     assert decision == Contended(current=state.version if state else 0)
 
 
@@ -302,7 +386,7 @@ def test_commit_without_the_claim_is_contended_at_the_current_version(
 def test_append_without_the_claim_is_contended_at_the_current_version(
     name: str, state: SessionState | None, stale: Claim
 ) -> None:
-    decision = decisions.append_record(state, stale, {"r": 1}, AT)
+    decision = append_record(state, stale)
     assert decision == Contended(current=state.version if state else 0)
 
 
@@ -310,7 +394,8 @@ def test_append_without_the_claim_is_contended_at_the_current_version(
 def test_release_without_the_claim_does_nothing(
     name: str, state: SessionState | None, stale: Claim
 ) -> None:
-    assert decisions.release_turn(state, stale, ReleaseCause.FAILED, "boom", AT) is None
+    decision = release_turn(state, stale, ReleaseCause.FAILED, "boom")
+    assert (decision.answer, decision.events, decision.after) == (None, (), None)
 
 
 def test_holds_claim_only_for_the_exact_claim() -> None:
@@ -325,7 +410,7 @@ def test_holds_claim_only_for_the_exact_claim() -> None:
 def test_the_first_commit_consumes_no_token_and_issues_the_first() -> None:
     state = starting()
     assert state.claim is not None
-    decision = decisions.commit_turn(state, state.claim, Parked("approval"), FIRST, AT)
+    decision = commit_turn(state, state.claim, Parked("approval"), FIRST)
     assert decision == TurnCommitted(
         session_id=SID,
         seq=2,
@@ -340,16 +425,28 @@ def test_the_first_commit_consumes_no_token_and_issues_the_first() -> None:
 def test_a_commit_consumes_the_current_token_and_issues_the_new_one() -> None:
     state = in_flight()
     assert state.claim is not None
-    decision = decisions.commit_turn(state, state.claim, Finished("ok"), SECOND, AT)
+    decision = commit_turn(state, state.claim, Finished("ok"), SECOND)
     assert isinstance(decision, TurnCommitted)
     assert (decision.consumed, decision.issued) == (FIRST, SECOND)
     assert (decision.seq, decision.turn) == (state.version + 1, state.claim.turn)
 
 
+@pytest.mark.parametrize("consumed", [OTHER, None], ids=["another-token", "no-token"])
+def test_a_commit_that_would_consume_another_token_than_the_current_is_contended(
+    consumed: TokenDigest | None,
+) -> None:
+    """The token the commit spends is the one the claim was made with: if that is not the
+    current token, the session moved on, and nothing is consumed."""
+    state = in_flight()
+    assert state.claim is not None
+    decision = consume(state, state.claim, Finished("ok"), SECOND, consumed)
+    assert decision == Contended(current=state.version)
+
+
 def test_a_record_takes_the_next_seq_within_the_claimed_turn() -> None:
     state = in_flight()
     assert state.claim is not None
-    decision = decisions.append_record(state, state.claim, {"step": 1}, AT)
+    decision = append_record(state, state.claim)
     assert decision == RecordAppended(
         session_id=SID, seq=state.version + 1, turn=state.claim.turn, record={"step": 1}, at=AT
     )
@@ -358,8 +455,8 @@ def test_a_record_takes_the_next_seq_within_the_claimed_turn() -> None:
 def test_a_release_takes_the_next_seq_and_keeps_cause_and_error() -> None:
     state = in_flight()
     assert state.claim is not None
-    decision = decisions.release_turn(state, state.claim, ReleaseCause.CANCELLED, "gone", AT)
-    assert decision == TurnReleased(
+    decision = release_turn(state, state.claim, ReleaseCause.CANCELLED, "gone")
+    released = TurnReleased(
         session_id=SID,
         seq=state.version + 1,
         turn=state.claim.turn,
@@ -367,13 +464,26 @@ def test_a_release_takes_the_next_seq_and_keeps_cause_and_error() -> None:
         error="gone",
         at=AT,
     )
+    assert (decision.answer, decision.events) == (released, (released,))
 
 
-def test_a_close_takes_the_next_seq() -> None:
-    state = idle()
-    assert decisions.close_session(state, CloseCause.START_FAILED, AT) == SessionClosed(
-        session_id=SID, seq=state.version + 1, turn=state.turn, cause=CloseCause.START_FAILED, at=AT
+def test_a_release_that_closes_takes_the_next_seq_after_it() -> None:
+    state = starting()
+    assert state.claim is not None
+    command = ReleaseTurn(
+        session_id=SID,
+        at=AT,
+        claim=state.claim,
+        cause=ReleaseCause.FAILED,
+        error="boom",
+        close=CloseCause.START_FAILED,
     )
+    decision = command.decide(state)
+    assert decision.events[1] == SessionClosed(
+        session_id=SID, seq=state.version + 2, turn=1, cause=CloseCause.START_FAILED, at=AT
+    )
+    assert decision.after is not None
+    assert (decision.after.status, decision.after.token_digest) == (SessionStatus.CLOSED, None)
 
 
 # ---------------------------------------------------------------- leases
@@ -388,15 +498,14 @@ def test_a_lapsed_claim_expires_and_the_current_token_claims_the_same_turn() -> 
     state = in_flight()
     assert state.claim is not None
     lapsed = AT + timedelta(seconds=30)
-    decision = decisions.claim_turn(
-        state, session_id=SID, presented=FIRST, input={}, lease=LEASE, at=lapsed
-    )
-    assert isinstance(decision, decisions.ClaimDecision)
-    assert decision.expired == ClaimExpired(
+    decision = claim_turn(state, FIRST, at=lapsed)
+    assert isinstance(decision.answer, ClaimGranted)
+    assert decision.events[0] == ClaimExpired(
         session_id=SID, seq=state.version + 1, turn=2, owner="this-process", at=lapsed
     )
-    assert (decision.claimed.seq, decision.claimed.turn) == (state.version + 2, 2)
+    assert (decision.answer.event.seq, decision.answer.event.turn) == (state.version + 2, 2)
     after = fold(decision.events, state)
+    assert after == decision.after == decision.answer.state
     assert after.claim == Claim(turn=2, seq=state.version + 2)
     assert after.status is SessionStatus.IN_FLIGHT
 
@@ -416,7 +525,7 @@ def test_a_renewal_extends_the_lease_of_the_claim_that_holds() -> None:
     state = in_flight()
     assert state.claim is not None
     longer = Lease("this-process", AT + timedelta(seconds=90))
-    renewed = decisions.renew_claim(state, state.claim, longer, AT)
+    renewed = renew_claim(state, state.claim, longer)
     assert isinstance(renewed, ClaimRenewed)
     after = evolve(state, renewed)
     assert (after.lease, after.claim, after.version) == (longer, state.claim, state.version + 1)
@@ -428,26 +537,25 @@ def test_a_renewal_by_a_claim_that_was_taken_over_is_contended() -> None:
     state = in_flight()
     assert state.claim is not None
     old = state.claim
-    taken = claimed(
-        evolve(state, decisions.release_turn(state, old, ReleaseCause.FAILED, None, AT))  # type: ignore[arg-type]
-    )
-    assert decisions.renew_claim(taken, old, LEASE, AT) == Contended(current=taken.version)
+    released = release_turn(state, old, ReleaseCause.FAILED, None)
+    assert released.after is not None
+    taken = claimed(released.after)
+    assert renew_claim(taken, old, LEASE) == Contended(current=taken.version)
 
 
 # ---------------------------------------------------------------- closing
 
 
-def close(state: SessionState | None, presented: TokenDigest | None, at: datetime = AT) -> object:
-    return decisions.close_by_client(state, session_id=SID, presented=presented, at=at)
-
-
 def test_the_current_token_closes_an_idle_session() -> None:
     state = idle()
-    events = close(state, FIRST)
-    assert events == [
-        SessionClosed(session_id=SID, seq=state.version + 1, turn=1, cause=CloseCause.CLIENT, at=AT)
-    ]
-    after = fold(events, state)  # type: ignore[arg-type]
+    decision = close(state, FIRST)
+    assert decision.events == (
+        SessionClosed(
+            session_id=SID, seq=state.version + 1, turn=1, cause=CloseCause.CLIENT, at=AT
+        ),
+    )
+    after = fold(decision.events, state)
+    assert after == decision.answer == decision.after
     assert (after.status, after.token_digest) == (SessionStatus.CLOSED, FIRST)
     assert reason(claim(after, FIRST)) is RefusalReason.CLOSED
 
@@ -465,14 +573,15 @@ def test_the_current_token_closes_an_idle_session() -> None:
 def test_closing_is_refused_in_the_order_of_section_3(
     state: SessionState | None, presented: TokenDigest | None, expected: RefusalReason
 ) -> None:
-    refused = close(state, presented)
-    assert isinstance(refused, Refusal)
-    assert refused.reason is expected
+    decision = close(state, presented)
+    assert isinstance(decision.answer, Refusal)
+    assert decision.answer.reason is expected
+    assert decision.refused is not None
+    assert (decision.events, decision.after) == ((), None)
 
 
 def test_closing_a_session_held_by_a_lapsed_claim_expires_the_claim_first() -> None:
     state = in_flight()
-    events = close(state, FIRST, at=AT + timedelta(seconds=31))
-    assert isinstance(events, list)
+    events = close(state, FIRST, at=AT + timedelta(seconds=31)).events
     assert [type(event).__name__ for event in events] == ["ClaimExpired", "SessionClosed"]
     assert [event.seq for event in events] == [state.version + 1, state.version + 2]

@@ -9,15 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from domain.driver import (
-    ContinueRequest,
-    OpenTurn,
-    StartRequest,
-    TurnDriver,
-    TurnFailed,
-    TurnReply,
-    TurnServices,
-)
+from domain.driver import TurnDriver, TurnServices
 from domain.events import (
     CloseCause,
     RecordAppended,
@@ -31,7 +23,9 @@ from domain.identifiers import SessionId, digest_token, unseal_token
 from domain.json import JsonObject, JsonValue
 from domain.outcomes import Contended, Finished, HandlerOutcome, Parked, StateUpdate
 from domain.refusals import Refusal, RefusalReason
+from domain.requests import ContinueRequest, StartRequest
 from domain.state import SessionStatus
+from domain.turn import OpenTurn, TurnFailed, TurnReply
 from tests.domain.fakes import FakeClock, InMemorySessionStore, RecordingSink, SeededRandom
 from tests.waiting import until
 

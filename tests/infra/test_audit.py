@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.decisions import record_refusal
+from domain.decisions import ClaimGranted, record_refusal
 from domain.identifiers import SessionId, digest_token
-from domain.ports import ClaimGranted, SessionStore
+from domain.ports import SessionStore
 from domain.refusals import RefusalReason, unknown_session
 from infra.audit import BrokenLink, verify
 from infra.database import create_engine
@@ -18,6 +18,7 @@ from infra.migrate import upgrade_to_head
 from infra.settings import Settings
 from infra.stores import open_store
 from infra.tables import events
+from tests import store_calls as calls
 from tests.databases import fresh_database
 from tests.infra.test_projection import varied_sessions
 from tests.infra.test_store import committed_session, lease, now
@@ -52,11 +53,12 @@ async def five_turns(store: SessionStore) -> SessionId:
     from tests.infra.test_store import new_token
 
     for _ in range(4):
-        granted = await store.claim(session_id, digest_token(token), {}, now(), lease())
+        granted = await calls.claim(store, session_id, digest_token(token), {}, now(), lease())
         assert isinstance(granted, ClaimGranted)
-        await store.append_record(session_id, granted.claim, {"n": 1}, now())
+        await calls.append_record(store, session_id, granted.claim, {"n": 1}, now())
         following = new_token()
-        await store.commit(
+        await calls.commit(
+            store,
             session_id,
             granted.claim,
             Finished("ok"),
@@ -66,7 +68,7 @@ async def five_turns(store: SessionStore) -> SessionId:
         )
         token = following
     for _ in range(2):
-        await store.claim(session_id, digest_token("forged"), {}, now(), lease())
+        await calls.claim(store, session_id, digest_token("forged"), {}, now(), lease())
     return session_id
 
 

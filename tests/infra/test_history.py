@@ -5,6 +5,7 @@ import asyncio
 import json
 import random
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -15,12 +16,15 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.decisions import ClaimGranted
 from domain.events import ReleaseCause
+from domain.history import void_records
 from domain.identifiers import SessionId, digest_token
 from domain.outcomes import Finished
-from domain.ports import ClaimGranted, SessionStore
-from infra.history import InvalidCursor, StoredEvent, feed, session_events, void_records
+from domain.ports import SessionStore
+from infra.history import InvalidCursor, SessionReader, StoredEvent
 from infra.tables import events
+from tests import store_calls as calls
 from tests.infra.test_store import committed_session, lease, new_token, now
 
 # ---------------------------------------------------------------- void records
@@ -56,7 +60,7 @@ def test_a_record_is_void_when_its_turn_attempt_did_not_commit(
     kinds: list[str], void: set[int]
 ) -> None:
     history = [stored(seq, kind, seq) for seq, kind in enumerate(kinds, start=1)]
-    assert void_records(history) == void
+    assert {event.position for event in void_records(history)} == void
 
 
 def test_void_is_decided_in_seq_order_and_a_refusal_ends_no_attempt() -> None:
@@ -68,9 +72,9 @@ def test_void_is_decided_in_seq_order_and_a_refusal_ends_no_attempt() -> None:
         stored(12, "refused", None),
         stored(13, "released", 2),
     ]
-    assert void_records(history) == set()
+    assert void_records(history) == []
     history[3] = stored(13, "released", 4)
-    assert void_records(history) == {11}
+    assert [event.position for event in void_records(history)] == [11]
 
 
 # ---------------------------------------------------------------- a session's history
@@ -81,19 +85,19 @@ async def eventful_session(store: SessionStore) -> SessionId:
     lapsed (expired, taken over); turn 2 committed by the attempt that took over."""
     session_id, token = await committed_session(store)
     presented = digest_token(token)
-    failed = await store.claim(session_id, presented, {"message": "/fail"}, now(), lease())
+    failed = await calls.claim(store, session_id, presented, {"message": "/fail"}, now(), lease())
     assert isinstance(failed, ClaimGranted)
-    await store.append_record(session_id, failed.claim, {"attempt": "failed"}, now())
-    await store.release(session_id, failed.claim, ReleaseCause.FAILED, "boom", now())
-    lapsed = await store.claim(session_id, presented, {"message": "slow"}, now(), lease(-1))
+    await calls.append_record(store, session_id, failed.claim, {"attempt": "failed"}, now())
+    await calls.release(store, session_id, failed.claim, ReleaseCause.FAILED, "boom", now())
+    lapsed = await calls.claim(store, session_id, presented, {"message": "slow"}, now(), lease(-1))
     assert isinstance(lapsed, ClaimGranted)
-    await store.append_record(session_id, lapsed.claim, {"attempt": "lapsed"}, now())
-    taken = await store.claim(session_id, presented, {"message": "again"}, now(), lease())
+    await calls.append_record(store, session_id, lapsed.claim, {"attempt": "lapsed"}, now())
+    taken = await calls.claim(store, session_id, presented, {"message": "again"}, now(), lease())
     assert isinstance(taken, ClaimGranted)
-    await store.append_record(session_id, taken.claim, {"attempt": "kept"}, now())
+    await calls.append_record(store, session_id, taken.claim, {"attempt": "kept"}, now())
     following = digest_token(new_token())
-    await store.commit(
-        session_id, taken.claim, Finished("ok"), following, now(), consumed=presented
+    await calls.commit(
+        store, session_id, taken.claim, Finished("ok"), following, now(), consumed=presented
     )
     return session_id
 
@@ -105,10 +109,10 @@ async def stored_rows(engine: AsyncEngine, session_id: str) -> list[dict[str, An
 
 
 async def test_a_sessions_history_is_every_row_as_stored_with_void_records_marked(
-    store: SessionStore, engine: AsyncEngine
+    reader: SessionReader, store: SessionStore, engine: AsyncEngine
 ) -> None:
     session_id = await eventful_session(store)
-    history = await session_events(engine, session_id)
+    history = await reader.session_events(session_id)
     assert history is not None
     rows = await stored_rows(engine, session_id)
     for row in rows:
@@ -138,17 +142,19 @@ async def test_a_sessions_history_is_every_row_as_stored_with_void_records_marke
     ]
 
 
-async def test_an_unknown_or_malformed_session_has_no_history(engine: AsyncEngine) -> None:
-    assert await session_events(engine, "0190a5b0-0000-7000-8000-000000000000") is None
-    assert await session_events(engine, "not-a-session") is None
-    assert await session_events(engine, "x" * 10_000) is None
+async def test_an_unknown_or_malformed_session_has_no_history(
+    reader: SessionReader, engine: AsyncEngine
+) -> None:
+    assert await reader.session_events("0190a5b0-0000-7000-8000-000000000000") is None
+    assert await reader.session_events("not-a-session") is None
+    assert await reader.session_events("x" * 10_000) is None
 
 
 async def test_a_session_id_in_upper_case_names_the_same_session(
-    store: SessionStore, engine: AsyncEngine
+    reader: SessionReader, store: SessionStore, engine: AsyncEngine
 ) -> None:
     session_id, _ = await committed_session(store)
-    history = await session_events(engine, session_id.upper())
+    history = await reader.session_events(session_id.upper())
     assert history is not None
     assert [event.kind for event in history] == ["started", "committed"]
 
@@ -156,45 +162,62 @@ async def test_a_session_id_in_upper_case_names_the_same_session(
 # ---------------------------------------------------------------- the global feed
 
 
-async def drain(engine: AsyncEngine, cursor: str | None, page: int = 500) -> tuple[list[int], str]:
-    """Follow the feed to its current end: the positions served, and the cursor."""
+async def drain(
+    reader: SessionReader, cursor: str | None, page: int = 500, *, through: int | None = None
+) -> tuple[list[int], str]:
+    """Follow the feed to its current end: the positions served, and the cursor. With
+    `through`, keep following until that position was served: on PostgreSQL a transaction
+    anywhere in the cluster (another test run's, say) may hold the feed back a while."""
     served: list[int] = []
+    deadline = time.monotonic() + 30
     while True:
-        events_page, cursor = await feed(engine, cursor, page)
+        events_page, cursor = await reader.feed(cursor, page)
         served += [event.position for event in events_page]
-        if not events_page:
-            assert cursor is not None, "an empty database: seed it before draining"
+        if events_page:
+            continue
+        assert cursor is not None, "an empty database: seed it before draining"
+        if through is None or through in served:
             return served, cursor
+        assert time.monotonic() < deadline, f"position {through} was never served"
+        await asyncio.sleep(0.01)
+
+
+async def latest(engine: AsyncEngine) -> int:
+    """The highest position in the event table now."""
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.max(events.c.position)))).scalar_one())
 
 
 @pytest.mark.parametrize(
     "cursor", ["", "abc", "-1", "1.2.3", "\uff11\uff12", "9" * 30, "9" * 19, "1 ", "x" * 10_000]
 )
 async def test_a_cursor_the_feed_never_handed_out_is_refused(
-    engine: AsyncEngine, cursor: str
+    reader: SessionReader, engine: AsyncEngine, cursor: str
 ) -> None:
     with pytest.raises(InvalidCursor):
-        await feed(engine, cursor, 10)
+        await reader.feed(cursor, 10)
 
 
-async def test_an_other_backends_cursor_is_refused(backend: str, engine: AsyncEngine) -> None:
+async def test_an_other_backends_cursor_is_refused(
+    reader: SessionReader, backend: str, engine: AsyncEngine
+) -> None:
     foreign = "12" if backend == "postgresql" else "1234.12"
     with pytest.raises(InvalidCursor):
-        await feed(engine, foreign, 10)
+        await reader.feed(foreign, 10)
 
 
 async def test_with_nothing_new_the_feed_hands_back_the_cursor_it_was_given(
-    store: SessionStore, engine: AsyncEngine
+    reader: SessionReader, store: SessionStore, engine: AsyncEngine
 ) -> None:
     await committed_session(store)
-    _, cursor = await drain(engine, None)
-    assert await feed(engine, cursor, 10) == ([], cursor)
+    _, cursor = await drain(reader, None, through=await latest(engine))
+    assert await reader.feed(cursor, 10) == ([], cursor)
 
 
 # SQLite only: PostgreSQL's cursor is (txid, position).
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_on_sqlite_the_cursor_is_the_position_and_rows_come_in_position_order(
-    backend: str, store: SessionStore, engine: AsyncEngine
+    reader: SessionReader, backend: str, store: SessionStore, engine: AsyncEngine
 ) -> None:
     for _ in range(3):
         await committed_session(store)
@@ -203,7 +226,7 @@ async def test_on_sqlite_the_cursor_is_the_position_and_rows_come_in_position_or
     served: list[int] = []
     cursor: str | None = None
     while True:
-        page, cursor = await feed(engine, cursor, 4)
+        page, cursor = await reader.feed(cursor, 4)
         if not page:
             break
         assert cursor == str(page[-1].position)
@@ -250,12 +273,11 @@ async def naive_page(engine: AsyncEngine, after: int) -> list[int]:
 # PostgreSQL only: SQLite commits in position order.
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_a_row_that_commits_after_a_later_position_is_still_served(
-    backend: str, database_url: str, store: SessionStore, engine: AsyncEngine
+    reader: SessionReader, backend: str, database_url: str, store: SessionStore, engine: AsyncEngine
 ) -> None:
     await committed_session(store)
-    _, cursor = await drain(engine, None)
-    async with engine.connect() as conn:
-        naive_cursor = (await conn.execute(select(func.max(events.c.position)))).scalar_one()
+    naive_cursor = await latest(engine)
+    _, cursor = await drain(reader, None, through=naive_cursor)
 
     async with connections(database_url, 2) as (slow, quick):
         transaction = slow.transaction()
@@ -264,29 +286,29 @@ async def test_a_row_that_commits_after_a_later_position_is_still_served(
         late = await insert_orphan(quick)  # ...while this one commits
         assert late > early
 
-        while_open, cursor = await drain(engine, cursor)
+        while_open, cursor = await drain(reader, cursor)
         naive_seen = await naive_page(engine, naive_cursor)
         assert late not in while_open, "served a row an open, older transaction may precede"
         assert naive_seen == [late]  # a position cursor would move past `early` here...
         naive_cursor = naive_seen[-1]
 
         await transaction.commit()
-        after_commit, cursor = await drain(engine, cursor)
+        after_commit, cursor = await drain(reader, cursor, through=late)
 
     assert early not in await naive_page(engine, naive_cursor)  # ...and never see it
     served = while_open + after_commit
     assert (served.count(early), served.count(late)) == (1, 1)
     assert served.index(early) < served.index(late)
-    assert await feed(engine, cursor, 10) == ([], cursor)
+    assert await reader.feed(cursor, 10) == ([], cursor)
 
 
 # PostgreSQL only: SQLite commits in position order.
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_concurrent_writers_that_commit_in_any_order_are_each_served_once(
-    backend: str, database_url: str, store: SessionStore, engine: AsyncEngine
+    reader: SessionReader, backend: str, database_url: str, store: SessionStore, engine: AsyncEngine
 ) -> None:
     await committed_session(store)
-    _, cursor = await drain(engine, None)
+    _, cursor = await drain(reader, None, through=await latest(engine))
     committed: list[int] = []
     rolled_back: list[int] = []
     writing = True
@@ -305,18 +327,22 @@ async def test_concurrent_writers_that_commit_in_any_order_are_each_served_once(
                 await transaction.commit()
                 committed.append(position)
 
-    async def reader() -> list[int]:
+    async def follow() -> list[int]:
         nonlocal cursor
         served: list[int] = []
-        while writing:
-            page, cursor = await feed(engine, cursor, 7)
+        deadline = time.monotonic() + 30
+        # Until the writers are done and every committed row was served (a transaction
+        # elsewhere in the cluster can hold the feed back a while; it must not lose rows).
+        while writing or not set(committed) <= set(served):
+            assert time.monotonic() < deadline, "the feed never served every committed row"
+            page, cursor = await reader.feed(cursor, 7)
             served += [event.position for event in page]
             await asyncio.sleep(0.002)
-        rest, cursor = await drain(engine, cursor)
+        rest, cursor = await drain(reader, cursor)
         return served + rest
 
     async with connections(database_url, 6) as writers:
-        following = asyncio.create_task(reader())
+        following = asyncio.create_task(follow())
         await asyncio.gather(*(writer(conn) for conn in writers))
         writing = False
         served = await following
@@ -329,29 +355,29 @@ async def test_concurrent_writers_that_commit_in_any_order_are_each_served_once(
 # PostgreSQL only: SQLite commits in position order.
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_a_long_open_transaction_holds_the_feed_back_without_losing_rows(
-    backend: str, database_url: str, store: SessionStore, engine: AsyncEngine
+    reader: SessionReader, backend: str, database_url: str, store: SessionStore, engine: AsyncEngine
 ) -> None:
     """The price of never skipping: rows wait for the older transactions to end."""
     await committed_session(store)
-    _, cursor = await drain(engine, None)
+    _, cursor = await drain(reader, None, through=await latest(engine))
     async with connections(database_url, 1) as (idle,):
         transaction = idle.transaction()
         await transaction.start()
         await idle.fetchval("SELECT pg_current_xact_id()")  # holds a transaction id
         session_id, _ = await committed_session(store)
-        held_back, cursor = await drain(engine, cursor)
+        held_back, cursor = await drain(reader, cursor)
         await transaction.rollback()
-    released, cursor = await drain(engine, cursor)
+    released, cursor = await drain(reader, cursor, through=await latest(engine))
     assert held_back == []
     assert released == [row["position"] for row in await stored_rows(engine, session_id)]
 
 
 async def test_a_feed_page_carries_every_column_but_the_txid(
-    store: SessionStore, engine: AsyncEngine
+    reader: SessionReader, store: SessionStore, engine: AsyncEngine
 ) -> None:
-    _, before = await drain(engine, None)
+    _, before = await drain(reader, None, through=await latest(engine))
     session_id, _ = await committed_session(store)
-    page, _ = await feed(engine, before, 10)
+    page, _ = await reader.feed(before, 10)
     rows = await stored_rows(engine, session_id)
     assert [event.position for event in page] == [row["position"] for row in rows]
     assert page[0].session_id == session_id

@@ -5,13 +5,14 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.decisions import start_session
+from domain.decisions import ClaimGranted
 from domain.events import CloseCause, ReleaseCause
 from domain.identifiers import digest_token
 from domain.outcomes import Finished, Parked
-from domain.ports import ClaimGranted, SessionStore
+from domain.ports import SessionStore
 from infra.projection import rebuild_sessions
 from infra.tables import sessions
+from tests import store_calls as calls
 from tests.infra.test_store import committed_session, lease, new_id, new_token, now
 
 
@@ -25,15 +26,20 @@ async def varied_sessions(store: SessionStore) -> None:
     """Sessions in every state: idle after commits, parked, failed, in flight, closed."""
     session_id, token = await committed_session(store)
     for step in range(3):
-        granted = await store.claim(session_id, digest_token(token), {"step": step}, now(), lease())
+        granted = await calls.claim(
+            store, session_id, digest_token(token), {"step": step}, now(), lease()
+        )
         assert isinstance(granted, ClaimGranted)
-        await store.append_record(session_id, granted.claim, {"step": step}, now())
+        await calls.append_record(store, session_id, granted.claim, {"step": step}, now())
         if step == 1:
-            await store.release(session_id, granted.claim, ReleaseCause.FAILED, "boom", now())
+            await calls.release(
+                store, session_id, granted.claim, ReleaseCause.FAILED, "boom", now()
+            )
             continue
         spent, token = token, new_token()
         outcome = Parked({"for": "x"}, state={"n": step}) if step else Finished(step)
-        await store.commit(
+        await calls.commit(
+            store,
             session_id,
             granted.claim,
             outcome,
@@ -42,14 +48,15 @@ async def varied_sessions(store: SessionStore) -> None:
             consumed=digest_token(spent),
         )
     # A claim that lapses and is taken over (expired), and one left in flight, renewed.
-    lapsing = await store.claim(session_id, digest_token(token), {}, now(), lease(seconds=1))
+    lapsing = await calls.claim(store, session_id, digest_token(token), {}, now(), lease(seconds=1))
     assert isinstance(lapsing, ClaimGranted)
     later = now() + timedelta(seconds=2)
-    held = await store.claim(session_id, digest_token(token), {}, later, lease())
+    held = await calls.claim(store, session_id, digest_token(token), {}, later, lease())
     assert isinstance(held, ClaimGranted)
-    await store.renew(session_id, held.claim, lease(seconds=120), now())
-    failed = await store.start(start_session(new_id(), {}, now(), lease()))
-    await store.release(
+    await calls.renew(store, session_id, held.claim, lease(seconds=120), now())
+    failed = await calls.start(store, new_id(), {}, now(), lease())
+    await calls.release(
+        store,
         failed.state.session_id,
         failed.claim,
         ReleaseCause.FAILED,

@@ -1,9 +1,11 @@
-"""The SQL store's contract, on SQLite and PostgreSQL: one transaction per method, the
-projection in step with the events, and the unique keys as the last word."""
+"""The store's contract: one transaction per method, the projection in step with the
+events, and (on SQLite and PostgreSQL) the unique keys as the last word. What only uses the
+port runs against the in-memory store as well (EVERY_STORE)."""
 
 import asyncio
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,15 +13,18 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.decisions import start_session
+from domain.decisions import ClaimGranted
 from domain.events import CloseCause, Lease, ReleaseCause, TurnCommitted
 from domain.identifiers import SessionId, digest_token, mint_token
 from domain.outcomes import Contended, Finished
-from domain.ports import ClaimGranted, SessionStore
+from domain.ports import SessionStore
 from domain.refusals import Refusal, RefusalReason
 from domain.state import SessionStatus
 from infra.conflict import StoreCorrupted
 from infra.tables import events, sessions
+from tests import store_calls as calls
+from tests.conftest import Stored
+from tests.databases import EVERY_STORE
 
 
 def now() -> datetime:
@@ -41,9 +46,10 @@ def new_token() -> str:
 
 async def committed_session(store: SessionStore) -> tuple[SessionId, str]:
     """A session whose first turn committed; its id and current token."""
-    granted = await store.start(start_session(new_id(), {"message": "hi"}, now(), lease()))
+    granted = await calls.start(store, new_id(), {"message": "hi"}, now(), lease())
     token = new_token()
-    result = await store.commit(
+    result = await calls.commit(
+        store,
         granted.state.session_id,
         granted.claim,
         Finished("ok"),
@@ -55,16 +61,25 @@ async def committed_session(store: SessionStore) -> tuple[SessionId, str]:
     return granted.state.session_id, token
 
 
-async def kinds(engine: AsyncEngine, session_id: SessionId) -> list[str]:
+StoredEvents = Callable[[SessionId], Awaitable[list[Stored]]]
+
+
+async def kinds(stored_events: StoredEvents, session_id: SessionId) -> list[str]:
+    """The kinds of a session's events, refusals included, in the order they were written."""
+    return [event.kind for event in await stored_events(session_id)]
+
+
+async def sql_kinds(engine: AsyncEngine, session_id: SessionId) -> list[str]:
     query = select(events.c.kind).where(events.c.session_id == session_id)
     async with engine.connect() as conn:
         return list((await conn.execute(query.order_by(events.c.position))).scalars())
 
 
+@EVERY_STORE
 async def test_start_writes_the_started_event_and_an_in_flight_projection(
     store: SessionStore,
 ) -> None:
-    granted = await store.start(start_session(new_id(), {"message": "hi"}, now(), lease()))
+    granted = await calls.start(store, new_id(), {"message": "hi"}, now(), lease())
     loaded = await store.load(granted.state.session_id)
     assert loaded == granted.state
     assert loaded is not None
@@ -93,13 +108,17 @@ async def test_commit_consumes_nothing_on_turn_one_and_issues_the_first_token(
     )
 
 
+@EVERY_STORE
 async def test_claim_with_the_current_token_then_commit_rotates_it(store: SessionStore) -> None:
     session_id, token = await committed_session(store)
-    granted = await store.claim(session_id, digest_token(token), {"message": "2"}, now(), lease())
+    granted = await calls.claim(
+        store, session_id, digest_token(token), {"message": "2"}, now(), lease()
+    )
     assert isinstance(granted, ClaimGranted)
     assert (granted.event.turn, granted.event.seq) == (2, 3)
     following = new_token()
-    result = await store.commit(
+    result = await calls.commit(
+        store,
         session_id,
         granted.claim,
         Finished("two"),
@@ -109,7 +128,7 @@ async def test_claim_with_the_current_token_then_commit_rotates_it(store: Sessio
     )
     assert isinstance(result, TurnCommitted)
     assert result.consumed == digest_token(token)
-    again = await store.claim(session_id, digest_token(token), {}, now(), lease())
+    again = await calls.claim(store, session_id, digest_token(token), {}, now(), lease())
     assert again == Refusal(RefusalReason.STALE_TOKEN, "stale or invalid continuationToken")
 
 
@@ -118,7 +137,7 @@ async def test_a_refusal_is_an_event_that_leaves_the_version_alone(
 ) -> None:
     session_id, _ = await committed_session(store)
     before = await store.load(session_id)
-    refusal = await store.claim(session_id, digest_token("forged"), {}, now(), lease())
+    refusal = await calls.claim(store, session_id, digest_token("forged"), {}, now(), lease())
     assert isinstance(refusal, Refusal)
     assert await store.load(session_id) == before
     async with engine.connect() as conn:
@@ -134,7 +153,7 @@ async def test_a_refusal_naming_no_session_stores_a_null_session_and_the_present
     store: SessionStore, engine: AsyncEngine
 ) -> None:
     ghost = new_id()
-    refusal = await store.claim(ghost, digest_token("x"), {}, now(), lease())
+    refusal = await calls.claim(store, ghost, digest_token("x"), {}, now(), lease())
     assert refusal == Refusal(RefusalReason.UNKNOWN_SESSION, f"unknown session '{ghost}'")
     async with engine.connect() as conn:
         rows = (
@@ -148,10 +167,14 @@ async def test_a_refusal_naming_no_session_stores_a_null_session_and_the_present
     assert rows[0].session_id is None
 
 
+@EVERY_STORE
 async def test_concurrent_claims_with_one_token_grant_exactly_one(store: SessionStore) -> None:
     session_id, token = await committed_session(store)
     results = await asyncio.gather(
-        *(store.claim(session_id, digest_token(token), {}, now(), lease()) for _ in range(20))
+        *(
+            calls.claim(store, session_id, digest_token(token), {}, now(), lease())
+            for _ in range(20)
+        )
     )
     granted = [result for result in results if isinstance(result, ClaimGranted)]
     refused = [result for result in results if isinstance(result, Refusal)]
@@ -159,45 +182,55 @@ async def test_concurrent_claims_with_one_token_grant_exactly_one(store: Session
     assert {refusal.reason for refusal in refused} == {RefusalReason.IN_FLIGHT}
 
 
+@EVERY_STORE
 async def test_release_keeps_the_token_valid(store: SessionStore) -> None:
     session_id, token = await committed_session(store)
-    granted = await store.claim(session_id, digest_token(token), {}, now(), lease())
+    granted = await calls.claim(store, session_id, digest_token(token), {}, now(), lease())
     assert isinstance(granted, ClaimGranted)
-    await store.release(session_id, granted.claim, ReleaseCause.FAILED, "boom", now())
+    await calls.release(store, session_id, granted.claim, ReleaseCause.FAILED, "boom", now())
     loaded = await store.load(session_id)
     assert loaded is not None
     assert (loaded.status, loaded.token_digest) == (SessionStatus.IDLE, digest_token(token))
     assert isinstance(
-        await store.claim(session_id, digest_token(token), {}, now(), lease()), ClaimGranted
+        await calls.claim(store, session_id, digest_token(token), {}, now(), lease()), ClaimGranted
     )
 
 
+@EVERY_STORE
 async def test_release_with_close_closes_the_session(
-    store: SessionStore, engine: AsyncEngine
+    store: SessionStore, stored_events: StoredEvents
 ) -> None:
-    granted = await store.start(start_session(new_id(), {}, now(), lease()))
+    granted = await calls.start(store, new_id(), {}, now(), lease())
     session_id = granted.state.session_id
-    await store.release(
-        session_id, granted.claim, ReleaseCause.FAILED, "boom", now(), close=CloseCause.START_FAILED
+    await calls.release(
+        store,
+        session_id,
+        granted.claim,
+        ReleaseCause.FAILED,
+        "boom",
+        now(),
+        close=CloseCause.START_FAILED,
     )
     loaded = await store.load(session_id)
     assert loaded is not None
     assert (loaded.status, loaded.token_digest) == (SessionStatus.CLOSED, None)
-    assert await kinds(engine, session_id) == ["started", "released", "closed"]
+    assert await kinds(stored_events, session_id) == ["started", "released", "closed"]
 
 
+@EVERY_STORE
 async def test_a_claim_that_is_no_longer_the_sessions_claim_cannot_write(
-    store: SessionStore, engine: AsyncEngine
+    store: SessionStore,
 ) -> None:
     session_id, token = await committed_session(store)
-    first = await store.claim(session_id, digest_token(token), {}, now(), lease())
+    first = await calls.claim(store, session_id, digest_token(token), {}, now(), lease())
     assert isinstance(first, ClaimGranted)
-    await store.release(session_id, first.claim, ReleaseCause.FAILED, "gone", now())
-    second = await store.claim(session_id, digest_token(token), {}, now(), lease())
+    await calls.release(store, session_id, first.claim, ReleaseCause.FAILED, "gone", now())
+    second = await calls.claim(store, session_id, digest_token(token), {}, now(), lease())
     assert isinstance(second, ClaimGranted)
 
-    late_record = await store.append_record(session_id, first.claim, {"late": True}, now())
-    late_commit = await store.commit(
+    late_record = await calls.append_record(store, session_id, first.claim, {"late": True}, now())
+    late_commit = await calls.commit(
+        store,
         session_id,
         first.claim,
         Finished("late"),
@@ -205,7 +238,7 @@ async def test_a_claim_that_is_no_longer_the_sessions_claim_cannot_write(
         now(),
         consumed=digest_token(token),
     )
-    await store.release(session_id, first.claim, ReleaseCause.FAILED, "late", now())
+    await calls.release(store, session_id, first.claim, ReleaseCause.FAILED, "late", now())
 
     version = second.state.version
     assert late_record == Contended(current=version)
@@ -215,26 +248,30 @@ async def test_a_claim_that_is_no_longer_the_sessions_claim_cannot_write(
     assert (loaded.version, loaded.claim) == (version, second.claim)  # the late release did nothing
 
 
-async def test_a_unique_violation_comes_back_as_a_conflict_value(
+async def test_a_unique_violation_the_projection_cannot_explain_is_corruption_not_a_write(
     store: SessionStore, engine: AsyncEngine
 ) -> None:
+    """The unique key has the last word: with a corrupted projection the store's decision
+    is wrong, the key refuses the write, and a fresh read decides the same again, so the
+    store says the table disagrees with itself instead of answering as if all were well."""
     session_id, token = await committed_session(store)
-    granted = await store.claim(session_id, digest_token(token), {}, now(), lease())
+    granted = await calls.claim(store, session_id, digest_token(token), {}, now(), lease())
     assert isinstance(granted, ClaimGranted)
-    # Corrupt the projection so the store's decision is wrong and only the key can say no.
     async with engine.begin() as conn:
         await conn.execute(
             update(sessions).where(sessions.c.session_id == session_id).values(version=2)
         )
-    result = await store.commit(
-        session_id,
-        granted.claim,
-        Finished("x"),
-        digest_token(new_token()),
-        now(),
-        consumed=digest_token(token),
-    )
-    assert result == Contended(current=2)
+    with pytest.raises(StoreCorrupted):
+        await calls.commit(
+            store,
+            session_id,
+            granted.claim,
+            Finished("x"),
+            digest_token(new_token()),
+            now(),
+            consumed=digest_token(token),
+        )
+    assert await sql_kinds(engine, session_id) == ["started", "committed", "claimed"]
 
 
 async def test_a_conflict_that_persists_on_claim_is_reported_as_corruption(
@@ -246,7 +283,7 @@ async def test_a_conflict_that_persists_on_claim_is_reported_as_corruption(
             update(sessions).where(sessions.c.session_id == session_id).values(version=1)
         )
     with pytest.raises(StoreCorrupted):
-        await store.claim(session_id, digest_token(token), {}, now(), lease())
+        await calls.claim(store, session_id, digest_token(token), {}, now(), lease())
 
 
 def _committed_row(
@@ -268,10 +305,11 @@ async def test_the_database_refuses_to_consume_a_token_twice(
     store: SessionStore, engine: AsyncEngine
 ) -> None:
     session_id, token = await committed_session(store)
-    granted = await store.claim(session_id, digest_token(token), {}, now(), lease())
+    granted = await calls.claim(store, session_id, digest_token(token), {}, now(), lease())
     assert isinstance(granted, ClaimGranted)
     assert isinstance(
-        await store.commit(
+        await calls.commit(
+            store,
             session_id,
             granted.claim,
             Finished(1),
@@ -299,16 +337,18 @@ async def test_the_database_refuses_a_reissued_token_or_a_reused_seq(
             await conn.execute(insert(events).values(row))
 
 
+@EVERY_STORE
 @pytest.mark.parametrize("presented", ["another", None])
 async def test_a_commit_that_names_another_consumed_token_consumes_nothing(
-    store: SessionStore, engine: AsyncEngine, presented: str | None
+    store: SessionStore, stored_events: StoredEvents, presented: str | None
 ) -> None:
     """The commit spends the token the claim was made with, and only that one: a commit
     naming another (or none) ends contended and the current token stays current."""
     session_id, token = await committed_session(store)
-    granted = await store.claim(session_id, digest_token(token), {}, now(), lease())
+    granted = await calls.claim(store, session_id, digest_token(token), {}, now(), lease())
     assert isinstance(granted, ClaimGranted)
-    result = await store.commit(
+    result = await calls.commit(
+        store,
         session_id,
         granted.claim,
         Finished("x"),
@@ -324,4 +364,4 @@ async def test_a_commit_that_names_another_consumed_token_consumes_nothing(
         1,
         granted.claim,
     )
-    assert await kinds(engine, session_id) == ["started", "committed", "claimed"]
+    assert await kinds(stored_events, session_id) == ["started", "committed", "claimed"]

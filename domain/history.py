@@ -1,0 +1,61 @@
+"""Reading a session's history: which of its stored records still count.
+
+A handler's records are stored as they happen, inside the claim, so that a stream can carry
+their seqs; a turn attempt that does not commit leaves them in the table as history, void.
+"""
+
+from collections.abc import Iterable
+from typing import Protocol, TypeVar
+
+from domain.events import EventKind
+
+# Kinds that end a turn attempt without a commit: its records are void.
+_ENDS_UNCOMMITTED = frozenset(
+    {
+        EventKind.RELEASED,
+        EventKind.EXPIRED,
+        EventKind.CLOSED,
+        EventKind.CLAIMED,
+        EventKind.STARTED,
+    }
+)
+
+
+class StoredFact(Protocol):
+    """Any stored event: what void_records needs to know of it."""
+
+    @property
+    def seq(self) -> int | None: ...
+
+    @property
+    def kind(self) -> str: ...
+
+
+F = TypeVar("F", bound=StoredFact)
+
+
+def void_records(events: Iterable[F]) -> list[F]:
+    """The `record` events whose turn attempt did not commit.
+
+    In seq order, a turn attempt runs from its claim (`started`/`claimed`) to its end. Its
+    records are kept by its `committed`; a `released` (failed, timed out, cancelled), an
+    `expired` (the lease lapsed and another claim took over), a `closed`, or a later claim
+    ends it without a commit and voids them. Records of an attempt still running are not
+    void: it may yet commit. Refusals (no seq) play no part.
+    """
+    void: list[F] = []
+    pending: list[F] = []
+    in_order = sorted((event for event in events if event.seq is not None), key=_seq)
+    for event in in_order:
+        if event.kind == EventKind.RECORD:
+            pending.append(event)
+        elif event.kind == EventKind.COMMITTED:
+            pending.clear()
+        elif event.kind in _ENDS_UNCOMMITTED:
+            void += pending
+            pending.clear()
+    return void
+
+
+def _seq(event: StoredFact) -> int:
+    return event.seq or 0

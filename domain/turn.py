@@ -1,0 +1,192 @@
+"""One claimed turn, run: the handler under its lease and timeout, then commit or release.
+
+These are the protocol's steps 3 and 4 (PROTOCOL section 2); the timers and tasks that
+keep the turn within its lease and timeout are domain/supervision.py's.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from domain.commands import AppendRecord, CommitTurn, ReleaseTurn, RenewClaim
+from domain.decisions import ClaimGranted
+from domain.events import CloseCause, ReleaseCause
+from domain.handler import Turn, TurnSink
+from domain.identifiers import SessionId, digest_token, mint_token, seal_token
+from domain.json import JsonObject, JsonValue, is_json
+from domain.outcomes import KEEP, Contended, Finished, HandlerOutcome, Parked, TurnOutcome
+from domain.ports import StoreUnavailable
+from domain.supervision import ClaimLost, Supervisor, TimedOut
+
+if TYPE_CHECKING:
+    from domain.driver import TurnServices
+
+
+@dataclass(frozen=True, slots=True)
+class TurnReply:
+    """A turn that ran to an outcome; `token` is None only when nothing committed."""
+
+    session_id: SessionId
+    turn: int
+    outcome: TurnOutcome
+    token: str | None
+    seq: int | None  # the committed outcome's seq in the session
+    records: list[JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFailed:
+    """The handler raised: nothing committed and the presented token stays valid."""
+
+    session_id: SessionId
+    turn: int
+    message: str
+
+
+def failure_message(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+def checked_outcome(outcome: object) -> HandlerOutcome:
+    """A handler's return value, if it can commit; else a TypeError that fails the turn."""
+    if not isinstance(outcome, Finished | Parked):
+        raise TypeError(f"a turn handler must return Finished or Parked, not {outcome!r}")
+    payload = outcome.output if isinstance(outcome, Finished) else outcome.wait
+    state_ok = outcome.state is KEEP or is_json(outcome.state)
+    if not is_json(payload) or not state_ok:
+        raise TypeError("a turn's output, wait and state must be JSON values")
+    return outcome
+
+
+class OpenTurn:
+    """A claimed turn, ready to run once the transport is ready to carry it."""
+
+    def __init__(
+        self,
+        services: "TurnServices",
+        granted: ClaimGranted,
+        input: JsonObject,
+        *,
+        presented: str | None,
+    ) -> None:
+        self._services = services
+        self._claim = granted.claim
+        self._state = granted.state.state
+        self._input = input
+        # The token that won the claim, kept in memory only, to seal the next one under it;
+        # None for a start, whose failure also closes the session.
+        self._presented = presented
+        self.session_id = granted.state.session_id
+        self.number = granted.event.turn
+
+    async def run(self, sink: TurnSink) -> TurnReply | TurnFailed:
+        """Run the handler under its lease and timeout, then commit its outcome or release."""
+        records: list[JsonValue] = []
+        turn = Turn(
+            self.session_id,
+            self.number,
+            self._input,
+            self._state,
+            self._appender(records, sink),
+            sink.delta,
+        )
+        supervisor = Supervisor(
+            self._renew,
+            beat_seconds=self._services.lease_seconds / 3,
+            timeout_seconds=self._services.turn_timeout,
+            sleep=self._services.sleep,
+        )
+        try:
+            outcome = checked_outcome(
+                await supervisor.run(asyncio.ensure_future(self._services.handler(turn)))
+            )
+        except ClaimLost as lost:
+            return self._reply(lost.contended, None, None, [])  # its records are void
+        except TimedOut:
+            message = f"the turn ran past its {self._services.turn_timeout:g} s timeout"
+            return await self._fail(ReleaseCause.TIMED_OUT, message)
+        except asyncio.CancelledError:
+            await self._release(ReleaseCause.CANCELLED, "the turn was cancelled")
+            raise
+        except Exception as error:  # the application's failure, reported in-band
+            return await self._fail(ReleaseCause.FAILED, failure_message(error))
+        return await self._commit(outcome, records)
+
+    def _appender(
+        self, records: list[JsonValue], sink: TurnSink
+    ) -> Callable[[JsonValue], Awaitable[None]]:
+        store, clock = self._services.store, self._services.clock
+
+        async def append(record: JsonValue) -> None:
+            if not is_json(record):
+                raise TypeError("a record must be a JSON value")
+            command = AppendRecord(
+                session_id=self.session_id, at=clock(), claim=self._claim, record=record
+            )
+            appended = await store.append_record(command)
+            if isinstance(appended, Contended):
+                raise ClaimLost(appended)
+            records.append(record)
+            await sink.record(appended.seq, record)
+
+        return append
+
+    async def _renew(self) -> Contended | None:
+        at = self._services.clock()
+        command = RenewClaim(
+            session_id=self.session_id, at=at, claim=self._claim, lease=self._services.lease(at)
+        )
+        try:
+            renewed = await self._services.store.renew(command)
+        except StoreUnavailable:
+            return None  # the next beat tries again; the commit checks the claim anyway
+        return renewed if isinstance(renewed, Contended) else None
+
+    async def _commit(self, outcome: HandlerOutcome, records: list[JsonValue]) -> TurnReply:
+        token = mint_token(self._services.random_bytes)
+        presented = self._presented
+        command = CommitTurn(
+            session_id=self.session_id,
+            at=self._services.clock(),
+            claim=self._claim,
+            consumed=digest_token(presented) if presented else None,
+            issued=digest_token(token),
+            outcome=outcome,
+            sealed=seal_token(token, presented) if presented else None,
+        )
+        try:
+            committed = await self._services.store.commit(command)
+        except BaseException:
+            # Whether or not the commit landed, releasing is safe: after a landed commit the
+            # claim is gone and the release does nothing. Without it, a commit that failed
+            # would leave the session in flight with nobody to end the turn.
+            with contextlib.suppress(Exception):
+                await self._release(ReleaseCause.FAILED, "the commit did not complete")
+            raise
+        if isinstance(committed, Contended):
+            return self._reply(committed, None, None, [])
+        return self._reply(outcome, token, committed.seq, records)
+
+    async def _fail(self, cause: ReleaseCause, message: str) -> TurnFailed:
+        await self._release(cause, message)
+        return TurnFailed(self.session_id, self.number, message)
+
+    async def _release(self, cause: ReleaseCause, error: str) -> None:
+        await self._services.store.release(
+            ReleaseTurn(
+                session_id=self.session_id,
+                at=self._services.clock(),
+                claim=self._claim,
+                cause=cause,
+                error=error,
+                # A start whose first turn fails fails as a whole (PROTOCOL section 4).
+                close=CloseCause.START_FAILED if self._presented is None else None,
+            )
+        )
+
+    def _reply(
+        self, outcome: TurnOutcome, token: str | None, seq: int | None, records: list[JsonValue]
+    ) -> TurnReply:
+        return TurnReply(self.session_id, self.number, outcome, token, seq, records)
