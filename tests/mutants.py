@@ -31,6 +31,7 @@ class Mutant:
 
 
 STORE = "tests/infra/test_store.py"
+PARITY = "tests/infra/test_parity.py"
 DECISIONS = "tests/domain/test_decisions.py"
 LEASES = "tests/infra/test_leases.py"
 
@@ -79,14 +80,35 @@ MUTANTS = (
         "infra/postgres_sql.py",
         "       AND token_digest IS NOT DISTINCT FROM $12\n",
         "       AND ($12::text IS NULL OR $12::text IS NOT NULL)\n",
-        (STORE,),
+        (STORE, PARITY),
     ),
     Mutant(
-        "SQLite commit without the consumed-token condition",
-        "infra/sqlite_store.py",
-        "            if state is not None and state.token_digest != consumed:",
-        "            if False:",
-        (STORE,),
+        "commit without the consumed-token check (domain, so every store's skeleton)",
+        "domain/decisions.py",
+        "    if state.token_digest != command.consumed:\n        return _contended(state)\n",
+        "",
+        (DECISIONS, STORE),
+    ),
+    Mutant(
+        "PostgreSQL claim fast path ignores a turn in flight",
+        "infra/postgres_sql.py",
+        "WHERE session_id = $1 AND token_digest = $2 AND status = $6",
+        "WHERE session_id = $1 AND token_digest = $2 AND $6::text IS NOT NULL",
+        (PARITY,),
+    ),
+    Mutant(
+        "PostgreSQL record/renewal fast path ignores which claim holds",
+        "infra/postgres_sql.py",
+        "WHERE session_id = $1 AND claim_turn = $2 AND claim_seq = $3\n RETURNING",
+        "WHERE session_id = $1 AND claim_turn = $2 AND $3::int IS NOT NULL\n RETURNING",
+        (PARITY,),
+    ),
+    Mutant(
+        "PostgreSQL commit fast path ignores which claim holds",
+        "infra/postgres_sql.py",
+        "WHERE session_id = $1 AND claim_turn = $2 AND claim_seq = $3\n       AND",
+        "WHERE session_id = $1 AND claim_turn = $2 AND $3::int IS NOT NULL\n       AND",
+        (PARITY,),
     ),
     Mutant(
         "SQLite group commit: BEGIN IMMEDIATE -> BEGIN",
