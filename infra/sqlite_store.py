@@ -48,23 +48,25 @@ from infra.tables import SESSION_FIELDS
 
 T = TypeVar("T")
 
+# The store's statements and value helpers are public because the benchmark's SQL floor
+# (bench/baselines/sql_floor_sqlite.py) runs these very strings, so the two cannot drift.
 _SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
-_SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?"  # noqa: S608
-_INSERT_SESSION = (
+SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?"  # noqa: S608
+INSERT_SESSION = (
     f"INSERT INTO sessions ({_SESSION_COLUMNS}) "  # noqa: S608 - fixed column names
     f"VALUES ({', '.join('?' for _ in SESSION_FIELDS)})"
 )
-_UPDATE_SESSION = (
+UPDATE_SESSION = (
     "UPDATE sessions SET version = ?, turn = ?, status = ?, token_digest = ?, claim_turn = ?, "
     "claim_seq = ?, claim_owner = ?, lease_until = ?, state = ?, last_outcome = ?, "
     "updated_at = ?, head_hash = ? WHERE session_id = ? AND version = ?"
 )
-# The fields _UPDATE_SESSION sets, in its order (the key and the old version follow).
-_UPDATED_FIELDS = tuple(
+# The fields UPDATE_SESSION sets, in its order (the key and the old version follow).
+UPDATED_FIELDS = tuple(
     f for f in SESSION_FIELDS if f not in {"session_id", "created_at", "refusals", "refusal_head"}
 )
-_UPDATE_REFUSALS = "UPDATE sessions SET refusals = ?, refusal_head = ? WHERE session_id = ?"
-_INSERT_EVENT = (
+UPDATE_REFUSALS = "UPDATE sessions SET refusals = ?, refusal_head = ? WHERE session_id = ?"
+INSERT_EVENT = (
     "INSERT INTO events "
     "(session_id, seq, refusal_seq, kind, turn, consumed, issued, data, recorded_at, hash) "
     "VALUES (?,?,?,?,?,?,?,?,?,?)"
@@ -78,7 +80,7 @@ def _json(value: Any) -> str:
     return _json_encoder.encode(value).decode()
 
 
-def _time(at: datetime) -> str:
+def db_time(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
@@ -89,7 +91,7 @@ def _parse_time(text: str | None) -> datetime | None:
 _TIME_FIELDS = ("lease_until", "created_at", "updated_at")
 
 
-def _db_id(session_id: str) -> str:
+def db_id(session_id: str) -> str:
     return session_id.replace("-", "")
 
 
@@ -97,13 +99,13 @@ def _session_id(hex_id: str) -> str:
     return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
 
 
-def _event_values(
+def event_values(
     row: dict[str, Any], linked: str, refusal_seq: int | None = None
 ) -> tuple[Any, ...]:
-    """An event_to_row dict as _INSERT_EVENT's values, with its chain link."""
+    """An event_to_row dict as INSERT_EVENT's values, with its chain link."""
     session_id = row["session_id"]
     return (
-        _db_id(session_id) if session_id is not None else None,
+        db_id(session_id) if session_id is not None else None,
         row["seq"],
         refusal_seq,
         row["kind"],
@@ -111,7 +113,7 @@ def _event_values(
         row["consumed"],
         row["issued"],
         _json(row["data"]),
-        _time(row["recorded_at"]),
+        db_time(row["recorded_at"]),
         linked,
     )
 
@@ -128,12 +130,27 @@ def _state_from(db_row: sqlite3.Row) -> SessionState:
 
 def _state_values(state: SessionState, heads: ChainHeads) -> dict[str, Any]:
     row = {**state_to_row(state), **heads.as_row()}
-    row["session_id"] = _db_id(row["session_id"])
+    row["session_id"] = db_id(row["session_id"])
     for column in _JSON_COLUMNS:
         row[column] = _json(row[column])
     for column in _TIME_FIELDS:
-        row[column] = _time(row[column]) if row[column] is not None else None
+        row[column] = db_time(row[column]) if row[column] is not None else None
     return row
+
+
+def connect(path: str, *, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    """The writer's connection (public: the benchmark's SQL floor opens its own this way)."""
+    conn = sqlite3.connect(
+        path,
+        isolation_level=None,  # transactions are the writer's: BEGIN IMMEDIATE ... COMMIT
+        check_same_thread=False,  # opened here, then used by the writer thread alone
+        timeout=busy_timeout_ms / 1000,
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+    return conn
 
 
 class SqliteSessionStore:
@@ -144,26 +161,20 @@ class SqliteSessionStore:
         self._writer: SqliteWriter | None = None
 
     async def open(self) -> "SqliteSessionStore":
-        self._writer = SqliteWriter(await asyncio.to_thread(self._connect))
+        self._writer = SqliteWriter(
+            await asyncio.to_thread(
+                connect,
+                self._path,
+                synchronous=self._synchronous,
+                busy_timeout_ms=self._busy_timeout_ms,
+            )
+        )
         return self
 
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.stop()
             self._writer = None
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path,
-            isolation_level=None,  # transactions are the writer's: BEGIN IMMEDIATE ... COMMIT
-            check_same_thread=False,  # opened here, then used by the writer thread alone
-            timeout=self._busy_timeout_ms / 1000,
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-        return conn
 
     async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` as one transaction on the writer; a lost unique-key race is a Conflict."""
@@ -331,7 +342,7 @@ class SqliteSessionStore:
 def _load(
     conn: sqlite3.Connection, session_id: SessionId
 ) -> tuple[SessionState | None, ChainHeads]:
-    row = conn.execute(_SELECT_SESSION, (_db_id(session_id),)).fetchone()
+    row = conn.execute(SELECT_SESSION, (db_id(session_id),)).fetchone()
     if row is None:
         return None, ChainHeads()
     return _state_from(row), ChainHeads.of(row)
@@ -343,11 +354,11 @@ def _insert_refusal(
     """A refusal, linked into its session's refusal chain (None: it names no session)."""
     row = event_to_row(refused)
     if heads is None:
-        conn.execute(_INSERT_EVENT, _event_values(row, standalone(row)))
+        conn.execute(INSERT_EVENT, event_values(row, standalone(row)))
         return
     place, linked, after = heads.refuse(row)
-    conn.execute(_INSERT_EVENT, _event_values(row, linked, place))
-    conn.execute(_UPDATE_REFUSALS, (after.refusals, after.refusal_head, _db_id(row["session_id"])))
+    conn.execute(INSERT_EVENT, event_values(row, linked, place))
+    conn.execute(UPDATE_REFUSALS, (after.refusals, after.refusal_head, db_id(row["session_id"])))
 
 
 def _append(
@@ -362,16 +373,16 @@ def _append(
     for event in new_events:
         row = event_to_row(event)
         linked, heads = heads.append(row)
-        values.append(_event_values(row, linked))
-    conn.executemany(_INSERT_EVENT, values)
+        values.append(event_values(row, linked))
+    conn.executemany(INSERT_EVENT, values)
     after = fold(new_events, state)
     row = _state_values(after, heads)
     if state is None:
-        conn.execute(_INSERT_SESSION, tuple(row[field] for field in SESSION_FIELDS))
+        conn.execute(INSERT_SESSION, tuple(row[field] for field in SESSION_FIELDS))
         return after
     written = conn.execute(
-        _UPDATE_SESSION,
-        (*(row[field] for field in _UPDATED_FIELDS), row["session_id"], state.version),
+        UPDATE_SESSION,
+        (*(row[field] for field in UPDATED_FIELDS), row["session_id"], state.version),
     )
     if written.rowcount != 1:
         raise Conflict(f"session {state.session_id} moved past version {state.version}")
