@@ -40,6 +40,8 @@ BASELINE_ROWS = {
     ("http-floor", "-", 16),
     ("sql-floor-pg", "postgresql", 1),
     ("sql-floor-pg", "postgresql", 16),
+    ("sql-floor-pg-legacy", "postgresql", 1),
+    ("sql-floor-pg-legacy", "postgresql", 16),
     ("sql-floor-sqlite", "sqlite", 1),
 }
 SmokeRun = tuple[dict[str, Any], str]  # the results JSON, and the printed table
@@ -84,6 +86,8 @@ def test_every_row_is_measured_without_errors(smoke_run: SmokeRun) -> None:
     for key, row in rows.items():
         assert row["rate"] > 0, key
         assert row["errors"] == {}, key
+    floor = rows[("sql-floor-pg", "postgresql", 16)]["extra"]
+    assert "WITH claimed AS" in floor["pgbench_script"]  # the store's CLAIM, generated
     assert rows[("buffered", "sqlite", 64)]["extra"]["server_peak_rss_bytes"] > 0
     assert rows[("buffered", "postgresql", 64)]["extra"]["server_peak_rss_bytes"] > 0
 
