@@ -110,13 +110,19 @@ class Suite:
             self._add(row)
 
     def sql_floor_sqlite(self) -> None:
+        """The store's statements through Baton's group-commit writer, at Baton's
+        concurrency (c16, the ratio's) and alone (c1)."""
         path = fresh_sqlite_path(self.work_dir, "sqlfloor")
-        result = sql_floor_sqlite.run_floor(
-            path, self.config.warmup_seconds, self.config.measure_seconds
-        )
-        row = Row.from_result(rows.SQL_FLOOR_SQLITE, rows.SQLITE, 1, result)
-        row.notes.append(f"one process, {sql_floor_sqlite.SESSIONS} sessions round-robin")
-        self._add(row)
+        sessions = sql_floor_sqlite.prepare(path)
+        for clients in FLOOR_CONCURRENCY:
+            progress(f"sql-floor-sqlite c{clients} ...")
+            result = sql_floor_sqlite.run_floor(
+                path, sessions, clients, self.config.warmup_seconds, self.config.measure_seconds
+            )
+            row = Row.from_result(rows.SQL_FLOOR_SQLITE, rows.SQLITE, clients, result)
+            grouped = row.extra["transactions_per_commit"]
+            row.notes.append(f"store SQL via SqliteWriter; {grouped} transactions per commit")
+            self._add(row)
 
     def baton_sqlite(self) -> None:
         url = sqlite_url(fresh_sqlite_path(self.work_dir, "baton"))

@@ -43,6 +43,7 @@ BASELINE_ROWS = {
     ("sql-floor-pg-legacy", "postgresql", 1),
     ("sql-floor-pg-legacy", "postgresql", 16),
     ("sql-floor-sqlite", "sqlite", 1),
+    ("sql-floor-sqlite", "sqlite", 16),
 }
 SmokeRun = tuple[dict[str, Any], str]  # the results JSON, and the printed table
 GOALS = (
