@@ -91,14 +91,17 @@ def _target(ratio: Ratio) -> str:
     return f"{ratio.comparator} {ratio.target:.2f}{unit}"
 
 
+def _result(ratio: Ratio) -> str:
+    if ratio.informational:  # a comparison, not a goal: say so rather than MET / NOT MET
+        return f"info: {'met' if ratio.met else 'not met'}"
+    return "met" if ratio.met else "NOT MET"
+
+
 def render_table(rows: list[Row], ratios: list[Ratio]) -> str:
     lines = _layout(COLUMNS, [_cells(row) for row in rows], RIGHT_ALIGNED)
     ratio_lines = _layout(
         ("goal", "measured", "goal", "result", "detail"),
-        [
-            [r.goal, _measured(r), _target(r), "met" if r.met else "NOT MET", r.detail]
-            for r in ratios
-        ],
+        [[r.goal, _measured(r), _target(r), _result(r), r.detail] for r in ratios],
         {"measured"},
     )
     cpu_note = (
