@@ -97,7 +97,7 @@ def _result(ratio: Ratio) -> str:
     return "met" if ratio.met else "NOT MET"
 
 
-def render_table(rows: list[Row], ratios: list[Ratio]) -> str:
+def render_table(rows: list[Row], ratios: list[Ratio], written: Sequence[str] = ()) -> str:
     lines = _layout(COLUMNS, [_cells(row) for row in rows], RIGHT_ALIGNED)
     ratio_lines = _layout(
         ("goal", "measured", "goal", "result", "detail"),
@@ -108,7 +108,14 @@ def render_table(rows: list[Row], ratios: list[Ratio]) -> str:
         "loadgen CPU: CPU time of the load generator's process over the measured wall time "
         "(100% = one core)"
     )
-    return "\n".join([*lines, "", cpu_note, "", "RATIOS", *ratio_lines])
+    files = [f"results written to {path}" for path in written]
+    return "\n".join([*lines, "", cpu_note, "", "RATIOS", *ratio_lines, "", *files]).rstrip()
+
+
+def dated_path(directory: Path, started_at: datetime) -> Path:
+    """Where a full run keeps its results for good: named by its UTC start, second precision
+    (a full run takes minutes, so no two share a name)."""
+    return directory / f"{started_at.astimezone(UTC):%Y-%m-%dT%H%M%SZ}.json"
 
 
 def render_profile(profile: dict[str, Any], top: int = 12) -> str:

@@ -117,6 +117,8 @@ def test_every_ratio_is_measured_and_the_table_is_printed(smoke_run: SmokeRun) -
         assert isinstance(ratio["met"], bool)
         assert ratio["goal"] in table
     assert "RATIOS" in table
+    assert "results written to" in table  # and no dated copy: that is a full run's
+    assert table.count("results written to") == 1
     machine = results["machine"]
     for fact in ("cpu_count", "python", "postgres", "sqlite"):
         assert machine[fact], fact

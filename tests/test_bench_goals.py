@@ -8,14 +8,17 @@ it on the bad side). A flipped comparator, a moved threshold, a swapped ratio or
 (the c1 floor for the c16 Baton, the legacy floor for the current one) fails a test here.
 """
 
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.goals import Ratio, evaluate
-from bench.report import render_table
+from bench.report import dated_path, render_table
 from bench.rows import Row, RowKey
 from tests.test_bench import BASELINE_ROWS, BATON_ROWS
 
@@ -271,8 +274,37 @@ def test_a_replay_without_its_progress_bar_is_not_met(backend: str) -> None:
 # ------------------------------------------------------------------ the report
 
 
-def test_the_table_marks_the_comparison_as_such() -> None:
+def test_the_table_marks_the_comparison_and_names_the_files_it_wrote() -> None:
     rows = _rows()
-    table = render_table(rows, evaluate(rows))
+    table = render_table(rows, evaluate(rows), ["bench/results/latest.json", "dated.json"])
     legacy_line = next(line for line in table.splitlines() if LEGACY.goal in line)
     assert "info: met" in legacy_line
+    assert "results written to bench/results/latest.json" in table
+    assert "results written to dated.json" in table
+
+
+def test_a_full_run_is_kept_under_its_utc_start() -> None:
+    started = datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC)
+    assert dated_path(Path("results"), started) == Path("results/2026-01-02T030405Z.json")
+
+
+@pytest.mark.parametrize(
+    ("name", "kept"),
+    [
+        ("2026-01-02T030405Z.json", True),  # a full run's dated copy: committed
+        ("latest.json", False),
+        ("2026-01-02T030405Z.tmp", False),  # write_json's half-written file
+        ("profile-postgresql.txt", False),
+        ("logs/baton-sqlite.log", False),
+    ],
+)
+def test_only_a_full_run_dated_results_are_kept_in_git(name: str, kept: bool) -> None:
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run(
+        ["git", "check-ignore", "--quiet", "--no-index", f"bench/results/{name}"],
+        cwd=root,
+        check=False,
+    )
+    assert done.returncode == (1 if kept else 0)  # check-ignore: 0 ignored, 1 not ignored
