@@ -1,5 +1,9 @@
 """`python -m bench`: run the suite, print one table (stdout), write the results JSON.
 
+Every run writes --output (bench/results/latest.json, git-ignored); a full run also writes
+the same JSON as bench/results/<UTC start>.json next to it, which is committed, so that
+published figures name the run they come from. The table ends with the files it wrote.
+
 Exit status: 0 when the run completed, 1 when the race broke the single-claim rule (the
 results are still written), 2 when the benchmark could not run at all.
 """
@@ -14,12 +18,19 @@ from pathlib import Path
 
 import psycopg
 
-from bench.config import DEFAULT_OUTPUT, FULL, QUICK, SMOKE, RunConfig
+from bench.config import DEFAULT_OUTPUT, FULL, QUICK, ROOT, SMOKE, RunConfig
 from bench.databases import POSTGRES_ADMIN_URL, postgres_version
 from bench.goals import evaluate
 from bench.loadgen import LoadGenerator
 from bench.progress import progress
-from bench.report import build_json, machine_info, render_profile, render_table, write_json
+from bench.report import (
+    build_json,
+    dated_path,
+    machine_info,
+    render_profile,
+    render_table,
+    write_json,
+)
 from bench.suite import Suite
 from infra.settings import Settings
 
@@ -47,6 +58,11 @@ def _config(args: argparse.Namespace) -> RunConfig:
     if args.smoke:
         return SMOKE
     return QUICK if args.quick else FULL
+
+
+def _shown(path: Path) -> str:
+    """A path as the reader would type it: relative to the checkout when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,11 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile=suite.profile,
         settings=settings,
     )
-    write_json(output, content)
-    print(render_table(rows, ratios))
+    written = [output, *([dated_path(output.parent, started_at)] if config.keep_dated else [])]
+    for path in written:
+        write_json(path, content)
+    print(render_table(rows, ratios, [_shown(path) for path in written]))
     if suite.profile:
         print(f"\n{render_profile(suite.profile)}")
-    progress(f"done in {elapsed:.0f} s; results in {output}")
+    progress(f"done in {elapsed:.0f} s; results in {', '.join(map(_shown, written))}")
     if suite.profile:
         progress(f"profiles: {', '.join(suite.profile['files'].values())}")
     if not content["race_ok"]:

@@ -6,7 +6,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
-DEFAULT_OUTPUT = RESULTS_DIR / "latest.json"
+DEFAULT_OUTPUT = RESULTS_DIR / "latest.json"  # git-ignored: every run overwrites it
 
 # The load shapes of issue 4; every mode runs all of them, only for less time.
 BUFFERED_CONCURRENCY = (1, 16, 64)
@@ -36,6 +36,9 @@ class RunConfig:
     append_warmup_events: int
     replay_events: int  # the fixture `baton replay` rebuilds the projection from
     profile: bool  # run the PostgreSQL c16 scenario again under pyinstrument
+    # Also write the results as bench/results/<UTC start>.json, a file kept in git: only the
+    # full run's numbers are worth keeping (quick and smoke runs measure too briefly).
+    keep_dated: bool
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +55,7 @@ FULL = RunConfig(
     append_warmup_events=200,
     replay_events=100_000,
     profile=True,
+    keep_dated=True,
 )
 
 QUICK = RunConfig(
@@ -65,6 +69,7 @@ QUICK = RunConfig(
     append_warmup_events=40,
     replay_events=10_000,
     profile=False,
+    keep_dated=False,
 )
 
 # For tests/test_bench.py: every row and ratio present, in well under 30 seconds.
@@ -79,6 +84,7 @@ SMOKE = RunConfig(
     append_warmup_events=10,
     replay_events=200,
     profile=False,
+    keep_dated=False,
 )
 
 MODES = {config.mode: config for config in (FULL, QUICK, SMOKE)}

@@ -91,21 +91,31 @@ def _target(ratio: Ratio) -> str:
     return f"{ratio.comparator} {ratio.target:.2f}{unit}"
 
 
-def render_table(rows: list[Row], ratios: list[Ratio]) -> str:
+def _result(ratio: Ratio) -> str:
+    if ratio.informational:  # a comparison, not a goal: say so rather than MET / NOT MET
+        return f"info: {'met' if ratio.met else 'not met'}"
+    return "met" if ratio.met else "NOT MET"
+
+
+def render_table(rows: list[Row], ratios: list[Ratio], written: Sequence[str] = ()) -> str:
     lines = _layout(COLUMNS, [_cells(row) for row in rows], RIGHT_ALIGNED)
     ratio_lines = _layout(
         ("goal", "measured", "goal", "result", "detail"),
-        [
-            [r.goal, _measured(r), _target(r), "met" if r.met else "NOT MET", r.detail]
-            for r in ratios
-        ],
+        [[r.goal, _measured(r), _target(r), _result(r), r.detail] for r in ratios],
         {"measured"},
     )
     cpu_note = (
         "loadgen CPU: CPU time of the load generator's process over the measured wall time "
         "(100% = one core)"
     )
-    return "\n".join([*lines, "", cpu_note, "", "RATIOS", *ratio_lines])
+    files = [f"results written to {path}" for path in written]
+    return "\n".join([*lines, "", cpu_note, "", "RATIOS", *ratio_lines, "", *files]).rstrip()
+
+
+def dated_path(directory: Path, started_at: datetime) -> Path:
+    """Where a full run keeps its results for good: named by its UTC start, second precision
+    (a full run takes minutes, so no two share a name)."""
+    return directory / f"{started_at.astimezone(UTC):%Y-%m-%dT%H%M%SZ}.json"
 
 
 def render_profile(profile: dict[str, Any], top: int = 12) -> str:

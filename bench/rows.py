@@ -10,7 +10,9 @@ WEBSOCKET = "websocket"
 RACE = "race"
 START = "start"
 HTTP_FLOOR = "http-floor"
-SQL_FLOOR_PG = "sql-floor-pg"
+SQL_FLOOR_PG = "sql-floor-pg"  # the PostgreSQL store's own statements, driven by pgbench
+# The ten-round-trip transactions sql-floor-pg used to run, kept for comparison only.
+SQL_FLOOR_PG_LEGACY = "sql-floor-pg-legacy"
 SQL_FLOOR_SQLITE = "sql-floor-sqlite"
 PEER_EVENTSOURCING = "peer-eventsourcing"
 BATON_STORE = "baton-store"  # Baton's store appending in-process, next to the peer
@@ -20,6 +22,9 @@ SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 BACKENDS = (SQLITE, POSTGRESQL)
 NO_BACKEND = "-"  # the http-floor touches no database
+
+
+RowKey = tuple[str, str, int]  # (name, backend, concurrency): a row's identity in a run
 
 
 @dataclass
@@ -40,7 +45,7 @@ class Row:
     failed: bool = False  # a correctness check in this row failed (the race)
 
     @property
-    def key(self) -> tuple[str, str, int]:
+    def key(self) -> RowKey:
         return self.name, self.backend, self.concurrency
 
     @classmethod

@@ -16,8 +16,15 @@ from bench.baselines import (
     sql_floor_sqlite,
     store_appends,
 )
+from bench.baselines.sql_floor_pg import Floor
 from bench.config import APPEND_WRITERS, STREAM_CONCURRENCY, RunConfig
-from bench.databases import fresh_postgres, fresh_sqlite_path, migrate, sqlite_url
+from bench.databases import (
+    PostgresDatabase,
+    fresh_postgres,
+    fresh_sqlite_path,
+    migrate,
+    sqlite_url,
+)
 from bench.loadgen import LoadGenerator
 from bench.profiling import profile_postgres_c16
 from bench.progress import progress
@@ -25,7 +32,8 @@ from bench.rows import Row
 from bench.scenarios import run_backend, run_http_floor
 from bench.servers import BATON
 
-PGBENCH_CONCURRENCY = (1, STREAM_CONCURRENCY)  # c1 for the p50 budget, c16 for the ratio
+# The SQL floors run alone (c1: the p50 budget) and at Baton's reference point (c16: the ratios).
+FLOOR_CONCURRENCY = (1, STREAM_CONCURRENCY)
 
 
 @dataclass
@@ -56,6 +64,7 @@ class Suite:
         steps: list[tuple[str, Callable[[], None]]] = [
             ("http-floor", self.http_floor),
             ("sql-floor-pg", self.sql_floor_pg),
+            ("sql-floor-pg-legacy", self.sql_floor_pg_legacy),
             ("sql-floor-sqlite", self.sql_floor_sqlite),
             ("baton on sqlite", self.baton_sqlite),
             ("baton on postgresql", self.baton_postgresql),
@@ -73,26 +82,47 @@ class Suite:
         self.rows += run_http_floor(self.loadgen, self.config, self.log_dir)
 
     def sql_floor_pg(self) -> None:
+        """The store's own statements, generated from infra/postgres_sql.py."""
         with fresh_postgres("sqlfloor") as database:
-            sql_floor_pg.prepare(database, max(PGBENCH_CONCURRENCY))
-            for clients in PGBENCH_CONCURRENCY:
-                progress(f"pgbench c{clients} ...")
-                result = sql_floor_pg.run_floor(
-                    database,
-                    clients,
-                    self.config.pgbench_seconds,
-                    self.config.pgbench_warmup_seconds,
-                )
-                self._add(Row.from_result(rows.SQL_FLOOR_PG, rows.POSTGRESQL, clients, result))
+            floor = sql_floor_pg.prepare(database, max(FLOOR_CONCURRENCY), self.work_dir)
+            note = "the store's CLAIM + COMMIT: 2 round trips"
+            self._pgbench(database, floor, rows.SQL_FLOOR_PG, note)
+
+    def sql_floor_pg_legacy(self) -> None:
+        """The former store's ten round trips, for comparison only."""
+        with fresh_postgres("sqlfloorlegacy") as database:
+            floor = sql_floor_pg.prepare_legacy(database, max(FLOOR_CONCURRENCY))
+            note = "for comparison only: the former store's 10 round trips"
+            self._pgbench(database, floor, rows.SQL_FLOOR_PG_LEGACY, note)
+
+    def _pgbench(self, database: PostgresDatabase, floor: Floor, name: str, note: str) -> None:
+        for clients in FLOOR_CONCURRENCY:
+            progress(f"pgbench {name} c{clients} ...")
+            result = sql_floor_pg.run_floor(
+                database,
+                floor,
+                clients,
+                self.config.pgbench_seconds,
+                self.config.pgbench_warmup_seconds,
+            )
+            row = Row.from_result(name, rows.POSTGRESQL, clients, result)
+            row.notes.append(note)
+            self._add(row)
 
     def sql_floor_sqlite(self) -> None:
+        """The store's statements through Baton's group-commit writer, at Baton's
+        concurrency (c16, the ratio's) and alone (c1)."""
         path = fresh_sqlite_path(self.work_dir, "sqlfloor")
-        result = sql_floor_sqlite.run_floor(
-            path, self.config.warmup_seconds, self.config.measure_seconds
-        )
-        row = Row.from_result(rows.SQL_FLOOR_SQLITE, rows.SQLITE, 1, result)
-        row.notes.append(f"one process, {sql_floor_sqlite.SESSIONS} sessions round-robin")
-        self._add(row)
+        sessions = sql_floor_sqlite.prepare(path)
+        for clients in FLOOR_CONCURRENCY:
+            progress(f"sql-floor-sqlite c{clients} ...")
+            result = sql_floor_sqlite.run_floor(
+                path, sessions, clients, self.config.warmup_seconds, self.config.measure_seconds
+            )
+            row = Row.from_result(rows.SQL_FLOOR_SQLITE, rows.SQLITE, clients, result)
+            grouped = row.extra["transactions_per_commit"]
+            row.notes.append(f"store SQL via SqliteWriter; {grouped} transactions per commit")
+            self._add(row)
 
     def baton_sqlite(self) -> None:
         url = sqlite_url(fresh_sqlite_path(self.work_dir, "baton"))

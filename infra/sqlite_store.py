@@ -30,21 +30,38 @@ from infra.tables import EVENT_FIELDS, SESSION_FIELDS, UPDATED_FIELDS
 
 T = TypeVar("T")
 
+# The statements are public: the benchmark's SQL floor (bench/baselines/sql_floor_sqlite.py)
+# runs these very strings, so the two cannot drift apart.
 _SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
-_SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?"  # noqa: S608
-_INSERT_SESSION = (
+SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?"  # noqa: S608
+INSERT_SESSION = (
     f"INSERT INTO sessions ({_SESSION_COLUMNS}) "  # noqa: S608 - fixed column names
     f"VALUES ({', '.join('?' for _ in SESSION_FIELDS)})"
 )
-_UPDATE_SESSION = (
+UPDATE_SESSION = (
     f"UPDATE sessions SET {', '.join(f'{field} = ?' for field in UPDATED_FIELDS)} "  # noqa: S608
     "WHERE session_id = ? AND version = ?"
 )
-_UPDATE_REFUSALS = "UPDATE sessions SET refusals = ?, refusal_head = ? WHERE session_id = ?"
-_INSERT_EVENT = (
+UPDATE_REFUSALS = "UPDATE sessions SET refusals = ?, refusal_head = ? WHERE session_id = ?"
+INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) "  # noqa: S608 - fixed column names
     f"VALUES ({', '.join('?' for _ in EVENT_FIELDS)})"
 )
+
+
+def connect(path: str, *, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    """The writer's connection: WAL, the synchronous level asked for, the busy timeout."""
+    conn = sqlite3.connect(
+        path,
+        isolation_level=None,  # transactions are the writer's: BEGIN IMMEDIATE ... COMMIT
+        check_same_thread=False,  # opened here, then used by the writer thread alone
+        timeout=busy_timeout_ms / 1000,
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+    return conn
 
 
 class SqliteSessionStore(CommandStore):
@@ -64,17 +81,9 @@ class SqliteSessionStore(CommandStore):
             self._writer = None
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path,
-            isolation_level=None,  # transactions are the writer's: BEGIN IMMEDIATE ... COMMIT
-            check_same_thread=False,  # opened here, then used by the writer thread alone
-            timeout=self._busy_timeout_ms / 1000,
+        return connect(
+            self._path, synchronous=self._synchronous, busy_timeout_ms=self._busy_timeout_ms
         )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-        return conn
 
     async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` as one transaction on the writer; a lost unique-key race is a Conflict."""
@@ -118,13 +127,13 @@ class SqliteSessionStore(CommandStore):
 
 
 def _load(conn: sqlite3.Connection, session_id: SessionId) -> Loaded:
-    row = conn.execute(_SELECT_SESSION, (db_id(session_id),)).fetchone()
+    row = conn.execute(SELECT_SESSION, (db_id(session_id),)).fetchone()
     return Loaded(None) if row is None else Loaded(state_from(row), ChainHeads.of(row))
 
 
 def _write(conn: sqlite3.Connection, planned: WritePlan) -> None:
     if planned.events:
-        conn.executemany(_INSERT_EVENT, [event_values(row) for row in planned.events])
+        conn.executemany(INSERT_EVENT, [event_values(row) for row in planned.events])
     if planned.projection is not None:
         _write_projection(conn, planned.projection, planned.expected_version)
     if planned.refusal is not None:
@@ -136,15 +145,15 @@ def _write_projection(
 ) -> None:
     row = projection_values(projection)
     if expected_version is None:
-        conn.execute(_INSERT_SESSION, tuple(row[field] for field in SESSION_FIELDS))
+        conn.execute(INSERT_SESSION, tuple(row[field] for field in SESSION_FIELDS))
         return
     values = (*(row[field] for field in UPDATED_FIELDS), row["session_id"], expected_version)
-    if conn.execute(_UPDATE_SESSION, values).rowcount != 1:
+    if conn.execute(UPDATE_SESSION, values).rowcount != 1:
         raise Conflict(f"session {projection['session_id']} moved past {expected_version}")
 
 
 def _record_refusal(conn: sqlite3.Connection, refusal: RefusalRow) -> None:
-    conn.execute(_INSERT_EVENT, event_values(refusal.row))
+    conn.execute(INSERT_EVENT, event_values(refusal.row))
     if refusal.heads is not None:
         heads, session_id = refusal.heads, db_id(refusal.row["session_id"])
-        conn.execute(_UPDATE_REFUSALS, (heads.refusals, heads.refusal_head, session_id))
+        conn.execute(UPDATE_REFUSALS, (heads.refusals, heads.refusal_head, session_id))

@@ -1,9 +1,14 @@
-"""sql-floor-pg: the raw SQL of a turn (bench/sql/turn_pg.sql) driven by pgbench.
+"""sql-floor-pg and sql-floor-pg-legacy: the SQL of a turn on PostgreSQL, driven by pgbench.
 
-A fresh database migrated by `baton migrate` (the same tables and indexes Baton writes), one
-session row per pgbench client, then `pgbench -c C -j 2 -T seconds -n -M prepared -f ...`.
-One script run is one turn, so pgbench's tps is turns/s; p50 and p99 come from its
-per-transaction log (-l), which has every turn's latency in microseconds.
+sql-floor-pg sends exactly what the store sends: its two statements, CLAIM then COMMIT, one
+round trip each, in a script generated at run time from infra/postgres_sql.py (bench/
+baselines/pgbench_script.py), to sessions Baton's own store seeded. sql-floor-pg-legacy runs
+bench/sql/turn_pg_legacy.sql, the ten round trips the former store sent, for comparison only.
+
+Each runs on a fresh database migrated by `baton migrate` (the tables and indexes Baton
+writes), with one session per pgbench client, as `pgbench -c C -j 2 -T seconds -n -M
+prepared -f ...`. One script run is one turn, so pgbench's tps is turns/s; p50 and p99 come
+from its per-transaction log (-l), which has every turn's latency in microseconds.
 """
 
 import re
@@ -11,21 +16,24 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from bench.baselines import pgbench_script
+from bench.baselines.store_appends import seed_sessions
 from bench.databases import PostgresDatabase, migrate
 from bench.measure import children_cpu_seconds
 from bench.stats import summarize_latency
 
 PGBENCH = shutil.which("pgbench") or "/usr/bin/pgbench"
-TURN_SCRIPT = Path(__file__).resolve().parent.parent / "sql" / "turn_pg.sql"
+LEGACY_SCRIPT = Path(__file__).resolve().parent.parent / "sql" / "turn_pg_legacy.sql"
 MAX_THREADS = 2
 
-# The ids turn_pg.sql derives from :client_id; keep the two in step.
-SEED_SESSIONS = """
+# The ids turn_pg_legacy.sql derives from :client_id; keep the two in step.
+SEED_LEGACY_SESSIONS = """
 INSERT INTO sessions (session_id, version, turn, status, token_digest, claim_turn, claim_seq,
                       state, last_outcome, created_at, updated_at)
 SELECT ('00000000-0000-7000-8000-' || lpad(client::text, 12, '0'))::uuid, 2, 1, 'idle',
@@ -35,14 +43,36 @@ SELECT ('00000000-0000-7000-8000-' || lpad(client::text, 12, '0'))::uuid, 2, 1, 
 """
 
 
-def prepare(database: PostgresDatabase, clients: int) -> None:
-    """Migrate the fresh database and seed one session per pgbench client."""
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """A pgbench script ready to run on a prepared database, and how to describe it."""
+
+    script: Path
+    define_args: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # kept in the row, for the record
+
+
+def prepare(database: PostgresDatabase, clients: int, work_dir: Path) -> Floor:
+    """Migrate the fresh database, seed one session per pgbench client through Baton's
+    store, and write the script generated from the store's SQL."""
+    migrate(database.baton_url)
+    seed_sessions(database.baton_url, clients)
+    script = pgbench_script.build()
+    path = work_dir / "turn_pg.sql"
+    path.write_text(script.text)
+    extra = {"pgbench_script": script.text, "pgbench_defines": script.defines}
+    return Floor(path, script.define_args(), extra)
+
+
+def prepare_legacy(database: PostgresDatabase, clients: int) -> Floor:
+    """Migrate the fresh database and seed the sessions turn_pg_legacy.sql expects."""
     migrate(database.baton_url)
     with psycopg.connect(database.plain_url, autocommit=True) as connection:
-        connection.execute(SEED_SESSIONS, (clients,))  # type: ignore[arg-type]
+        connection.execute(SEED_LEGACY_SESSIONS, (clients,))  # type: ignore[arg-type]
+    return Floor(LEGACY_SCRIPT, extra={"pgbench_script_file": "bench/sql/turn_pg_legacy.sql"})
 
 
-def _command(database: PostgresDatabase, clients: int, seconds: int) -> list[str]:
+def _command(database: PostgresDatabase, floor: Floor, clients: int, seconds: int) -> list[str]:
     return [
         PGBENCH,
         "--host",
@@ -56,7 +86,8 @@ def _command(database: PostgresDatabase, clients: int, seconds: int) -> list[str
         f"--client={clients}",
         f"--jobs={min(MAX_THREADS, clients)}",
         f"--time={seconds}",
-        f"--file={TURN_SCRIPT}",
+        f"--file={floor.script}",
+        *floor.define_args,
         database.name,
     ]
 
@@ -85,13 +116,13 @@ def _read_latencies(log_dir: Path) -> list[float]:
 
 
 def run_floor(
-    database: PostgresDatabase, clients: int, seconds: int, warmup_seconds: int
+    database: PostgresDatabase, floor: Floor, clients: int, seconds: int, warmup_seconds: int
 ) -> dict[str, Any]:
-    """pgbench at `clients` concurrency on a database `prepare`d for at least that many."""
+    """pgbench at `clients` concurrency on a database prepared for at least that many."""
     if warmup_seconds:
-        _pgbench(database, _command(database, clients, warmup_seconds))
+        _pgbench(database, _command(database, floor, clients, warmup_seconds))
     with tempfile.TemporaryDirectory(prefix="pgbench-log-") as log_dir:
-        command = _command(database, clients, seconds)
+        command = _command(database, floor, clients, seconds)
         command[-1:-1] = ["--log", f"--log-prefix={Path(log_dir) / 'turns'}"]
         cpu_before, began = children_cpu_seconds(), time.perf_counter()
         output = _pgbench(database, command)
@@ -110,4 +141,5 @@ def run_floor(
         "errors": {"failed-transactions": failed} if failed else {},
         # pgbench is this row's load generator; its share includes connecting and exiting.
         "loadgen_cpu": pgbench_cpu / wall,
+        "extra": floor.extra,
     }

@@ -1,136 +1,223 @@
-"""sql-floor-sqlite: the raw SQL of a turn through the standard sqlite3 module, one process.
+"""sql-floor-sqlite: the SQL of a turn on SQLite as Baton's store runs it, at Baton's
+concurrency, through Baton's own group-commit writer.
 
-The same two transactions as bench/sql/turn_pg.sql, as Baton runs them on SQLite: WAL,
-Baton's synchronous level (infra.settings.Settings().sqlite_synchronous, FULL by default),
-BEGIN IMMEDIATE, on a database migrated by `baton migrate`, values stored the way
-SQLAlchemy stores Baton's (uuid as 32 hex characters, JSON as text, naive UTC datetimes).
-Sessions are taken round-robin; one turn is one claim transaction plus one commit
-transaction, timed together.
+The connection is opened by the store's own `connect` (WAL, Baton's synchronous level from
+infra.settings.Settings, busy_timeout) and handed to infra.sqlite_writer.SqliteWriter, which
+commits the transactions waiting at the same moment together, as it does in `baton serve`.
+Each client is an asyncio task owning one session seeded by Baton's store; a turn is two
+writer jobs, a claim and a commit, each made of the store's statements (SELECT_SESSION,
+INSERT_EVENT, UPDATE_SESSION from infra/sqlite_store.py): read the row, append the event,
+write the projection guarded by the version read. The event's values are laid out by the
+store's own `event_values`, and its chain link is computed with infra.chain.link, since
+PostgreSQL's floor computes it in SQL.
+
+What it leaves out is Baton's own work above the SQL: HTTP, the domain's decision and fold,
+tokens, and the canonical JSON of each event (its payload is a constant of the same size).
 """
 
-import json
+import asyncio
 import os
+import secrets
 import sqlite3
-import time
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from bench.baselines.pgbench_script import TYPICAL_TURN
+from bench.baselines.store_appends import seed_sessions
 from bench.databases import migrate, sqlite_url
-from bench.stats import summarize_latency
+from bench.measure import COMMITTED, Tally, Window, clock
+from domain.events import Lease, TurnClaimed, TurnCommitted
+from domain.identifiers import SessionId, digest_token, mint_token, seal_token
+from domain.outcomes import Finished
+from domain.state import SessionStatus, outcome_summary
+from infra.chain import link, row_payload
+from infra.codec import event_to_row
 from infra.settings import Settings
+from infra.sqlite_store import INSERT_EVENT, SELECT_SESSION, UPDATE_SESSION, connect
+from infra.sqlite_values import db_id, event_values
+from infra.sqlite_values import time_text as db_time
+from infra.sqlite_writer import SqliteWriter
+from infra.tables import UPDATED_FIELDS
 
-SESSIONS = 16
-
-LOCK_SESSION = "SELECT session_id, version, turn, token_digest FROM sessions WHERE session_id = ?"
-INSERT_EVENT = (
-    "INSERT INTO events (session_id, seq, kind, turn, consumed, issued, data, recorded_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-CLAIM_SESSION = (
-    "UPDATE sessions SET version = ?, turn = ?, status = 'in-flight', token_digest = ?, "
-    "claim_turn = ?, claim_seq = ?, state = state, last_outcome = last_outcome, "
-    "created_at = created_at, updated_at = ? WHERE session_id = ? AND version = ?"
-)
-COMMIT_SESSION = (
-    "UPDATE sessions SET version = ?, turn = ?, status = 'idle', token_digest = ?, "
-    "claim_turn = NULL, claim_seq = NULL, state = state, last_outcome = ?, "
-    "created_at = created_at, updated_at = ? WHERE session_id = ? AND version = ?"
-)
-SEED_SESSION = (
-    "INSERT INTO sessions (session_id, version, turn, status, token_digest, claim_turn, "
-    "claim_seq, state, last_outcome, created_at, updated_at) "
-    "VALUES (?, 2, 1, 'idle', ?, NULL, NULL, 'null', ?, ?, ?)"
-)
-CLAIMED_DATA = json.dumps({"input": {"message": "x"}}, separators=(",", ":"))
-SEALED = "P0Qh1qXn4S7k2mD9vLw8eYb3TzR6cUoJfHaNgKxEpVs"  # a sealed token's length
+SESSIONS = 16  # one per client at the highest concurrency
+LEASE = timedelta(seconds=30)  # domain.driver.TurnServices.lease_seconds
+OWNER = f"bench:{os.getpid()}:{secrets.token_hex(3)}"  # the shape of api/app.py's owner
 
 
-def _now() -> str:
-    return datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """An event of a representative turn: its event_to_row dict and chain payload."""
+
+    row: dict[str, Any]
+    payload: bytes
 
 
-def _digest() -> str:
-    return os.urandom(32).hex()
+def _claimed(session_id: str, at: datetime) -> _Event:
+    claimed = TurnClaimed(
+        session_id=SessionId(session_id),
+        seq=0,
+        turn=0,
+        input={"message": "x"},  # the load generator's input
+        lease=Lease(OWNER, at + LEASE),
+        at=at,
+    )
+    row = event_to_row(claimed)
+    return _Event(row, row_payload(row))
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection set up as infra/database.py sets up Baton's."""
+def _committed(session_id: str, turn: int, at: datetime) -> tuple[_Event, str]:
+    """The bench handler's outcome with a sealed token; and the projection's last_outcome."""
+    token = mint_token(secrets.token_bytes)
+    committed = TurnCommitted(
+        session_id=SessionId(session_id),
+        seq=0,
+        turn=turn,
+        consumed=digest_token(token),
+        issued=digest_token(token),
+        outcome=Finished({"turn": turn}),
+        at=at,
+        sealed=seal_token(mint_token(secrets.token_bytes), token),
+    )
+    row = event_to_row(committed)
+    return _Event(row, row_payload(row)), msgspec.json.encode(outcome_summary(committed)).decode()
+
+
+def _read(conn: sqlite3.Connection, session: str) -> dict[str, Any]:
+    found = conn.execute(SELECT_SESSION, (session,)).fetchone()
+    if found is None:
+        raise RuntimeError(f"sql-floor-sqlite: session {session} is gone")
+    return dict(found)
+
+
+def _append(conn: sqlite3.Connection, event: dict[str, Any], linked: str) -> None:
+    # executemany of one row, as the store's _append sends a turn's single event.
+    conn.executemany(INSERT_EVENT, [event_values({**event, "hash": linked})])
+
+
+def _write(conn: sqlite3.Connection, before: dict[str, Any], **changes: Any) -> None:
+    """UPDATE_SESSION with the row as read, changed, guarded by the version read."""
+    after = {**before, **changes}
+    values = (*(after[field] for field in UPDATED_FIELDS), before["session_id"], before["version"])
+    if conn.execute(UPDATE_SESSION, values).rowcount != 1:
+        raise RuntimeError(f"sql-floor-sqlite: session {before['session_id']} moved")
+
+
+class _Client:
+    """One session, turned over and over: a claim job, then a commit job, on the writer."""
+
+    def __init__(self, writer: SqliteWriter, session_id: str) -> None:
+        self._writer = writer
+        self._session = db_id(session_id)
+        self.turns = 0  # warm-up included
+        now = datetime.now(UTC)
+        self._claimed = _claimed(session_id, now)
+        self._committed, self._outcome = _committed(session_id, TYPICAL_TURN, now)
+
+    def _claim(self, conn: sqlite3.Connection) -> None:
+        row = _read(conn, self._session)
+        seq, turn, at = row["version"] + 1, row["turn"] + 1, datetime.now(UTC)
+        linked = link(row["head_hash"], seq, turn, self._claimed.payload)
+        event = {**self._claimed.row, "seq": seq, "turn": turn, "recorded_at": at}
+        _append(conn, event, linked)
+        _write(
+            conn,
+            row,
+            version=seq,
+            status=SessionStatus.IN_FLIGHT.value,
+            claim_turn=turn,
+            claim_seq=seq,
+            claim_owner=OWNER,
+            lease_until=db_time(at + LEASE),
+            updated_at=db_time(at),
+            head_hash=linked,
+        )
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        row = _read(conn, self._session)
+        seq, turn, at = row["version"] + 1, row["claim_turn"], datetime.now(UTC)
+        issued = os.urandom(32).hex()  # a fresh digest: the issued column is unique
+        linked = link(row["head_hash"], seq, turn, self._committed.payload)
+        event = {
+            **self._committed.row,
+            "seq": seq,
+            "turn": turn,
+            "consumed": row["token_digest"],
+            "issued": issued,
+            "recorded_at": at,
+        }
+        _append(conn, event, linked)
+        _write(
+            conn,
+            row,
+            version=seq,
+            turn=turn,
+            status=SessionStatus.IDLE.value,
+            token_digest=issued,
+            claim_turn=None,
+            claim_seq=None,
+            claim_owner=None,
+            lease_until=None,
+            last_outcome=self._outcome,
+            updated_at=db_time(at),
+            head_hash=linked,
+        )
+
+    async def turn(self) -> None:
+        await self._writer.run(self._claim)
+        await self._writer.run(self._commit)
+        self.turns += 1
+
+
+async def _drive(client: _Client, window: Window, tally: Tally) -> None:
+    while clock() < window.end:
+        began = clock()
+        await client.turn()
+        tally.add(COMMITTED, began, clock(), window)
+
+
+async def _measure(writer: SqliteWriter, sessions: list[str], window: Window) -> dict[str, Any]:
+    clients = [_Client(writer, session_id) for session_id in sessions]
+    tally = Tally()
+    window.open()
+    await asyncio.gather(*(_drive(client, window, tally) for client in clients))
+    window.close()
+    result = tally.summary(window, "turns/s")
+    transactions = 2 * sum(client.turns for client in clients)
+    # How much the group commit grouped: transactions per COMMIT (one fsync each).
+    result["extra"] = {"transactions_per_commit": round(transactions / max(writer.commits, 1), 2)}
+    return result
+
+
+async def _run(
+    path: Path, sessions: list[str], warmup_seconds: float, measure_seconds: float
+) -> dict[str, Any]:
     settings = Settings.from_env()  # BATON_* as the servers under test read them
-    connection = sqlite3.connect(path, isolation_level=None)  # we say BEGIN ourselves
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
-    connection.execute(f"PRAGMA busy_timeout={settings.sqlite_busy_timeout_ms}")
-    return connection
-
-
-def _seed(connection: sqlite3.Connection) -> list[str]:
-    ids = [os.urandom(16).hex() for _ in range(SESSIONS)]
-    outcome = json.dumps({"status": "finished", "output": {"turn": 1}, "turn": 1})
-    connection.execute("BEGIN IMMEDIATE")
-    for session_id in ids:
-        now = _now()
-        connection.execute(SEED_SESSION, (session_id, _digest(), outcome, now, now))
-    connection.execute("COMMIT")
-    return ids
-
-
-def _turn(connection: sqlite3.Connection, session_id: str) -> None:
-    # The claim: validate and mark in flight.
-    connection.execute("BEGIN IMMEDIATE")
-    _, version, turn, digest = connection.execute(LOCK_SESSION, (session_id,)).fetchone()
-    now = _now()
-    connection.execute(
-        INSERT_EVENT, (session_id, version + 1, "claimed", turn + 1, None, None, CLAIMED_DATA, now)
+    conn = connect(
+        str(path),
+        synchronous=settings.sqlite_synchronous,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
     )
-    connection.execute(
-        CLAIM_SESSION, (version + 1, turn, digest, turn + 1, version + 1, now, session_id, version)
-    )
-    connection.execute("COMMIT")
-    # The commit: consume the current token, issue the next, store the outcome.
-    connection.execute("BEGIN IMMEDIATE")
-    _, version, turn, digest = connection.execute(LOCK_SESSION, (session_id,)).fetchone()
-    issued, now = _digest(), _now()
-    output = {"turn": turn + 1}
-    data = json.dumps({"status": "finished", "output": output, "sealedToken": SEALED})
-    outcome = json.dumps({"status": "finished", "output": output, "turn": turn + 1})
-    connection.execute(
-        INSERT_EVENT, (session_id, version + 1, "committed", turn + 1, digest, issued, data, now)
-    )
-    connection.execute(
-        COMMIT_SESSION, (version + 1, turn + 1, issued, outcome, now, session_id, version)
-    )
-    connection.execute("COMMIT")
-
-
-def run_floor(path: Path, warmup_seconds: float, measure_seconds: float) -> dict[str, Any]:
-    migrate(sqlite_url(path))
-    connection = connect(path)
+    writer = SqliteWriter(conn)
     try:
-        ids = _seed(connection)
-        clock = time.perf_counter
-        turns = 0
-        warm_until = clock() + warmup_seconds
-        while clock() < warm_until:
-            _turn(connection, ids[turns % SESSIONS])
-            turns += 1
-        latencies: list[float] = []
-        cpu_before, start = time.process_time(), clock()
-        while (began := clock()) < start + measure_seconds:
-            _turn(connection, ids[turns % SESSIONS])
-            turns += 1
-            latencies.append(clock() - began)
-        wall = clock() - start
-        cpu = time.process_time() - cpu_before
+        return await _measure(writer, sessions, Window(warmup_seconds, measure_seconds))
     finally:
-        connection.close()
-    return {
-        "rate": len(latencies) / wall,
-        "unit": "turns/s",
-        "count": len(latencies),
-        **summarize_latency(latencies),
-        "refusals": {},
-        "errors": {},
-        # The process that issues the SQL is the whole load here; its share is its CPU.
-        "loadgen_cpu": cpu / wall,
-    }
+        await writer.stop()
+
+
+def prepare(path: Path) -> list[str]:
+    """Migrate a fresh database and seed SESSIONS sessions through Baton's store."""
+    url = sqlite_url(path)
+    migrate(url)
+    return seed_sessions(url, SESSIONS)
+
+
+def run_floor(
+    path: Path, sessions: list[str], clients: int, warmup_seconds: float, measure_seconds: float
+) -> dict[str, Any]:
+    """`clients` concurrent clients, each on a session of its own, for a warm-up and then
+    the measured window. Their CPU share is this process's: the clients and the writer."""
+    return asyncio.run(_run(path, sessions[:clients], warmup_seconds, measure_seconds))

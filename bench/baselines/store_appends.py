@@ -45,6 +45,10 @@ class _Session:
         self._digest = _new_digest()
         self._turn = 1
 
+    @property
+    def session_id(self) -> str:
+        return self._session_id
+
     async def start(self) -> None:
         at = _now()
         granted = await self._store.start(
@@ -100,6 +104,20 @@ async def _appends(settings: Settings, cycles: int, warmup_cycles: int, writers:
         began = time.perf_counter()
         await asyncio.gather(*(_cycles(session, cycles) for session in sessions))
         return time.perf_counter() - began
+
+
+async def _seed(settings: Settings, count: int) -> list[str]:
+    async with open_store(settings) as store:
+        sessions = [_Session(store) for _ in range(count)]
+        await asyncio.gather(*(session.start() for session in sessions))
+        return [session.session_id for session in sessions]
+
+
+def seed_sessions(database_url: str, count: int) -> list[str]:
+    """`count` sessions written by Baton's own store, each started and its first turn
+    committed: idle, with a current token and a chain head, as the SQL floors need them.
+    `database_url` must already be migrated to head."""
+    return asyncio.run(_seed(Settings.from_env(database_url=database_url), count))
 
 
 def run_appends(

@@ -1,0 +1,310 @@
+"""The benchmark's verdicts (bench/goals.py) on synthetic rows: no servers, no timing.
+
+Every goal is pinned from the outside, by values written here rather than read from
+bench/goals.py: which rows it compares (every row gets a rate of its own, so the measured
+value names its numerator and denominator), its threshold and comparator (met exactly at the
+threshold where the goal says >= or <=, and just past it on the good side; not met just past
+it on the bad side). A flipped comparator, a moved threshold, a swapped ratio or a wrong row
+(the c1 floor for the c16 Baton, the legacy floor for the current one) fails a test here.
+"""
+
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.goals import Ratio, evaluate
+from bench.report import dated_path, render_table
+from bench.rows import Row, RowKey
+from tests.test_bench import BASELINE_ROWS, BATON_ROWS
+
+MB = 1024 * 1024
+EVERY_ROW = sorted(BATON_ROWS | BASELINE_ROWS)  # the rows of a real run
+
+
+@dataclass(frozen=True)
+class RateGoal:
+    goal: str  # the start of the goal's text, as the table prints it
+    numerator: RowKey
+    denominator: RowKey
+    target: float
+
+
+PG_C16 = ("buffered", "postgresql", 16)
+SQLITE_C16 = ("buffered", "sqlite", 16)
+RATE_GOALS = [
+    RateGoal(
+        "PostgreSQL buffered c16 >= 0.5 x sql-floor-pg c16",
+        PG_C16,
+        ("sql-floor-pg", "postgresql", 16),
+        0.5,
+    ),
+    RateGoal(
+        "SQLite buffered c16 >= 0.4 x sql-floor-sqlite c16",
+        SQLITE_C16,
+        ("sql-floor-sqlite", "sqlite", 16),
+        0.4,
+    ),
+    *(
+        RateGoal(
+            f"{backend} buffered c16 >= 0.25 x http-floor c16",
+            ("buffered", backend, 16),
+            ("http-floor", "-", 16),
+            0.25,
+        )
+        for backend in ("sqlite", "postgresql")
+    ),
+    *(
+        RateGoal(
+            f"Baton store appends >= {label} x peer-eventsourcing ({backend}, 16 writers each)",
+            ("baton-store", backend, 16),
+            ("peer-eventsourcing", backend, 16),
+            target,
+        )
+        for backend, label, target in (("postgresql", "3", 3.0), ("sqlite", "1.5", 1.5))
+    ),
+    *(
+        RateGoal(
+            f"{backend} {streamed} c16 >= 0.8 x buffered c16",
+            (streamed, backend, 16),
+            ("buffered", backend, 16),
+            0.8,
+        )
+        for backend in ("sqlite", "postgresql")
+        for streamed in ("sse", "websocket")
+    ),
+]
+# Shown next to the goals, for comparison with the figures judged before the floor was fixed.
+LEGACY = RateGoal(
+    "PostgreSQL buffered c16 >= 0.5 x sql-floor-pg-legacy c16",
+    PG_C16,
+    ("sql-floor-pg-legacy", "postgresql", 16),
+    0.5,
+)
+P50_GOAL = "p50 of a turn at c1 on PostgreSQL <= http-floor p50 + sql-floor-pg p50 + 1 ms"
+PEAK_RSS_GOAL = "peak RSS of one server under c64 ({backend}) < 150 MB"
+REPLAY_GOAL = "peak RSS of baton replay over"
+BACKENDS = ("sqlite", "postgresql")
+
+
+def _row(key: RowKey, rate: float, **extra: Any) -> Row:
+    name, backend, concurrency = key
+    return Row(
+        name=name,
+        backend=backend,
+        concurrency=concurrency,
+        rate=rate,
+        unit="turns/s",
+        p50_ms=1.0,
+        p99_ms=2.0,
+        refusals={},
+        errors={},
+        loadgen_cpu=None,
+        count=1000,
+        extra=dict(extra),
+    )
+
+
+def _distinct_rates() -> dict[RowKey, float]:
+    """A rate of its own for every row: 1000, 1001, ... (no two ratios coincide)."""
+    return {key: 1000.0 + index for index, key in enumerate(EVERY_ROW)}
+
+
+def _rows(rates: dict[RowKey, float] | None = None, **overrides: Row) -> list[Row]:
+    rates = rates or dict.fromkeys(EVERY_ROW, 1000.0)
+    rows = {key: _row(key, rate) for key, rate in rates.items()}
+    rows.update({row.key: row for row in overrides.values()})
+    return list(rows.values())
+
+
+def _find(ratios: Iterable[Ratio], goal: str) -> Ratio:
+    found = [ratio for ratio in ratios if ratio.goal.startswith(goal)]
+    assert len(found) == 1, f"{len(found)} ratios for {goal!r}"
+    return found[0]
+
+
+def _with_numerator(goal: RateGoal, factor: float) -> Ratio:
+    """The goal judged with its denominator at 1000 and its numerator at target x factor."""
+    rates = dict.fromkeys(EVERY_ROW, 1000.0)
+    rates[goal.numerator] = round(goal.target * 1000 * factor, 6)
+    return _find(evaluate(_rows(rates)), goal.goal)
+
+
+RATE_IDS = [goal.goal for goal in [*RATE_GOALS, LEGACY]]
+
+
+def test_every_ratio_of_a_run_is_pinned_here() -> None:
+    """A goal added to bench/goals.py without a test here fails this one."""
+    ratios = evaluate(_rows())
+    pinned = [goal.goal for goal in [*RATE_GOALS, LEGACY]] + [P50_GOAL, REPLAY_GOAL, REPLAY_GOAL]
+    pinned += [PEAK_RSS_GOAL.format(backend=backend) for backend in BACKENDS]
+    assert len(ratios) == len(pinned)
+    for ratio in ratios:
+        assert any(ratio.goal.startswith(goal) for goal in pinned), ratio.goal
+
+
+@pytest.mark.parametrize("goal", [*RATE_GOALS, LEGACY], ids=RATE_IDS)
+def test_a_rate_ratio_divides_the_intended_rows(goal: RateGoal) -> None:
+    rates = _distinct_rates()
+    ratio = _find(evaluate(_rows(rates)), goal.goal)
+    assert ratio.measured == rates[goal.numerator] / rates[goal.denominator]
+    assert ratio.rows == (goal.numerator, goal.denominator)  # what the JSON traces it to
+    assert (ratio.comparator, ratio.target, ratio.unit) == (">=", goal.target, "x")
+
+
+@pytest.mark.parametrize("goal", [*RATE_GOALS, LEGACY], ids=RATE_IDS)
+@pytest.mark.parametrize("factor", [1.0, 1.01])
+def test_a_rate_goal_is_met_at_and_just_above_its_threshold(goal: RateGoal, factor: float) -> None:
+    assert _with_numerator(goal, factor).met is True
+
+
+@pytest.mark.parametrize("goal", [*RATE_GOALS, LEGACY], ids=RATE_IDS)
+def test_a_rate_goal_is_not_met_just_below_its_threshold(goal: RateGoal) -> None:
+    assert _with_numerator(goal, 0.99).met is False
+
+
+@pytest.mark.parametrize("goal", [*RATE_GOALS, LEGACY], ids=RATE_IDS)
+def test_a_rate_goal_without_its_denominator_is_missing_and_not_met(goal: RateGoal) -> None:
+    rows = [row for row in _rows() if row.key != goal.denominator]
+    ratio = _find(evaluate(rows), goal.goal)
+    assert ratio.measured is None
+    assert ratio.met is False
+
+
+def test_the_floors_compare_c16_with_c16_and_not_with_c1() -> None:
+    """The c1 floors are far slower per turn than the c16 ones would be: were either goal
+    to divide by one, this rate would flip its verdict."""
+    rates = dict.fromkeys(EVERY_ROW, 1000.0)
+    rates[("sql-floor-pg", "postgresql", 1)] = 1.0
+    rates[("sql-floor-sqlite", "sqlite", 1)] = 1.0
+    rates[("sql-floor-pg-legacy", "postgresql", 16)] = 1.0
+    rates[PG_C16] = rates[SQLITE_C16] = 300.0  # 0.3 x the c16 floors: below both goals
+    ratios = evaluate(_rows(rates))
+    assert _find(ratios, RATE_GOALS[0].goal).met is False
+    assert _find(ratios, RATE_GOALS[1].goal).met is False
+
+
+def test_only_the_legacy_comparison_is_informational() -> None:
+    ratios = evaluate(_rows())
+    informational = [ratio.goal for ratio in ratios if ratio.informational]
+    assert len(informational) == 1
+    assert informational[0].startswith(LEGACY.goal)
+
+
+# ------------------------------------------------------------------ the p50 budget
+
+P50_KEYS = {
+    "baton": ("buffered", "postgresql", 1),
+    "http": ("http-floor", "-", 1),
+    "sql": ("sql-floor-pg", "postgresql", 1),
+}
+
+
+def _p50_rows(baton_ms: float) -> list[Row]:
+    """http-floor 0.5 ms, sql-floor-pg 1.25 ms at c1: a budget of 2.75 ms. Every other row
+    has a p50 of its own, so a budget built from another row comes out different."""
+    rows = _rows()
+    for index, row in enumerate(rows):
+        row.p50_ms = 10.0 + index
+    p50s = {P50_KEYS["baton"]: baton_ms, P50_KEYS["http"]: 0.5, P50_KEYS["sql"]: 1.25}
+    for row in rows:
+        row.p50_ms = p50s.get(row.key, row.p50_ms)
+    return rows
+
+
+def test_the_p50_budget_adds_the_c1_floors_and_a_millisecond() -> None:
+    ratio = _find(evaluate(_p50_rows(2.0)), P50_GOAL)
+    assert ratio.measured == 2.0
+    assert ratio.target == 0.5 + 1.25 + 1.0
+    assert ratio.comparator == "<="
+    assert ratio.rows == (P50_KEYS["baton"], P50_KEYS["http"], P50_KEYS["sql"])
+
+
+@pytest.mark.parametrize(("baton_ms", "met"), [(2.75, True), (2.7, True), (2.8, False)])
+def test_the_p50_budget_is_met_up_to_and_including_it(baton_ms: float, met: bool) -> None:
+    assert _find(evaluate(_p50_rows(baton_ms)), P50_GOAL).met is met
+
+
+def test_the_p50_budget_without_the_sql_floor_is_missing() -> None:
+    rows = [row for row in _p50_rows(2.0) if row.key != P50_KEYS["sql"]]
+    ratio = _find(evaluate(rows), P50_GOAL)
+    assert (ratio.measured, ratio.met) == (None, False)
+
+
+# ------------------------------------------------------------------ memory
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("peak_mb", "met"), [(149.5, True), (150.0, False), (150.5, False)])
+def test_a_server_peak_rss_must_stay_under_150_mb(backend: str, peak_mb: float, met: bool) -> None:
+    key = ("buffered", backend, 64)
+    rows = _rows(peaked=_row(key, 1000.0, server_peak_rss_bytes=peak_mb * MB))
+    ratio = _find(evaluate(rows), PEAK_RSS_GOAL.format(backend=backend))
+    assert ratio.measured == peak_mb
+    assert ratio.met is met
+    assert ratio.rows == (key,)
+
+
+def _replay(backend: str, peak_mb: float, progress_bar: bool = True) -> Ratio:
+    key = ("replay", backend, 1)
+    row = _row(key, 1000.0, peak_rss_bytes=peak_mb * MB, progress_bar=progress_bar, seconds=1)
+    ratios = [ratio for ratio in evaluate(_rows(replayed=row)) if f"({backend})" in ratio.goal]
+    return _find(ratios, REPLAY_GOAL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("peak_mb", "met"), [(199.5, True), (200.0, False), (200.5, False)])
+def test_a_replay_peak_rss_must_stay_under_200_mb(backend: str, peak_mb: float, met: bool) -> None:
+    ratio = _replay(backend, peak_mb)
+    assert ratio.measured == peak_mb
+    assert ratio.met is met
+    assert ratio.rows == (("replay", backend, 1),)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_replay_without_its_progress_bar_is_not_met(backend: str) -> None:
+    ratio = _replay(backend, 10.0, progress_bar=False)
+    assert (ratio.measured, ratio.met) == (None, False)
+
+
+# ------------------------------------------------------------------ the report
+
+
+def test_the_table_marks_the_comparison_and_names_the_files_it_wrote() -> None:
+    rows = _rows()
+    table = render_table(rows, evaluate(rows), ["bench/results/latest.json", "dated.json"])
+    legacy_line = next(line for line in table.splitlines() if LEGACY.goal in line)
+    assert "info: met" in legacy_line
+    assert "results written to bench/results/latest.json" in table
+    assert "results written to dated.json" in table
+
+
+def test_a_full_run_is_kept_under_its_utc_start() -> None:
+    started = datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC)
+    assert dated_path(Path("results"), started) == Path("results/2026-01-02T030405Z.json")
+
+
+@pytest.mark.parametrize(
+    ("name", "kept"),
+    [
+        ("2026-01-02T030405Z.json", True),  # a full run's dated copy: committed
+        ("latest.json", False),
+        ("2026-01-02T030405Z.tmp", False),  # write_json's half-written file
+        ("profile-postgresql.txt", False),
+        ("logs/baton-sqlite.log", False),
+    ],
+)
+def test_only_a_full_run_dated_results_are_kept_in_git(name: str, kept: bool) -> None:
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run(
+        ["git", "check-ignore", "--quiet", "--no-index", f"bench/results/{name}"],
+        cwd=root,
+        check=False,
+    )
+    assert done.returncode == (1 if kept else 0)  # check-ignore: 0 ignored, 1 not ignored
