@@ -1,5 +1,7 @@
 """The composition root: builds the Litestar app and wires infra into the domain."""
 
+import asyncio
+import logging
 import os
 import secrets
 import socket
@@ -14,25 +16,41 @@ from litestar.openapi import OpenAPIConfig
 
 from api.admin import admin_routes
 from api.errors import EXCEPTION_HANDLERS
+from api.follow import Following
 from api.handlers import load_handler
 from api.health import healthz, metrics_text, readyz
 from api.live import TurnRunner, turn_status
 from api.metrics import Metrics
 from api.rest import continue_session, delete_session, start_session
+from api.sessions import cancel_turn, read_session, session_events
 from api.shutdown import ShutdownGate
 from api.turn_api import TurnApi
 from api.websocket import turns_socket, websockets_disabled
 from domain.driver import TurnDriver, TurnServices
 from domain.handler import TurnHandler
+from domain.ports import StoreUnavailable
 from infra.migrate import head_revision
 from infra.settings import Settings
-from infra.stores import open_database
+from infra.stores import Database, open_database
 
 VERSION = "0.1.0"
+log = logging.getLogger("baton.app")
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+async def _sweep_forever(database: Database, window: float) -> None:
+    """Erase seals past their recovery window, every so often (a read checks the window
+    too, so this only keeps the table small and the erasure prompt)."""
+    pause = min(max(window / 2, 0.5), 60.0)
+    while True:
+        await asyncio.sleep(pause)
+        try:
+            await database.sweep(utc_now())
+        except StoreUnavailable as error:
+            log.warning("sweeping expired seals: %s", error)
 
 
 def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Litestar:
@@ -46,7 +64,7 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
 
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
-        async with open_database(settings) as opened:
+        async with open_database(settings, listen=True) as opened:
             services = TurnServices(
                 opened.store,
                 turn_handler,
@@ -55,12 +73,22 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
                 owner=owner,
                 lease_seconds=settings.lease,
                 turn_timeout=settings.turn_timeout,
+                recovery_window=settings.recovery_window,
+            )
+            # A cancel asked on another replica stops the turn this one runs at once.
+            opened.on_cancel(runner.cancel)
+            following = Following(
+                opened.store, opened.notifier, opened.follow, utc_now, opened.poll_seconds
             )
             app.state.reader = opened.reader
-            app.state.turns = TurnApi(TurnDriver(services), runner, gate, settings.sse_ping_seconds)
+            app.state.turns = TurnApi(
+                TurnDriver(services), runner, gate, following, settings.sse_ping_seconds
+            )
+            sweeping = asyncio.create_task(_sweep_forever(opened, settings.recovery_window))
             try:
                 yield
             finally:
+                sweeping.cancel()
                 # Turns outlive the requests that started them: give them what is left of
                 # the grace period, then cancel (and so release) the rest.
                 gate.close()
@@ -76,6 +104,9 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
             start_session,
             continue_session,
             delete_session,
+            read_session,
+            session_events,
+            cancel_turn,
             websocket_route,
             healthz,
             readyz,

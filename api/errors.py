@@ -12,6 +12,7 @@ from litestar.types import ExceptionHandlersMap
 from api.metrics import Metrics
 from api.reasons import (
     BAD_REQUEST,
+    CANCELLED,
     INTERNAL,
     TOO_LARGE,
     TURN_FAILED,
@@ -50,6 +51,8 @@ STATUS_BY_REASON: dict[str, int] = {
     RefusalReason.IN_FLIGHT: 409,
     RefusalReason.CLOSED: 410,
     RefusalReason.UNEXPECTED_TOKEN: 400,
+    RefusalReason.IDEMPOTENCY_MISMATCH: 422,
+    CANCELLED: 409,
     BAD_REQUEST: 400,
     TOO_LARGE: 413,
     TURN_FAILED: 500,
@@ -73,25 +76,29 @@ class ApiError(Exception):
         return cls(refusal.reason.value, refusal.message)
 
 
+# Hints for generic clients (PROTOCOL section 6.6): wait and retry, or do not retry at all.
+RETRY_LATER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+NEVER_RETRY = {"X-Should-Retry": "false"}
+HINTS: dict[str, dict[str, str]] = {
+    RefusalReason.IN_FLIGHT: RETRY_LATER,
+    UNAVAILABLE: RETRY_LATER,
+    RefusalReason.STALE_TOKEN: NEVER_RETRY,
+    RefusalReason.CLOSED: NEVER_RETRY,
+    RefusalReason.IDEMPOTENCY_MISMATCH: NEVER_RETRY,
+    UNAUTHORIZED: {"WWW-Authenticate": "Bearer"},  # RFC 6750: say which scheme is wanted
+}
+
+
 def error_response(
     request: AnyRequest, reason: str, message: str, status: int | None = None
 ) -> Response[ErrorBody]:
     Metrics.of(request.app).count_error(reason)
-    status = status or STATUS_BY_REASON[reason]
     return Response(
         ErrorBody(error=message, reason=reason),
-        status_code=status,
+        status_code=status or STATUS_BY_REASON[reason],
         media_type=MediaType.JSON,
-        headers=_headers_for(status),
+        headers=HINTS.get(reason),
     )
-
-
-def _headers_for(status: int) -> dict[str, str] | None:
-    if status == HTTPStatus.SERVICE_UNAVAILABLE:
-        return {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    if status == HTTPStatus.UNAUTHORIZED:
-        return {"WWW-Authenticate": "Bearer"}  # RFC 6750: say which scheme is wanted
-    return None
 
 
 def _api_error(request: AnyRequest, error: ApiError) -> Response[ErrorBody]:

@@ -14,7 +14,7 @@ from api.reasons import INTERNAL, UNAVAILABLE
 from domain.identifiers import SessionId
 from domain.json import JsonValue
 from domain.ports import StoreUnavailable
-from domain.turn import OpenTurn, TurnFailed, TurnReply
+from domain.turn import OpenTurn, TurnCancelled, TurnFailed, TurnReply
 
 log = logging.getLogger("baton.turns")
 
@@ -38,31 +38,52 @@ class TurnCrashed:
     message: str
 
 
-TurnEnd = TurnReply | TurnFailed | TurnCrashed
+TurnEnd = TurnReply | TurnFailed | TurnCancelled | TurnCrashed
 LiveEvent = RecordEvent | DeltaEvent | TurnEnd
+
+# What a stream of a turn ends with when the replica stops under it: whatever the turn's
+# fate, the client learns it from the session's events (PROTOCOL section 6.3).
+STOPPED = TurnCrashed(UNAVAILABLE, "this replica stopped during the turn; read its events")
 
 
 def turn_status(end: TurnEnd) -> str:
     """How a turn ended, in one word, for metrics."""
     if isinstance(end, TurnReply):
         return end.outcome.status
+    if isinstance(end, TurnCancelled):
+        return "cancelled"
     return "failed" if isinstance(end, TurnFailed) else "crashed"
 
 
 class TurnRunner:
     """Launches turns in tasks of their own and keeps every one of them, so none is
-    garbage-collected mid-turn and shutdown can wait for them."""
+    garbage-collected mid-turn and shutdown can wait for them; and finds the turn this
+    process runs for a session, to stop it when its holder asks."""
 
     def __init__(self, on_end: Callable[[TurnEnd], None] | None = None) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, OpenTurn] = {}
         self._on_end = on_end
 
     def launch(self, opened: OpenTurn) -> "LiveTurn":
-        live = LiveTurn(opened.session_id)
+        live = LiveTurn(opened.session_id, opened.claim_seq)
         task = asyncio.get_running_loop().create_task(live.run(opened, self._on_end))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._running[opened.session_id] = opened
+        task.add_done_callback(lambda done: self._ended(done, opened))
         return live
+
+    def _ended(self, task: "asyncio.Task[None]", opened: OpenTurn) -> None:
+        self._tasks.discard(task)
+        if self._running.get(opened.session_id) is opened:
+            del self._running[opened.session_id]
+
+    def cancel(self, session_id: str) -> bool:
+        """Stop the turn this process runs for the session, if it runs one."""
+        opened = self._running.get(session_id)
+        if opened is not None:
+            opened.cancel()
+        return opened is not None
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -82,13 +103,19 @@ class TurnRunner:
 class LiveTurn:
     """One running turn: a TurnSink that queues what the handler emits, then its end."""
 
-    def __init__(self, session_id: SessionId) -> None:
+    def __init__(self, session_id: SessionId, claim_seq: int) -> None:
         self.session_id = session_id
+        self.claim_seq = claim_seq  # a stream of this turn resumes from here
         self._queue: asyncio.Queue[LiveEvent] = asyncio.Queue()
 
     async def run(self, opened: OpenTurn, on_end: Callable[[TurnEnd], None] | None) -> None:
         try:
             end: TurnEnd = await opened.run(self)
+        except asyncio.CancelledError:
+            # The replica is stopping: the turn was released (or its commit's fate is
+            # unknown), and the stream still gets an end, never silence.
+            self._queue.put_nowait(STOPPED)
+            raise
         except StoreUnavailable as error:
             # Whether the commit landed is unknown: the client retries with the same token
             # and is answered by the store (or, if it did commit, recovers the sealed token).

@@ -7,3 +7,4 @@ UNAVAILABLE = "unavailable"  # the database is unreachable, or this replica is s
 INTERNAL = "internal-error"  # a bug of ours
 WEBSOCKETS_DISABLED = "websockets-disabled"  # /v1/ws on a server started --no-websockets
 UNAUTHORIZED = "unauthorized"  # an admin route without a valid admin key (api/admin.py)
+CANCELLED = "cancelled"  # the turn's own request, after its holder cancelled it (6.5)

@@ -1,7 +1,8 @@
 """The turn endpoints: buffered JSON by default, SSE when the client accepts an event stream.
 
 Both answer every refusal before anything is streamed, so a refused request gets a plain
-JSON 4xx and never a half-open stream (PROTOCOL section 3).
+JSON 4xx and never a half-open stream (PROTOCOL section 3). A retry of a committed turn with
+its Idempotency-Key gets that turn's reply again, marked `Idempotent-Replayed: true`.
 """
 
 from typing import Annotated, Any
@@ -13,10 +14,10 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from api.errors import ApiError
-from api.live import LiveTurn
+from api.idempotency import KEY_HEADER, key_from_header
 from api.schemas import ErrorBody, TurnReplyBody
-from api.sse import EVENT_STREAM, stream_turn
-from api.turn_api import TurnApi
+from api.sse import EVENT_STREAM, stream_replay, stream_turn
+from api.turn_api import Opened, TurnApi
 from api.turn_input import SESSION_FIELD, split_turn_input, take_text
 from api.wire import failure_of, turn_reply_body
 from domain.refusals import Refusal
@@ -25,10 +26,19 @@ from domain.turn import TurnReply
 
 TOKEN_HEADER = "X-Continuation-Token"
 JSON = "application/json"
+REPLAYED = {"Idempotent-Replayed": "true"}
 
 TokenHeader = Annotated[
     str | None,
     HeaderParameter(name=TOKEN_HEADER, description="The token, if not in the body (the body wins)"),
+]
+KeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name=KEY_HEADER,
+        description="1 to 255 visible ASCII characters (at least 22 on a start): a retry with "
+        "the same key, token and input gets the committed turn's reply again",
+    ),
 ]
 TurnInput = JSONBody[dict[str, Any]]
 AnyRequest = Request[Any, Any, Any]
@@ -46,9 +56,10 @@ RESPONSES = {
     ),
     400: _error("bad-request, missing-token or unexpected-token"),
     404: _error("unknown-session"),
-    409: _error("stale-token or in-flight"),
+    409: _error("stale-token, in-flight, or cancelled (the turn's holder stopped it)"),
     410: _error("closed"),
     413: _error("too-large"),
+    422: _error("idempotency-mismatch: this key came with another input"),
     500: _error("turn-failed: the handler raised; the token stays valid"),
 }
 
@@ -60,17 +71,26 @@ def wants_stream(request: AnyRequest) -> bool:
     return request.accept.best_match([JSON, EVENT_STREAM], default=JSON) == EVENT_STREAM
 
 
+def events_location(session_id: str) -> str:
+    """Where a session's events are read, and a dropped turn stream resumes."""
+    return f"/v1/session/{session_id}/events"
+
+
 # The endpoints return a Response either way: Litestar lets a handler whose annotation is a
 # Response keep the response's own media type; any other annotation forces JSON onto the
 # SSE stream too. The 200 body is documented in RESPONSES instead.
 TurnResponse = Response[Any]
 
 
-async def answer(request: AnyRequest, opened: LiveTurn | Refusal, turns: TurnApi) -> TurnResponse:
+async def answer(request: AnyRequest, opened: Opened, turns: TurnApi) -> TurnResponse:
     if isinstance(opened, Refusal):
         raise ApiError.refused(opened)
+    if isinstance(opened, TurnReply):  # a retry of a turn that committed already
+        if wants_stream(request):
+            return stream_replay(opened, REPLAYED)
+        return Response(turn_reply_body(opened), media_type=JSON, headers=REPLAYED)
     if wants_stream(request):
-        return stream_turn(opened, turns.ping_seconds)
+        return stream_turn(opened, turns.ping_seconds, events_location(opened.session_id))
     end = await opened.end()
     if not isinstance(end, TurnReply):
         raise ApiError(*failure_of(end))
@@ -83,11 +103,13 @@ async def start_session(
     data: TurnInput,
     turns: NamedDependency[TurnApi],
     token_header: TokenHeader = None,
+    key_header: KeyHeader = None,
 ) -> TurnResponse:
     """Start a session: the body is turn 1's input. The reply carries the first token."""
     turn_input, token = split_turn_input(data, token_header)
     session_id = take_text(turn_input, SESSION_FIELD)
-    opened = await turns.start(StartRequest(turn_input, token, session_id))
+    key = key_from_header(key_header, starting=True)
+    opened = await turns.start(StartRequest(turn_input, token, session_id, key))
     return await answer(request, opened, turns)
 
 
@@ -100,7 +122,7 @@ class ClosedBody(msgspec.Struct, rename="camel"):
 @delete(
     "/v1/session/{session_id:str}",
     status_code=200,
-    responses={k: v for k, v in RESPONSES.items() if k not in {200, 413, 500}},
+    responses={k: v for k, v in RESPONSES.items() if k not in {200, 413, 422, 500}},
     tags=["turns"],
 )
 async def delete_session(
@@ -127,8 +149,10 @@ async def continue_session(
     data: TurnInput,
     turns: NamedDependency[TurnApi],
     token_header: TokenHeader = None,
+    key_header: KeyHeader = None,
 ) -> TurnResponse:
     """Run the next turn, authorised by the current continuation token (single use)."""
     turn_input, token = split_turn_input(data, token_header)
-    opened = await turns.proceed(ContinueRequest(session_id, turn_input, token))
+    key = key_from_header(key_header, starting=False)
+    opened = await turns.proceed(ContinueRequest(session_id, turn_input, token, key))
     return await answer(request, opened, turns)

@@ -1,4 +1,8 @@
-"""Server-sent events framing of a live turn (PROTOCOL section 5).
+"""Server-sent events framing (PROTOCOL sections 5 and 6.3): a live turn, a reply given
+again to a retry, and a session's stored events followed to a running turn's end.
+
+Every stream begins with a priming message, an `id:` to resume from and a `retry:` with no
+data, so a client that drops before the first event can still resume (`Last-Event-ID`).
 
 The frames are written here and sent through Litestar's `Stream`, less two costs the
 benchmark found (SSE turns took about 30% more server CPU than buffered ones):
@@ -7,9 +11,11 @@ benchmark found (SSE turns took about 30% more server CPU than buffered ones):
   (compact JSON never contains a newline) and a blank line.
 - `Stream` listens for the client's disconnect in an anyio TaskGroup, to cancel the stream.
   A turn's stream has nothing to cancel: the turn runs on in a task of its own, and the
-  server drops what is sent to a client that has gone. So this stream does not listen.
+  server drops what is sent to a client that has gone. So a turn's stream does not listen.
 """
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,12 +26,16 @@ from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import Receive, Send
 
 from api.live import LiveTurn
-from api.wire import event_object
+from api.turn_api import EventsView
+from api.wire import event_object, outcome_object, stored_objects
+from domain.turn import TurnReply
 
 EVENT_STREAM = "text/event-stream"
 # Litestar 2 has no SSE keep-alive of its own; a comment line every so often (the setting
 # sse_ping_seconds) keeps proxies and load balancers from closing a quiet stream.
 PING = b": ping\r\n\r\n"
+RETRY_MS = 1000  # how long a client waits before it reconnects a dropped stream
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 _encode = msgspec.json.Encoder().encode
 
@@ -40,13 +50,62 @@ def frame(body: dict[str, object], seq: int | None) -> bytes:
     return head.encode() + b"data: " + _encode(body) + b"\r\n\r\n"
 
 
-async def _frames(live: LiveTurn, ping_seconds: float) -> AsyncIterator[bytes]:
+def priming(seq: int) -> bytes:
+    """Where a dropped stream resumes from, before anything else is sent."""
+    return f"id: {seq}\r\nretry: {RETRY_MS}\r\n\r\n".encode()
+
+
+async def _turn_frames(live: LiveTurn, ping_seconds: float) -> AsyncIterator[bytes]:
+    yield priming(live.claim_seq)
     async for event in live.events_or_idle(ping_seconds):
         if event is None:
             yield PING
             continue
         body, seq = event_object(event)
         yield frame(body, seq)
+
+
+async def _replay_frames(reply: TurnReply) -> AsyncIterator[bytes]:
+    """A committed turn's stored records and outcome, given again (PROTOCOL section 6.4)."""
+    first = min(reply.record_seqs, default=reply.seq or 1)
+    yield priming(first - 1)
+    for seq, record in zip(reply.record_seqs, reply.records, strict=True):
+        yield frame({"type": "record", "record": record}, seq)
+    yield frame(outcome_object(reply), reply.seq)
+
+
+async def _stored_frames(view: EventsView, after: int, ping_seconds: float) -> AsyncIterator[bytes]:
+    yield priming(after)
+    async for batch in _with_pings(view.follow(after), ping_seconds):
+        if batch is None:
+            yield PING
+            continue
+        for body, seq in stored_objects([batch], view.recovered):
+            yield frame(body, seq)
+
+
+async def _with_pings(events: AsyncIterator[Any], seconds: float) -> AsyncIterator[Any]:
+    """`events`, with a None whenever none came for `seconds`."""
+    pending: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({pending}, timeout=seconds)
+            if not done:
+                yield None
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield event
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
 
 
 class _UnlistenedStreamingResponse(ASGIStreamingResponse):
@@ -66,11 +125,23 @@ class TurnStream(Stream):
         return response
 
 
-def stream_turn(live: LiveTurn, ping_seconds: float) -> Stream:
+def stream_turn(live: LiveTurn, ping_seconds: float, location: str) -> Stream:
     """The turn as an SSE stream: records and deltas, then one outcome or error event, with
-    a `: ping` comment after every `ping_seconds` of silence."""
+    a `: ping` comment after every `ping_seconds` of silence. `Content-Location` names the
+    session's events, where a dropped stream resumes."""
+    headers = {**HEADERS, "Content-Location": location}
+    return TurnStream(_turn_frames(live, ping_seconds), media_type=EVENT_STREAM, headers=headers)
+
+
+def stream_replay(reply: TurnReply, headers: dict[str, str]) -> Stream:
     return TurnStream(
-        _frames(live, ping_seconds),
-        media_type=EVENT_STREAM,
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        _replay_frames(reply), media_type=EVENT_STREAM, headers={**HEADERS, **headers}
+    )
+
+
+def stream_events(view: EventsView, after: int, ping_seconds: float) -> Stream:
+    """The session's stored events after `after`, then a running turn's as they come. This
+    stream listens for the client's disconnect: following holds nothing that must finish."""
+    return Stream(
+        _stored_frames(view, after, ping_seconds), media_type=EVENT_STREAM, headers=HEADERS
     )

@@ -1,20 +1,52 @@
-"""The one object every transport turns to: open a turn, close a session, refuse a turn.
+"""The one object every transport turns to: open a turn, read, follow, cancel, close.
 
 A transport reads a request off the wire, calls one method here and frames the answer
-(api/wire.py): a refusal, known before anything is sent, or a live turn that already runs
-in a task of its own. It never reaches the driver, the runner or the shutdown gate itself.
+(api/wire.py): a refusal, known before anything is sent; a live turn that already runs in
+a task of its own; a committed turn's reply given again to a retry; or what a read sees.
+It never reaches the driver, the runner or the shutdown gate itself.
 """
 
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from api.follow import Following
 from api.live import LiveTurn, TurnRunner
 from api.shutdown import ShutdownGate
-from domain.driver import TurnDriver
+from api.wire import RecoveredTurn
+from domain.decisions import CancelAnswer
+from domain.driver import Reading, TurnDriver
+from domain.events import RecoveredVia, SessionEvent
 from domain.identifiers import SessionId
 from domain.refusals import Refusal
-from domain.requests import CloseRequest, ContinueRequest, StartRequest
+from domain.requests import (
+    CancelRequest,
+    CloseRequest,
+    ContinueRequest,
+    ReadRequest,
+    StartRequest,
+)
 from domain.state import SessionState
-from domain.turn import OpenTurn
+from domain.turn import OpenTurn, TurnReply
+from infra.notifier import changed_within
+
+Opened = LiveTurn | TurnReply | Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class EventsView:
+    """A session's events a client may read: how to get them, and the recovered turn's
+    token when the read recovered it (PROTOCOL sections 6.2 and 6.3)."""
+
+    session_id: SessionId
+    recovered: RecoveredTurn | None
+    following: Following
+
+    async def replay(self, after: int) -> list[SessionEvent]:
+        return await self.following.replay(self.session_id, after)
+
+    def follow(self, after: int) -> AsyncIterator[SessionEvent]:
+        return self.following.follow(self.session_id, after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,17 +57,61 @@ class TurnApi:
     driver: TurnDriver
     runner: TurnRunner
     gate: ShutdownGate
+    following: Following
     ping_seconds: float = 15.0  # an SSE stream's keep-alive interval
 
-    async def start(self, request: StartRequest) -> LiveTurn | Refusal:
+    async def start(self, request: StartRequest) -> Opened:
         """Start a session and run its first turn (a replica shutting down refuses: 503)."""
         self.gate.check()
         return self._launched(await self.driver.open_start(request))
 
-    async def proceed(self, request: ContinueRequest) -> LiveTurn | Refusal:
+    async def proceed(self, request: ContinueRequest) -> Opened:
         """Validate and claim the next turn, then run it."""
         self.gate.check()
         return self._launched(await self.driver.open_continue(request))
+
+    async def read(self, request: ReadRequest) -> Reading | Refusal:
+        return await self.driver.read(request)
+
+    async def events(self, request: ReadRequest) -> EventsView | Refusal:
+        """Authorise a read of the session's events (with the token it consumed, its last
+        turn's outcome then carries the token that turn issued)."""
+        reading = await self.driver.read(
+            ReadRequest(request.session_id, request.token, RecoveredVia.EVENTS)
+        )
+        if isinstance(reading, Refusal):
+            return reading
+        state, token = reading.state, reading.recovered_token
+        recovered = RecoveredTurn(state.turn, token) if token is not None else None
+        return EventsView(state.session_id, recovered, self.following)
+
+    async def cancel(
+        self, request: CancelRequest, wait_seconds: float
+    ) -> tuple[SessionState, bool] | Refusal:
+        """Ask the running turn to stop and wait up to `wait_seconds` for its release:
+        the session, and whether the turn has stopped (PROTOCOL section 6.5)."""
+        answer = await self.driver.cancel(request)
+        if isinstance(answer, Refusal):
+            return answer
+        if not answer.pending:
+            return answer.state, True
+        self.runner.cancel(answer.state.session_id)  # at once, if it runs here
+        return await self._stopped(answer, wait_seconds)
+
+    async def _stopped(
+        self, answer: CancelAnswer, wait_seconds: float
+    ) -> tuple[SessionState, bool]:
+        session_id, claim = answer.state.session_id, answer.state.claim
+        with self.following.notifier.watching(session_id) as changed:
+            deadline = _Deadline(wait_seconds)
+            while True:
+                changed.clear()
+                state = await self.following.store.load(session_id)
+                if state is None or state.claim != claim:
+                    return (state or answer.state), True
+                if deadline.passed():
+                    return state, False
+                await changed_within(changed, min(self.following.poll_seconds, deadline.left()))
 
     async def close(self, request: CloseRequest) -> SessionState | Refusal:
         return await self.driver.close(request)
@@ -44,5 +120,16 @@ class TurnApi:
         """A turn refused because the caller knows its session's claim is held."""
         return await self.driver.refuse_in_flight(session_id)
 
-    def _launched(self, opened: OpenTurn | Refusal) -> LiveTurn | Refusal:
-        return opened if isinstance(opened, Refusal) else self.runner.launch(opened)
+    def _launched(self, opened: OpenTurn | TurnReply | Refusal) -> Opened:
+        return self.runner.launch(opened) if isinstance(opened, OpenTurn) else opened
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self._until = time.monotonic() + seconds
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self._until
+
+    def left(self) -> float:
+        return max(0.0, self._until - time.monotonic())

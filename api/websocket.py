@@ -5,6 +5,11 @@ A connection starts unbound. A frame without a token starts a session and binds 
 with `sessionId` and `continuationToken` attaches to that session after the same validation
 as a REST continue. On a bound connection the connection itself authorises the next turn
 with the token it was last issued, validated fresh by the store like any presented token.
+
+Besides turns (PROTOCOL section 6): a frame with `after` resumes instead (the stored events
+after that seq, then a running turn's as they come, then the connection is bound); a frame
+`{"cancel": true}` on a bound connection stops its running turn; `idempotencyKey` is the
+frame's Idempotency-Key.
 """
 
 import asyncio
@@ -16,18 +21,21 @@ from litestar import WebSocket, get, websocket
 from litestar.di import NamedDependency
 
 from api.errors import BAD_REQUEST, UNAVAILABLE, UNAVAILABLE_MESSAGE, WEBSOCKETS_DISABLED, ApiError
+from api.idempotency import KEY_FIELD, checked_key
 from api.live import LiveTurn, TurnEnd
-from api.turn_api import TurnApi
+from api.sessions import MAX_SEQ
+from api.turn_api import EventsView, Opened, TurnApi
 from api.turn_input import SESSION_FIELD, TOKEN_FIELD, split_turn_input, take_text
-from api.wire import error_object, event_object, refusal_object
+from api.wire import error_object, event_object, outcome_object, refusal_object, stored_objects
 from domain.identifiers import SessionId, parse_session_id
 from domain.ports import StoreUnavailable
 from domain.refusals import Refusal
-from domain.requests import ContinueRequest, StartRequest
-from domain.turn import TurnFailed, TurnReply
+from domain.requests import CancelRequest, ContinueRequest, ReadRequest, StartRequest
+from domain.turn import TurnCancelled, TurnFailed, TurnReply
 
 WS_PATH = "/v1/ws"
 POLICY_VIOLATION = 1008  # RFC 6455 close code
+AFTER_FIELD, CANCEL_FIELD = "after", "cancel"
 
 
 class Connection:
@@ -59,35 +67,93 @@ class Connection:
 
     async def _on_frame(self, text: str | None) -> None:
         try:
-            opened = await self._open(_parse(text))
+            await self._dispatch(_parse(text))
         except ApiError as error:
             await self._send(error_object(error.reason, error.message))
-            return
         except StoreUnavailable:
             await self._send(error_object(UNAVAILABLE, UNAVAILABLE_MESSAGE))
-            return
-        if isinstance(opened, Refusal):
-            await self._send(refusal_object(opened))
-            return
-        self._starting = self._session_id is None
-        self._session_id = opened.session_id
-        self._forwarding = asyncio.create_task(self._forward(opened))
 
-    async def _open(self, frame: dict[str, Any]) -> LiveTurn | Refusal:
+    async def _dispatch(self, frame: dict[str, Any]) -> None:
+        if frame.get(CANCEL_FIELD) is True:
+            await self._cancel()
+        elif AFTER_FIELD in frame:
+            await self._resume(frame)
+        else:
+            starting = self._session_id is None
+            opened = await self._open(frame)
+            if isinstance(opened, Refusal):
+                await self._send(refusal_object(opened))
+            elif isinstance(opened, TurnReply):
+                await self._replay(opened)
+            else:
+                self._starting = starting
+                self._session_id = opened.session_id
+                self._forwarding = asyncio.create_task(self._forward(opened))
+
+    async def _open(self, frame: dict[str, Any]) -> Opened:
         turn_input, token = split_turn_input(frame)
         named = take_text(turn_input, SESSION_FIELD)
         if self._session_id is None:
+            key = checked_key(turn_input.pop(KEY_FIELD, None), starting=named is None)
             if named is None:
-                return await self._turns.start(StartRequest(turn_input, token))
-            return await self._turns.proceed(ContinueRequest(named, turn_input, token))
-        if named is not None and parse_session_id(named) != self._session_id:
-            message = f"this connection is bound to session '{self._session_id}'"
-            raise ApiError(BAD_REQUEST, message)
+                return await self._turns.start(StartRequest(turn_input, token, key=key))
+            return await self._turns.proceed(ContinueRequest(named, turn_input, token, key))
+        key = checked_key(turn_input.pop(KEY_FIELD, None), starting=False)
+        self._check_bound(named)
         if self._busy and token is None:
             # Its own turn holds the claim: the single-claim rule, answered without queueing.
             return await self._turns.refuse_in_flight(self._session_id)
-        request = ContinueRequest(self._session_id, turn_input, token or self._token)
+        request = ContinueRequest(self._session_id, turn_input, token or self._token, key)
         return await self._turns.proceed(request)
+
+    def _check_bound(self, named: str | None) -> None:
+        if named is not None and parse_session_id(named) != self._session_id:
+            message = f"this connection is bound to session '{self._session_id}'"
+            raise ApiError(BAD_REQUEST, message)
+
+    async def _cancel(self) -> None:
+        if self._session_id is None:
+            raise ApiError(BAD_REQUEST, "nothing to cancel: this connection has no session")
+        stopped = await self._turns.cancel(CancelRequest(self._session_id, self._token), 0)
+        if isinstance(stopped, Refusal):
+            await self._send(refusal_object(stopped))
+
+    async def _resume(self, frame: dict[str, Any]) -> None:
+        """The stored events after `after`, a running turn's as they come; then bound."""
+        after = frame.pop(AFTER_FIELD)
+        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= MAX_SEQ:
+            raise ApiError(BAD_REQUEST, f"{AFTER_FIELD} must be a seq, from 0 to {MAX_SEQ}")
+        rest, token = split_turn_input(frame)
+        named = take_text(rest, SESSION_FIELD)
+        if rest:
+            raise ApiError(BAD_REQUEST, "a frame that resumes carries no turn input")
+        if self._session_id is not None:
+            self._check_bound(named)
+            named, token = self._session_id, token or self._token
+        if named is None:
+            raise ApiError(BAD_REQUEST, "a frame that resumes names its sessionId")
+        view = await self._turns.events(ReadRequest(named, token))
+        if isinstance(view, Refusal):
+            await self._send(refusal_object(view))
+            return
+        self._session_id = view.session_id
+        self._token = view.recovered.token if view.recovered else token
+        self._forwarding = asyncio.create_task(self._follow(view, after))
+
+    async def _follow(self, view: EventsView, after: int) -> None:
+        try:
+            async for event in view.follow(after):
+                for body, _ in stored_objects([event], view.recovered):
+                    await self._send(body)
+        finally:
+            self._forwarding = None
+
+    async def _replay(self, reply: TurnReply) -> None:
+        """A committed turn's stored records and outcome, given again (PROTOCOL 6.4)."""
+        self._session_id, self._token = reply.session_id, reply.token
+        for seq, record in zip(reply.record_seqs, reply.records, strict=True):
+            await self._send({"type": "record", "record": record, "seq": seq})
+        await self._send({**outcome_object(reply), "replayed": True})
 
     async def _forward(self, live: LiveTurn) -> None:
         async for event in live.events():
@@ -100,7 +166,7 @@ class Connection:
         self._forwarding = None
         if isinstance(end, TurnReply) and end.token is not None:
             self._token = end.token
-        elif isinstance(end, TurnFailed) and self._starting:
+        elif isinstance(end, TurnFailed | TurnCancelled) and self._starting:
             self._session_id = self._token = None  # a failed start closed its session
         self._starting = False
 

@@ -1,16 +1,35 @@
 """How a turn looks on the wire (PROTOCOL section 5), in one place for every transport: the
 buffered reply, the event objects SSE and WebSocket frame, and what a failed end says."""
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from api.live import DeltaEvent, LiveEvent, RecordEvent, TurnCrashed
-from api.reasons import TURN_FAILED
+from api.reasons import CANCELLED, TURN_FAILED, UNAVAILABLE
 from api.schemas import TurnReplyBody
+from domain.events import (
+    RecordAppended,
+    ReleaseCause,
+    SessionEvent,
+    TurnCommitted,
+    TurnReleased,
+    kind_of,
+)
+from domain.history import void_records
 from domain.outcomes import Contended, Finished, Parked
 from domain.refusals import Refusal
-from domain.turn import TurnFailed, TurnReply
+from domain.turn import CANCELLED_ERROR, TurnCancelled, TurnFailed, TurnReply
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredTurn:
+    """A turn read with the token it consumed, and the token it issued (6.2)."""
+
+    turn: int
+    token: str
 
 
 def turn_reply_body(reply: TurnReply) -> TurnReplyBody:
@@ -34,10 +53,12 @@ def turn_reply_body(reply: TurnReply) -> TurnReplyBody:
     return body
 
 
-def failure_of(end: TurnFailed | TurnCrashed) -> tuple[str, str]:
+def failure_of(end: TurnFailed | TurnCancelled | TurnCrashed) -> tuple[str, str]:
     """(reason, message) of a turn that ended without an outcome."""
     if isinstance(end, TurnFailed):
         return TURN_FAILED, f"turn failed: {end.message}"
+    if isinstance(end, TurnCancelled):
+        return CANCELLED, CANCELLED_ERROR
     return end.reason, end.message
 
 
@@ -66,3 +87,49 @@ def event_object(event: LiveEvent) -> tuple[dict[str, Any], int | None]:
     if isinstance(event, TurnReply):
         return outcome_object(event), event.seq  # seq is None for a contended outcome
     return error_object(*failure_of(event)), None
+
+
+# --------------------------------------------------------------- stored events (6.3)
+
+_RELEASED_AS = {
+    ReleaseCause.FAILED: TURN_FAILED,
+    ReleaseCause.TIMED_OUT: TURN_FAILED,
+    ReleaseCause.CANCELLED: CANCELLED,
+    ReleaseCause.SHUT_DOWN: UNAVAILABLE,
+}
+
+
+def stored_objects(
+    events: Sequence[SessionEvent], recovered: RecoveredTurn | None = None
+) -> list[tuple[dict[str, Any], int]]:
+    """A session's stored events as the event objects of PROTOCOL section 5, each with its
+    seq: records (marked void when their attempt did not commit), outcomes, errors. The
+    outcome of a turn recovered with the token it consumed carries the token it issued."""
+    void = {event.seq for event in void_records(events, kind_of)}
+    wire: list[tuple[dict[str, Any], int]] = []
+    for event in events:
+        body = _stored_object(event, recovered)
+        if body is None:
+            continue  # claims, renewals, expiries... are not turn events on the wire
+        body["seq"] = event.seq
+        if event.seq in void:
+            body["void"] = True
+        wire.append((body, event.seq))
+    return wire
+
+
+def _stored_object(event: SessionEvent, recovered: RecoveredTurn | None) -> dict[str, Any] | None:
+    if isinstance(event, RecordAppended):
+        return {"type": "record", "record": event.record, "turn": event.turn}
+    if isinstance(event, TurnCommitted):
+        reply = TurnReply(event.session_id, event.turn, event.outcome, None, event.seq, [])
+        body = outcome_object(reply)
+        if recovered is not None and recovered.turn == event.turn:
+            body["continuationToken"] = recovered.token
+            body["recovered"] = True
+        return body
+    if isinstance(event, TurnReleased):
+        reason = _RELEASED_AS[event.cause]
+        message = f"turn failed: {event.error}" if reason == TURN_FAILED else event.error or ""
+        return {**error_object(reason, message), "turn": event.turn}
+    return None

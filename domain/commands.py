@@ -1,21 +1,23 @@
 """The commands a store carries out, one transaction each (the decider's `command`).
 
-A command holds everything its decision needs besides the session's state, so a store's
-whole job is: load the state, `command.decide(state)`, write what the decision says. The
-rules themselves are in domain/decisions.py; this module only names the requests.
+A command holds everything its decision needs besides what the store loads: the session's
+state, and, for the commands that can recover a lost reply, the seal its `seal_lookup`
+names (domain/recovery.py). A store's whole job is: load those, `command.decide(...)`,
+write what the decision says. The rules are in domain/decisions.py and domain/holding.py.
 """
 
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from domain import decisions
-from domain.decisions import ClaimGranted, Decision
+from domain import decisions, holding
+from domain.decisions import CancelAnswer, ClaimGranted, Decision
 from domain.events import (
     ClaimRenewed,
     CloseCause,
     Lease,
     RecordAppended,
+    RecoveredVia,
     ReleaseCause,
     TurnCommitted,
     TurnReleased,
@@ -23,6 +25,7 @@ from domain.events import (
 from domain.identifiers import SessionId, TokenDigest
 from domain.json import JsonObject, JsonValue
 from domain.outcomes import Contended, HandlerOutcome
+from domain.recovery import Idempotency, ReadAccess, Replay, Seal
 from domain.refusals import Refusal
 from domain.state import Claim, SessionState
 
@@ -36,31 +39,60 @@ class Command(Generic[A]):
     session_id: SessionId
     at: datetime
 
-    def decide(self, state: SessionState | None) -> Decision[A]:
+    @property
+    def seal_lookup(self) -> str | None:
+        """The seal this command's decision needs, if any (its lookup digest)."""
+        return None
+
+    def subject(self, seal: Seal | None) -> SessionId:
+        """The session whose state the decision needs (a keyed start: the one its key
+        started already, if any)."""
+        return self.session_id
+
+    def decide(self, state: SessionState | None, seal: Seal | None = None) -> Decision[A]:
         raise NotImplementedError  # pragma: no cover - every command below decides
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StartSession(Command[ClaimGranted]):
+class StartSession(Command[ClaimGranted | Replay | Refusal]):
     """Mint a session; its start is also the claim of turn 1."""
 
     input: JsonObject
     lease: Lease
+    idempotency: Idempotency | None = None
+    seal_until: datetime | None = None  # the recovery window's end, with a key
 
-    def decide(self, state: SessionState | None) -> Decision[ClaimGranted]:
-        return decisions.start_session(self, state)
+    @property
+    def seal_lookup(self) -> str | None:
+        return self.idempotency.key if self.idempotency else None
+
+    def subject(self, seal: Seal | None) -> SessionId:
+        return seal.session_id if seal is not None else self.session_id
+
+    def decide(
+        self, state: SessionState | None, seal: Seal | None = None
+    ) -> Decision[ClaimGranted | Replay | Refusal]:
+        return decisions.start_session(self, state, seal)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ClaimTurn(Command[ClaimGranted | Refusal]):
+class ClaimTurn(Command[ClaimGranted | Replay | Refusal]):
     """Validate a continue and claim the session for its turn, atomically."""
 
     presented: TokenDigest | None
     input: JsonObject
     lease: Lease
+    idempotency: Idempotency | None = None
 
-    def decide(self, state: SessionState | None) -> Decision[ClaimGranted | Refusal]:
-        return decisions.claim_turn(self, state)
+    @property
+    def seal_lookup(self) -> str | None:
+        # Only a keyed retry can be answered from a seal (PROTOCOL section 6.4).
+        return self.presented if self.idempotency else None
+
+    def decide(
+        self, state: SessionState | None, seal: Seal | None = None
+    ) -> Decision[ClaimGranted | Replay | Refusal]:
+        return decisions.claim_turn(self, state, seal)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,8 +102,10 @@ class RenewClaim(Command[ClaimRenewed | Contended]):
     claim: Claim
     lease: Lease
 
-    def decide(self, state: SessionState | None) -> Decision[ClaimRenewed | Contended]:
-        return decisions.renew_claim(self, state)
+    def decide(
+        self, state: SessionState | None, seal: Seal | None = None
+    ) -> Decision[ClaimRenewed | Contended]:
+        return holding.renew_claim(self, state)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,8 +115,10 @@ class AppendRecord(Command[RecordAppended | Contended]):
     claim: Claim
     record: JsonValue
 
-    def decide(self, state: SessionState | None) -> Decision[RecordAppended | Contended]:
-        return decisions.append_record(self, state)
+    def decide(
+        self, state: SessionState | None, seal: Seal | None = None
+    ) -> Decision[RecordAppended | Contended]:
+        return holding.append_record(self, state)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,10 +129,12 @@ class CommitTurn(Command[TurnCommitted | Contended]):
     consumed: TokenDigest | None  # the token presented at the claim; None on turn 1
     issued: TokenDigest
     outcome: HandlerOutcome
-    sealed: str | None = None  # the issued token sealed under the consumed one
+    seal: Seal | None = None  # the issued token, sealed for recovery
 
-    def decide(self, state: SessionState | None) -> Decision[TurnCommitted | Contended]:
-        return decisions.commit_turn(self, state)
+    def decide(
+        self, state: SessionState | None, seal: Seal | None = None
+    ) -> Decision[TurnCommitted | Contended]:
+        return holding.commit_turn(self, state)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,8 +146,10 @@ class ReleaseTurn(Command[TurnReleased | None]):
     error: str | None
     close: CloseCause | None = None
 
-    def decide(self, state: SessionState | None) -> Decision[TurnReleased | None]:
-        return decisions.release_turn(self, state)
+    def decide(
+        self, state: SessionState | None, seal: Seal | None = None
+    ) -> Decision[TurnReleased | None]:
+        return holding.release_turn(self, state)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,5 +158,36 @@ class CloseSession(Command[SessionState | Refusal]):
 
     presented: TokenDigest | None
 
-    def decide(self, state: SessionState | None) -> Decision[SessionState | Refusal]:
+    def decide(
+        self, state: SessionState | None, seal: Seal | None = None
+    ) -> Decision[SessionState | Refusal]:
         return decisions.close_session(self, state)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestCancel(Command[CancelAnswer | Refusal]):
+    """Ask the running turn to stop, with the current token (PROTOCOL section 6.5)."""
+
+    presented: TokenDigest | None
+
+    def decide(
+        self, state: SessionState | None, seal: Seal | None = None
+    ) -> Decision[CancelAnswer | Refusal]:
+        return decisions.request_cancel(self, state)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadSession(Command[ReadAccess | Refusal]):
+    """Authorise a read of the session (and of its events) with a presented token."""
+
+    presented: TokenDigest | None
+    via: RecoveredVia = RecoveredVia.READ  # how a recovery with it is recorded
+
+    @property
+    def seal_lookup(self) -> str | None:
+        return self.presented
+
+    def decide(
+        self, state: SessionState | None, seal: Seal | None = None
+    ) -> Decision[ReadAccess | Refusal]:
+        return decisions.read_session(self, state, seal)

@@ -3,7 +3,9 @@
 Each is a plain function so every rule can be tested in microseconds. A store calls them
 (through `Command.decide`) inside the transaction that holds the session's row, which makes
 "validate and claim" one atomic step across processes, and writes what they return: the
-events, the state they fold into, or the refusal to record.
+events and the state they fold into, a fact without a seq (a refusal, a recovery), and the
+seals recovery keeps (domain/recovery.py). The decisions of a running turn's claim holder
+are in domain/holding.py.
 """
 
 from __future__ import annotations
@@ -14,33 +16,33 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from domain import refusals
 from domain.events import (
+    CancelRequested,
     ClaimExpired,
-    ClaimRenewed,
     CloseCause,
-    RecordAppended,
+    RecoveredVia,
     RequestRefused,
     SessionClosed,
     SessionEvent,
     SessionStarted,
+    SideEvent,
     TurnClaimed,
-    TurnCommitted,
-    TurnReleased,
 )
 from domain.identifiers import SessionId, TokenDigest
-from domain.outcomes import Contended
-from domain.refusals import Refusal
+from domain.recovery import (
+    Forget,
+    ReadAccess,
+    Replay,
+    Seal,
+    authorise_read,
+    recovered,
+    replay_or_refuse,
+    replay_start,
+)
+from domain.refusals import Refusal, RefusalReason
 from domain.state import Claim, SessionState, SessionStatus, fold
 
 if TYPE_CHECKING:  # the commands call these functions; the import runs the other way
-    from domain.commands import (
-        AppendRecord,
-        ClaimTurn,
-        CloseSession,
-        CommitTurn,
-        ReleaseTurn,
-        RenewClaim,
-        StartSession,
-    )
+    from domain.commands import ClaimTurn, CloseSession, ReadSession, RequestCancel, StartSession
 
 FIRST_TURN = 1
 A = TypeVar("A", covariant=True)
@@ -50,12 +52,15 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class Decision(Generic[A]):
     """What a command does to a session: the events to append and the state they fold into,
-    or a refusal to record (which changes no state), and what the caller is answered."""
+    a fact that takes no seq (a refusal, a recovery), the seals to keep or forget, and what
+    the caller is answered."""
 
     answer: A
     events: tuple[SessionEvent, ...] = ()
     after: SessionState | None = None  # fold(events, state); None when nothing changes
-    refused: RequestRefused | None = None
+    side_event: SideEvent | None = None
+    seal: Seal | None = None  # kept (replacing any seal of the same lookup)
+    forget: Forget | None = None  # the session's seals erased
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,22 +75,39 @@ class ClaimGranted:
         return Claim(turn=self.event.turn, seq=self.event.seq)
 
 
-def _changed(answer: T, events: tuple[SessionEvent, ...], after: SessionState) -> Decision[T]:
-    return Decision(answer, events, after)
+@dataclass(frozen=True, slots=True)
+class CancelAnswer:
+    """The session after a cancel request; `pending` while its turn has yet to stop."""
+
+    state: SessionState
+    pending: bool
 
 
-def _refused(
+def changed(answer: T, events: tuple[SessionEvent, ...], state: SessionState | None) -> Decision[T]:
+    return Decision(answer, events, fold(events, state))
+
+
+def refused(
     refusal: Refusal, state: SessionState | None, session_id: str, at: datetime
 ) -> Decision[Refusal]:
     recorded = record_refusal(refusal, state=state, presented_id=session_id, at=at)
-    return Decision(refusal, refused=recorded)
+    return Decision(refusal, side_event=recorded)
 
 
 # --------------------------------------------------------------- starting and claiming
 
 
-def start_session(command: StartSession, state: SessionState | None) -> Decision[ClaimGranted]:
-    """A new session; the start event is also the claim of turn 1."""
+def start_session(
+    command: StartSession, state: SessionState | None, seal: Seal | None
+) -> Decision[ClaimGranted | Replay | Refusal]:
+    """A new session (its start is also the claim of turn 1), unless the start's
+    Idempotency-Key started one already within the window (PROTOCOL section 6.4)."""
+    key = command.idempotency
+    if key is not None and seal is not None and command.at < seal.expires_at:
+        answer = replay_start(key, seal, state, command.at)
+        if isinstance(answer, Refusal):
+            return refused(answer, state, seal.session_id, command.at)
+        return Decision(answer, side_event=recovered(seal, RecoveredVia.REPLAY, command.at))
     if state is not None:
         raise ValueError(f"session {command.session_id} already exists")
     started = SessionStarted(
@@ -97,7 +119,17 @@ def start_session(command: StartSession, state: SessionState | None) -> Decision
         at=command.at,
     )
     after = fold([started])
-    return _changed(ClaimGranted(started, after), (started,), after)
+    kept = None
+    if key is not None and command.seal_until is not None:
+        kept = Seal(
+            lookup=key.key,
+            session_id=command.session_id,
+            turn=FIRST_TURN,
+            sealed=None,  # until the first turn commits
+            idempotency=key,
+            expires_at=command.seal_until,
+        )
+    return Decision(ClaimGranted(started, after), (started,), after, seal=kept)
 
 
 def refuse_start(*, token_presented: bool, session_id_presented: bool) -> Refusal | None:
@@ -109,15 +141,25 @@ def refuse_start(*, token_presented: bool, session_id_presented: bool) -> Refusa
     return None
 
 
-def claim_turn(command: ClaimTurn, state: SessionState | None) -> Decision[ClaimGranted | Refusal]:
+def claim_turn(
+    command: ClaimTurn, state: SessionState | None, seal: Seal | None
+) -> Decision[ClaimGranted | Replay | Refusal]:
     """Validate a continue and claim the session, in the order of PROTOCOL section 3.
 
     A session held by a turn whose lease has lapsed is taken over: the old claim expires
-    and the presented (still current) token claims as usual.
+    and the presented (still current) token claims as usual. A retry of a turn that
+    committed, with its Idempotency-Key, gets that turn's reply (PROTOCOL section 6.4).
     """
     checked = _authorise(state, command.session_id, command.presented, command.at)
+    if checked is refusals.STALE_TOKEN and command.idempotency is not None:
+        replay = replay_or_refuse(command.idempotency, seal, state, command.at)
+        if isinstance(replay, Replay):
+            return Decision(
+                replay, side_event=recovered(replay.seal, RecoveredVia.REPLAY, command.at)
+            )
+        checked = replay
     if isinstance(checked, Refusal):
-        return _refused(checked, state, command.session_id, command.at)
+        return refused(checked, state, command.session_id, command.at)
     current, expired = checked
     claimed = TurnClaimed(
         session_id=command.session_id,
@@ -129,11 +171,17 @@ def claim_turn(command: ClaimTurn, state: SessionState | None) -> Decision[Claim
     )
     events: tuple[SessionEvent, ...] = (expired, claimed) if expired else (claimed,)
     after = fold(events, current)
-    return _changed(ClaimGranted(claimed, after), events, after)
+    # The last turn's seal recovers a token that this claim is about to spend.
+    return Decision(ClaimGranted(claimed, after), events, after, forget=Forget.NEXT_TOKENS)
 
 
 def _authorise(
-    state: SessionState | None, session_id: SessionId, presented: TokenDigest | None, at: datetime
+    state: SessionState | None,
+    session_id: SessionId,
+    presented: TokenDigest | None,
+    at: datetime,
+    *,
+    in_flight_refused: bool = True,
 ) -> tuple[SessionState, ClaimExpired | None] | Refusal:
     """The checks of PROTOCOL section 3, in order, for anything the current token may do;
     a claim whose lease lapsed gives way (the expiry to record comes back with the state)."""
@@ -144,7 +192,7 @@ def _authorise(
     if presented != state.token_digest:
         return refusals.STALE_TOKEN
     expired = None
-    if state.status is SessionStatus.IN_FLIGHT:
+    if state.status is SessionStatus.IN_FLIGHT and in_flight_refused:
         if state.claim is None or state.lease is None or not state.lease.lapsed(at):
             return refusals.IN_FLIGHT
         expired = ClaimExpired(
@@ -159,14 +207,17 @@ def _authorise(
     return state, expired
 
 
+# --------------------------------------------------------------- closing, cancelling, reading
+
+
 def close_session(
-    command: CloseSession, state: SessionState | None
+    command: CloseSession, state: SessionState | None, seal: Seal | None = None
 ) -> Decision[SessionState | Refusal]:
     """Close a session for the holder of its current token: after that every continue is
     refused `closed` (to that holder) or `stale-token` (to anyone else)."""
     checked = _authorise(state, command.session_id, command.presented, command.at)
     if isinstance(checked, Refusal):
-        return _refused(checked, state, command.session_id, command.at)
+        return refused(checked, state, command.session_id, command.at)
     current, expired = checked
     closing = SessionClosed(
         session_id=command.session_id,
@@ -177,7 +228,45 @@ def close_session(
     )
     events: tuple[SessionEvent, ...] = (expired, closing) if expired else (closing,)
     after = fold(events, current)
-    return _changed(after, events, after)
+    return Decision(after, events, after)
+
+
+def request_cancel(
+    command: RequestCancel, state: SessionState | None, seal: Seal | None = None
+) -> Decision[CancelAnswer | Refusal]:
+    """Ask the running turn to stop (PROTOCOL section 6.5): the current token may, though
+    a turn holds the claim; an idle session has nothing to stop; asking twice is asking
+    once."""
+    checked = _authorise(
+        state, command.session_id, command.presented, command.at, in_flight_refused=False
+    )
+    if isinstance(checked, Refusal):
+        return refused(checked, state, command.session_id, command.at)
+    current, _ = checked
+    if current.claim is None:
+        return Decision(CancelAnswer(current, pending=False))
+    if current.cancel_requested:
+        return Decision(CancelAnswer(current, pending=True))
+    asked = CancelRequested(
+        session_id=current.session_id,
+        seq=current.version + 1,
+        turn=current.claim.turn,
+        at=command.at,
+    )
+    after = fold([asked], current)
+    return Decision(CancelAnswer(after, pending=True), (asked,), after)
+
+
+def read_session(
+    command: ReadSession, state: SessionState | None, seal: Seal | None
+) -> Decision[ReadAccess | Refusal]:
+    """A read (PROTOCOL sections 6.1-6.3); a recovery with the consumed token is a fact."""
+    access = authorise_read(state, command.session_id, command.presented, seal, command.at)
+    if isinstance(access, Refusal):
+        return refused(access, state, command.session_id, command.at)
+    if access.recovered is None:
+        return Decision(access)
+    return Decision(access, side_event=recovered(access.recovered, command.via, command.at))
 
 
 # --------------------------------------------------------------- refusals
@@ -203,94 +292,5 @@ def record_refusal(
     )
 
 
-# --------------------------------------------------------------- a running turn
-
-
-def holds_claim(state: SessionState | None, claim: Claim) -> bool:
-    """Whether `claim` is still the session's claim: nobody took the session over since."""
-    return state is not None and state.claim == claim
-
-
-def _contended(state: SessionState | None) -> Decision[Contended]:
-    return Decision(Contended(current=state.version if state else 0))
-
-
-def renew_claim(
-    command: RenewClaim, state: SessionState | None
-) -> Decision[ClaimRenewed | Contended]:
-    """Extend a running turn's lease, if the session is still its own."""
-    if state is None or not holds_claim(state, command.claim):
-        return _contended(state)
-    renewed = ClaimRenewed(
-        session_id=state.session_id,
-        seq=state.version + 1,
-        turn=command.claim.turn,
-        lease=command.lease,
-        at=command.at,
-    )
-    return _changed(renewed, (renewed,), fold([renewed], state))
-
-
-def append_record(
-    command: AppendRecord, state: SessionState | None
-) -> Decision[RecordAppended | Contended]:
-    if state is None or not holds_claim(state, command.claim):
-        return _contended(state)
-    appended = RecordAppended(
-        session_id=state.session_id,
-        seq=state.version + 1,
-        turn=command.claim.turn,
-        record=command.record,
-        at=command.at,
-    )
-    return _changed(appended, (appended,), fold([appended], state))
-
-
-def commit_turn(
-    command: CommitTurn, state: SessionState | None
-) -> Decision[TurnCommitted | Contended]:
-    """Consume the token the claim was made with and issue the next, while the claim holds.
-
-    A claim that no longer holds, or a session whose current token is not the one this
-    commit would consume, means the session moved on: the turn ends contended."""
-    if state is None or not holds_claim(state, command.claim):
-        return _contended(state)
-    if state.token_digest != command.consumed:
-        return _contended(state)
-    committed = TurnCommitted(
-        session_id=state.session_id,
-        seq=state.version + 1,
-        turn=command.claim.turn,
-        consumed=command.consumed,
-        issued=command.issued,
-        outcome=command.outcome,
-        at=command.at,
-        sealed=command.sealed,
-    )
-    return _changed(committed, (committed,), fold([committed], state))
-
-
-def release_turn(command: ReleaseTurn, state: SessionState | None) -> Decision[TurnReleased | None]:
-    """End a turn without committing (closing the session too if asked); nothing when the
-    claim is no longer ours to release."""
-    if state is None or not holds_claim(state, command.claim):
-        return Decision(None)
-    released = TurnReleased(
-        session_id=state.session_id,
-        seq=state.version + 1,
-        turn=command.claim.turn,
-        cause=command.cause,
-        error=command.error,
-        at=command.at,
-    )
-    events: tuple[SessionEvent, ...] = (released,)
-    if command.close is not None:
-        closing = SessionClosed(
-            session_id=state.session_id,
-            seq=released.seq + 1,
-            turn=command.claim.turn,
-            cause=command.close,
-            at=command.at,
-        )
-        events = (released, closing)
-    return _changed(released, events, fold(events, state))
+def is_refusal(answer: object, reason: RefusalReason) -> bool:
+    return isinstance(answer, Refusal) and answer.reason is reason

@@ -26,13 +26,24 @@ class EventKind(StrEnum):
     COMMITTED = "committed"
     RELEASED = "released"
     CLOSED = "closed"
+    CANCEL_REQUESTED = "cancel-requested"
     REFUSED = "refused"  # no seq: a refusal moves no version
+    RECOVERED = "recovered"  # no seq: a read with the token the last turn consumed
 
 
 class ReleaseCause(StrEnum):
     FAILED = "failed"  # the handler raised or returned something that cannot commit
     TIMED_OUT = "timed-out"  # the turn ran past the turn timeout and was cancelled
-    CANCELLED = "cancelled"  # the task running the turn was cancelled (e.g. shutdown)
+    CANCELLED = "cancelled"  # the holder of the token cancelled it (PROTOCOL section 6.5)
+    SHUT_DOWN = "shut-down"  # its replica stopped before it could finish
+
+
+class RecoveredVia(StrEnum):
+    """How a client recovered a lost reply (PROTOCOL section 6)."""
+
+    READ = "read"  # GET /v1/session/{id}
+    EVENTS = "events"  # GET /v1/session/{id}/events, or a WebSocket resume
+    REPLAY = "replay"  # a retry with the Idempotency-Key of a committed turn
 
 
 class CloseCause(StrEnum):
@@ -132,9 +143,6 @@ class TurnCommitted:
     issued: TokenDigest
     outcome: HandlerOutcome
     at: datetime
-    # The issued token sealed under the consumed one (identifiers.seal_token), so a client
-    # whose reply was lost can recover it; None on turn 1, which consumes no token.
-    sealed: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,6 +156,18 @@ class TurnReleased:
     turn: int
     cause: ReleaseCause
     error: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRequested:
+    """The holder of the current token asked for the running turn to stop."""
+
+    KIND: ClassVar[EventKind] = EventKind.CANCEL_REQUESTED
+
+    session_id: SessionId
+    seq: int
+    turn: int  # the turn it asked to stop
     at: datetime
 
 
@@ -175,6 +195,19 @@ class RequestRefused:
     at: datetime
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recovered:
+    """A client recovered turn `turn` with the token it consumed. Like a refusal, it takes
+    no seq: reading changes no state."""
+
+    KIND: ClassVar[EventKind] = EventKind.RECOVERED
+
+    session_id: SessionId
+    turn: int
+    via: RecoveredVia
+    at: datetime
+
+
 SessionEvent = (
     SessionStarted
     | TurnClaimed
@@ -183,9 +216,12 @@ SessionEvent = (
     | RecordAppended
     | TurnCommitted
     | TurnReleased
+    | CancelRequested
     | SessionClosed
 )
-Event = SessionEvent | RequestRefused
+SideEvent = RequestRefused | Recovered
+"""Facts that take no seq: they change no state, and chain apart from the session's events."""
+Event = SessionEvent | SideEvent
 
 
 def kind_of(event: Event) -> EventKind:

@@ -49,12 +49,14 @@ def digest_token(token: str) -> TokenDigest:
     return TokenDigest(hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest())
 
 
-# Domain separation: the pad that seals a token is never the digest the table stores.
+# Domain separation: the pad that seals a token is never the digest the table stores, and
+# a token sealed under a consumed token never shares a pad with one sealed under a key.
 _SEAL_CONTEXT = b"baton/v1/seal-next-token\x00"
+_KEY_SEAL_CONTEXT = b"baton/v1/seal-first-token\x00"
 
 
-def _pad(consumed_token: str) -> bytes:
-    return hashlib.sha256(_SEAL_CONTEXT + consumed_token.encode("utf-8", "surrogatepass")).digest()
+def _pad(secret: str, context: bytes = _SEAL_CONTEXT) -> bytes:
+    return hashlib.sha256(context + secret.encode("utf-8", "surrogatepass")).digest()
 
 
 def _decode(token: str) -> bytes:
@@ -69,14 +71,28 @@ def seal_token(next_token: str, consumed_token: str) -> str:
     the pad is SHA-256 of the consumed token (never stored), and as a token is consumed
     once, ever, each pad seals exactly one value.
     """
-    raw, pad = _decode(next_token), _pad(consumed_token)
-    if len(raw) != len(pad):
-        raise ValueError("only a token of 32 bytes can be sealed")
-    # XOR as one big integer: a byte-by-byte generator cost 20 µs of every turn.
-    sealed = (int.from_bytes(raw, "big") ^ int.from_bytes(pad, "big")).to_bytes(len(raw), "big")
-    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
+    return _xor(next_token, _pad(consumed_token))
 
 
 def unseal_token(sealed: str, consumed_token: str) -> str:
     """The inverse of seal_token; check the result against the stored digest before use."""
     return seal_token(sealed, consumed_token)  # XOR with the same pad undoes itself
+
+
+def seal_under_key(first_token: str, idempotency_key: str) -> str:
+    """A start's first token, readable only by whoever holds the start's Idempotency-Key
+    (PROTOCOL section 6.4: on a start, the key is the only secret the client has)."""
+    return _xor(first_token, _pad(idempotency_key, _KEY_SEAL_CONTEXT))
+
+
+def unseal_under_key(sealed: str, idempotency_key: str) -> str:
+    return seal_under_key(sealed, idempotency_key)
+
+
+def _xor(token: str, pad: bytes) -> str:
+    raw = _decode(token)
+    if len(raw) != len(pad):
+        raise ValueError("only a token of 32 bytes can be sealed")
+    # XOR as one big integer: a byte-by-byte generator cost 20 µs of every turn.
+    sealed = (int.from_bytes(raw, "big") ^ int.from_bytes(pad, "big")).to_bytes(len(raw), "big")
+    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")

@@ -7,14 +7,24 @@ from domain.commands import (
     ClaimTurn,
     CloseSession,
     CommitTurn,
+    ReadSession,
     ReleaseTurn,
     RenewClaim,
+    RequestCancel,
     StartSession,
 )
-from domain.decisions import ClaimGranted
-from domain.events import ClaimRenewed, RecordAppended, RequestRefused, TurnCommitted, TurnReleased
+from domain.decisions import CancelAnswer, ClaimGranted
+from domain.events import (
+    ClaimRenewed,
+    RecordAppended,
+    RequestRefused,
+    SessionEvent,
+    TurnCommitted,
+    TurnReleased,
+)
 from domain.identifiers import SessionId
 from domain.outcomes import Contended
+from domain.recovery import ReadAccess, Replay
 from domain.refusals import Refusal
 from domain.state import SessionState
 
@@ -35,9 +45,9 @@ class SessionStore(Protocol):
     session's row). Everything else a decision writes lands in the transaction that decided
     it, or not at all."""
 
-    async def start(self, command: StartSession) -> ClaimGranted: ...
+    async def start(self, command: StartSession) -> ClaimGranted | Replay | Refusal: ...
 
-    async def claim(self, command: ClaimTurn) -> ClaimGranted | Refusal:
+    async def claim(self, command: ClaimTurn) -> ClaimGranted | Replay | Refusal:
         """Validate and claim atomically, taking over a claim whose lease lapsed."""
         ...
 
@@ -50,6 +60,18 @@ class SessionStore(Protocol):
     async def release(self, command: ReleaseTurn) -> TurnReleased | None: ...
 
     async def close(self, command: CloseSession) -> SessionState | Refusal: ...
+
+    async def request_cancel(self, command: RequestCancel) -> CancelAnswer | Refusal: ...
+
+    async def read(self, command: ReadSession) -> ReadAccess | Refusal:
+        """Authorise a read; a recovery with the consumed token is recorded as a fact."""
+        ...
+
+    async def history(
+        self, session_id: SessionId, *, after: int = 0, turn: int | None = None
+    ) -> list[SessionEvent]:
+        """The session's events after seq `after` (only turn `turn`'s, if given), by seq."""
+        ...
 
     async def refuse(self, refused: RequestRefused) -> None:
         """Record a refusal decided without the session's state (no such session)."""

@@ -14,6 +14,7 @@ class RefusalReason(StrEnum):
     IN_FLIGHT = "in-flight"
     CLOSED = "closed"
     UNEXPECTED_TOKEN = "unexpected-token"
+    IDEMPOTENCY_MISMATCH = "idempotency-mismatch"  # PROTOCOL section 6.4
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +43,14 @@ UNEXPECTED_SESSION_ID = Refusal(
 
 def closed(session_id: str) -> Refusal:
     return Refusal(RefusalReason.CLOSED, f"session '{session_id}' is closed")
+
+
+IDEMPOTENCY_MISMATCH = Refusal(
+    RefusalReason.IDEMPOTENCY_MISMATCH,
+    "this Idempotency-Key was used with another input; use a new key for a new turn",
+)
+# A keyed start retried after its session went on to later turns: the first token it would
+# recover is spent, and a second session is never started for one key (PROTOCOL 6.4).
+KEY_SPENT = Refusal(
+    RefusalReason.STALE_TOKEN, "the session this Idempotency-Key started has moved on"
+)

@@ -1,4 +1,4 @@
-"""What a client asks of a turn, as a transport read it off the wire.
+"""What a client asks, as a transport read it off the wire.
 
 The protocol's rules about presented values live here, once: a token or a session id that
 is null or "" counts as absent, and a body's token wins over a header's (PROTOCOL sections
@@ -7,7 +7,32 @@ is null or "" counts as absent, and a body's token wins over a header's (PROTOCO
 
 from dataclasses import dataclass
 
+from domain.events import RecoveredVia
 from domain.json import JsonObject
+
+# PROTOCOL section 6.4: 1 to 255 visible ASCII characters; on a start, the key is the only
+# secret that recovers the first token, so it must carry at least as much as 22 base64url
+# characters do (132 bits).
+KEY_LENGTH = range(1, 256)
+START_KEY_MIN = 22
+
+
+class InvalidKey(ValueError):
+    """An Idempotency-Key the protocol does not accept; the message says why."""
+
+
+def idempotency_key(value: str | None, *, starting: bool) -> str | None:
+    """The key as a request presents it (already unquoted), checked; None when absent."""
+    if value is None:
+        return None
+    if len(value) not in KEY_LENGTH or not all("!" <= char <= "~" for char in value):
+        raise InvalidKey("an Idempotency-Key is 1 to 255 visible ASCII characters")
+    if starting and len(value) < START_KEY_MIN:
+        raise InvalidKey(
+            f"an Idempotency-Key on a start must be at least {START_KEY_MIN} characters: "
+            "it is the only secret that recovers the first token"
+        )
+    return value
 
 
 def present(value: str | None) -> str | None:
@@ -25,6 +50,7 @@ class StartRequest:
     input: JsonObject
     token: str | None = None
     session_id: str | None = None
+    key: str | None = None  # the Idempotency-Key (PROTOCOL section 6.4)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "token", present(self.token))
@@ -36,15 +62,34 @@ class ContinueRequest:
     session_id: str
     input: JsonObject
     token: str | None
+    key: str | None = None  # the Idempotency-Key (PROTOCOL section 6.4)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "token", present(self.token))
 
 
 @dataclass(frozen=True, slots=True)
-class CloseRequest:
+class SessionRequest:
+    """A request about a session as a whole, with a token: close it, cancel its turn."""
+
     session_id: str
     token: str | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "token", present(self.token))
+
+
+CloseRequest = SessionRequest
+CancelRequest = SessionRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """A read of the session or of its events (PROTOCOL sections 6.1 to 6.3)."""
+
+    session_id: str
+    token: str | None
+    via: RecoveredVia = RecoveredVia.READ
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "token", present(self.token))

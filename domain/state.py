@@ -6,6 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from domain.events import (
+    CancelRequested,
     ClaimExpired,
     ClaimRenewed,
     Lease,
@@ -49,6 +50,9 @@ class SessionState:
     last_outcome: JsonObject | None
     created_at: datetime
     updated_at: datetime
+    # The running turn was asked to stop (PROTOCOL section 6.5); whoever holds its claim
+    # stops it. Cleared when the turn ends or another claim takes the session.
+    cancel_requested: bool = False
 
 
 def outcome_summary(event: TurnCommitted) -> JsonObject:
@@ -62,33 +66,43 @@ def outcome_summary(event: TurnCommitted) -> JsonObject:
 def evolve(state: SessionState | None, event: SessionEvent) -> SessionState:
     """The state after one more event. The only place that knows how facts change state."""
     if isinstance(event, SessionStarted):
-        return SessionState(
-            session_id=event.session_id,
-            version=event.seq,
-            turn=0,
-            status=SessionStatus.IN_FLIGHT,
-            token_digest=None,
-            claim=Claim(turn=event.turn, seq=event.seq),
-            lease=event.lease,
-            state=None,
-            last_outcome=None,
-            created_at=event.at,
-            updated_at=event.at,
-        )
+        return _started(event)
     if state is None:
         raise ValueError(f"{type(event).__name__} before the session started")
     moved = replace(state, version=event.seq, updated_at=event.at)
+    if isinstance(event, RecordAppended):
+        return moved
+    if isinstance(event, ClaimRenewed):
+        return replace(moved, lease=event.lease)
+    if isinstance(event, CancelRequested):
+        return replace(moved, cancel_requested=True)
+    # Every other event ends the turn a cancel was asked of, or starts another.
+    return _turn_changed(replace(moved, cancel_requested=False), event)
+
+
+def _started(event: SessionStarted) -> SessionState:
+    return SessionState(
+        session_id=event.session_id,
+        version=event.seq,
+        turn=0,
+        status=SessionStatus.IN_FLIGHT,
+        token_digest=None,
+        claim=Claim(turn=event.turn, seq=event.seq),
+        lease=event.lease,
+        state=None,
+        last_outcome=None,
+        created_at=event.at,
+        updated_at=event.at,
+    )
+
+
+def _turn_changed(moved: SessionState, event: SessionEvent) -> SessionState:
+    """A claim, or the end of one: the session's status and claim change."""
     if isinstance(event, TurnClaimed):
         claim = Claim(turn=event.turn, seq=event.seq)
         return replace(moved, status=SessionStatus.IN_FLIGHT, claim=claim, lease=event.lease)
-    if isinstance(event, ClaimRenewed):
-        return replace(moved, lease=event.lease)
-    if isinstance(event, ClaimExpired):
-        return replace(moved, status=SessionStatus.IDLE, claim=None, lease=None)
-    if isinstance(event, RecordAppended):
-        return moved
     if isinstance(event, TurnCommitted):
-        new_state = state.state if event.outcome.state is KEEP else event.outcome.state
+        new_state = moved.state if event.outcome.state is KEEP else event.outcome.state
         return replace(
             moved,
             turn=event.turn,
@@ -99,7 +113,7 @@ def evolve(state: SessionState | None, event: SessionEvent) -> SessionState:
             state=new_state,
             last_outcome=outcome_summary(event),
         )
-    if isinstance(event, TurnReleased):
+    if isinstance(event, ClaimExpired | TurnReleased):
         return replace(moved, status=SessionStatus.IDLE, claim=None, lease=None)
     if isinstance(event, SessionClosed):
         return replace(moved, status=SessionStatus.CLOSED, claim=None, lease=None)

@@ -1,4 +1,5 @@
-"""The asyncio side of running a turn: its timeout, and the heartbeat that renews its lease.
+"""The asyncio side of running a turn: its timeout, the heartbeat that renews its lease, and
+the watch for a request to stop it.
 
 Kept apart from the protocol steps (domain/turn.py): this module knows tasks and timers,
 not tokens or events. A supervised handler ends in its outcome, or in one of the
@@ -7,6 +8,7 @@ exceptions below, which the turn maps to a release or a contended end.
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from domain.outcomes import Contended
@@ -16,9 +18,17 @@ T = TypeVar("T")
 Renew = Callable[[], Awaitable[Contended | None]]
 """Renew the lease once: None while the claim holds, Contended once it was taken over."""
 
+AskedToStop = Callable[[], Awaitable[bool]]
+"""Whether the turn was asked to stop, as the store says (the fallback of a cancel request
+that did not reach this process directly)."""
+
 
 class TimedOut(Exception):
     """The turn ran past the turn timeout."""
+
+
+class StopRequested(Exception):
+    """The holder of the token asked for the turn to stop (PROTOCOL section 6.5)."""
 
 
 class ClaimLost(Exception):
@@ -30,31 +40,46 @@ class ClaimLost(Exception):
 
 
 async def stop(task: "asyncio.Future[T]") -> None:
-    """Cancel a handler and give it a moment to unwind before its claim is released."""
+    """Cancel a handler and give it a moment to unwind (it sees the standard
+    asyncio.CancelledError and may clean up) before its claim is released."""
     task.cancel()
     await asyncio.wait({task}, timeout=1.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Timing:
+    beat_seconds: float  # renew the lease this often
+    timeout_seconds: float  # stop the turn after this long
+    watch_seconds: float = 1.0  # look for a request to stop this often
+    ask_store_seconds: float = 2.0  # and ask the store this often (0: never)
+
+
 class Supervisor:
-    """Runs one handler under a timeout while a heartbeat renews its lease."""
+    """Runs one handler under a timeout while a heartbeat renews its lease and watches for
+    a request to stop it."""
 
     def __init__(
         self,
         renew: Renew,
-        *,
-        beat_seconds: float,
-        timeout_seconds: float,
+        asked_to_stop: AskedToStop,
+        timing: Timing,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._renew = renew
-        self._beat = beat_seconds
-        self._timeout = timeout_seconds
+        self._asked_to_stop = asked_to_stop
+        self._timing = timing
         self._sleep = sleep
         self._lost: Contended | None = None
+        self._stop_requested = False
+        self._told_to_stop = False  # set from outside: a cancel that reached this process
+
+    def request_stop(self) -> None:
+        """Stop the turn at the next watch (a cancel request that reached this process)."""
+        self._told_to_stop = True
 
     async def run(self, handler: "asyncio.Future[T]") -> T:
-        """The handler's result; TimedOut, ClaimLost, or whatever the handler raised. On any
-        exception the handler has been stopped (cancelled and given a moment to unwind)."""
+        """The handler's result; TimedOut, StopRequested, ClaimLost, or whatever the handler
+        raised. On any exception the handler has been stopped."""
         keeper = asyncio.ensure_future(self._keep_claim(handler))
         try:
             return await self._result(handler)
@@ -66,7 +91,7 @@ class Supervisor:
             handler.cancel()  # a no-op once it is done
 
     async def _result(self, handler: "asyncio.Future[T]") -> T:
-        deadline = asyncio.timeout(self._timeout)
+        deadline = asyncio.timeout(self._timing.timeout_seconds)
         try:
             async with deadline:
                 return await handler
@@ -76,17 +101,33 @@ class Supervisor:
             raise  # the handler's own TimeoutError: a failure like any other
         except asyncio.CancelledError:
             current = asyncio.current_task()
-            if self._lost is not None and current is not None and not current.cancelling():
-                raise ClaimLost(self._lost) from None  # the heartbeat cancelled the handler
+            if current is not None and not current.cancelling():
+                # The keeper cancelled the handler, not someone cancelling this task.
+                if self._lost is not None:
+                    raise ClaimLost(self._lost) from None
+                if self._stop_requested:
+                    raise StopRequested from None
             raise
 
     async def _keep_claim(self, handler: "asyncio.Future[T]") -> None:
-        """Renew the lease well before it lapses; if the session was taken over meanwhile,
-        stop the handler, since its turn can no longer commit."""
+        """Renew the lease well before it lapses, and stop the handler if the session was
+        taken over (its turn can no longer commit) or the turn was asked to stop."""
+        timing = self._timing
+        watch = min(timing.watch_seconds, timing.beat_seconds)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        next_beat, next_ask = began + timing.beat_seconds, began + timing.ask_store_seconds
         while True:
-            await self._sleep(self._beat)
-            lost = await self._renew()
-            if lost is not None:
-                self._lost = lost
+            await self._sleep(watch)
+            now = loop.time()
+            if now >= next_beat:
+                next_beat = now + timing.beat_seconds
+                self._lost = await self._renew()
+            stopping = self._told_to_stop
+            if not stopping and timing.ask_store_seconds and now >= next_ask:
+                next_ask = now + timing.ask_store_seconds
+                stopping = await self._asked_to_stop()
+            if self._lost is not None or stopping:
+                self._stop_requested = self._lost is None
                 handler.cancel()
                 return

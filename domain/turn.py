@@ -8,17 +8,25 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from domain.commands import AppendRecord, CommitTurn, ReleaseTurn, RenewClaim
 from domain.decisions import ClaimGranted
 from domain.events import CloseCause, ReleaseCause
 from domain.handler import Turn, TurnSink
-from domain.identifiers import SessionId, digest_token, mint_token, seal_token
+from domain.identifiers import (
+    SessionId,
+    digest_token,
+    mint_token,
+    seal_token,
+    seal_under_key,
+)
 from domain.json import JsonObject, JsonValue, is_json
 from domain.outcomes import KEEP, Contended, Finished, HandlerOutcome, Parked, TurnOutcome
 from domain.ports import StoreUnavailable
-from domain.supervision import ClaimLost, Supervisor, TimedOut
+from domain.recovery import Idempotency, Seal, key_digest
+from domain.supervision import ClaimLost, StopRequested, Supervisor, TimedOut
 
 if TYPE_CHECKING:
     from domain.driver import TurnServices
@@ -34,6 +42,9 @@ class TurnReply:
     token: str | None
     seq: int | None  # the committed outcome's seq in the session
     records: list[JsonValue]
+    # A reply given again to a retry (PROTOCOL section 6.4), with its records' seqs.
+    replayed: bool = False
+    record_seqs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +54,29 @@ class TurnFailed:
     session_id: SessionId
     turn: int
     message: str
+
+
+CANCELLED_ERROR = "the turn was cancelled by the holder of its token"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCancelled:
+    """The holder of the token asked the turn to stop: nothing committed, the token stays
+    valid (PROTOCOL section 6.5)."""
+
+    session_id: SessionId
+    turn: int
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the client presented for a turn, kept in memory only for as long as it runs:
+    the token that won the claim (None on a start) and its Idempotency-Key, from which the
+    commit seals the token it issues (domain/recovery.py)."""
+
+    token: str | None = None
+    key: str | None = None  # the raw Idempotency-Key
+    idempotency: Idempotency | None = None
 
 
 def failure_message(error: BaseException) -> str:
@@ -68,20 +102,28 @@ class OpenTurn:
         services: "TurnServices",
         granted: ClaimGranted,
         input: JsonObject,
-        *,
-        presented: str | None,
+        credentials: Credentials,
     ) -> None:
         self._services = services
         self._claim = granted.claim
         self._state = granted.state.state
         self._input = input
-        # The token that won the claim, kept in memory only, to seal the next one under it;
-        # None for a start, whose failure also closes the session.
-        self._presented = presented
+        self._credentials = credentials
+        self._supervisor = Supervisor(
+            self._renew,
+            self._asked_to_stop,
+            services.timing(),
+            sleep=services.sleep,
+        )
         self.session_id = granted.state.session_id
         self.number = granted.event.turn
+        self.claim_seq = granted.claim.seq  # where a stream of this turn resumes from
 
-    async def run(self, sink: TurnSink) -> TurnReply | TurnFailed:
+    def cancel(self) -> None:
+        """A request to stop this turn reached this process: stop it at the next watch."""
+        self._supervisor.request_stop()
+
+    async def run(self, sink: TurnSink) -> TurnReply | TurnFailed | TurnCancelled:
         """Run the handler under its lease and timeout, then commit its outcome or release."""
         records: list[JsonValue] = []
         turn = Turn(
@@ -92,23 +134,20 @@ class OpenTurn:
             self._appender(records, sink),
             sink.delta,
         )
-        supervisor = Supervisor(
-            self._renew,
-            beat_seconds=self._services.lease_seconds / 3,
-            timeout_seconds=self._services.turn_timeout,
-            sleep=self._services.sleep,
-        )
         try:
-            outcome = checked_outcome(
-                await supervisor.run(asyncio.ensure_future(self._services.handler(turn)))
-            )
+            handler = asyncio.ensure_future(self._services.handler(turn))
+            returned: HandlerOutcome = await self._supervisor.run(handler)
+            outcome = checked_outcome(returned)
         except ClaimLost as lost:
             return self._reply(lost.contended, None, None, [])  # its records are void
+        except StopRequested:
+            await self._release(ReleaseCause.CANCELLED, CANCELLED_ERROR)
+            return TurnCancelled(self.session_id, self.number)
         except TimedOut:
             message = f"the turn ran past its {self._services.turn_timeout:g} s timeout"
             return await self._fail(ReleaseCause.TIMED_OUT, message)
         except asyncio.CancelledError:
-            await self._release(ReleaseCause.CANCELLED, "the turn was cancelled")
+            await self._release(ReleaseCause.SHUT_DOWN, "the replica stopped before the turn ended")
             raise
         except Exception as error:  # the application's failure, reported in-band
             return await self._fail(ReleaseCause.FAILED, failure_message(error))
@@ -144,17 +183,43 @@ class OpenTurn:
             return None  # the next beat tries again; the commit checks the claim anyway
         return renewed if isinstance(renewed, Contended) else None
 
+    async def _asked_to_stop(self) -> bool:
+        try:
+            state = await self._services.store.load(self.session_id)
+        except StoreUnavailable:
+            return False  # the next watch asks again
+        return state is not None and state.claim == self._claim and state.cancel_requested
+
+    def _seal(self, token: str, at: datetime) -> Seal | None:
+        """The issued token, sealed under what the client presented, for recovery."""
+        presented, key = self._credentials.token, self._credentials.key
+        lookup: str
+        if presented is not None:
+            lookup, sealed = digest_token(presented), seal_token(token, presented)
+        elif key is not None:
+            lookup, sealed = key_digest(key), seal_under_key(token, key)
+        else:
+            return None  # an unkeyed start: the client that loses its reply starts again
+        return Seal(
+            lookup=lookup,
+            session_id=self.session_id,
+            turn=self.number,
+            sealed=sealed,
+            idempotency=self._credentials.idempotency,
+            expires_at=at + timedelta(seconds=self._services.recovery_window),
+        )
+
     async def _commit(self, outcome: HandlerOutcome, records: list[JsonValue]) -> TurnReply:
         token = mint_token(self._services.random_bytes)
-        presented = self._presented
+        presented, at = self._credentials.token, self._services.clock()
         command = CommitTurn(
             session_id=self.session_id,
-            at=self._services.clock(),
+            at=at,
             claim=self._claim,
             consumed=digest_token(presented) if presented else None,
             issued=digest_token(token),
             outcome=outcome,
-            sealed=seal_token(token, presented) if presented else None,
+            seal=self._seal(token, at),
         )
         try:
             committed = await self._services.store.commit(command)
@@ -182,7 +247,7 @@ class OpenTurn:
                 cause=cause,
                 error=error,
                 # A start whose first turn fails fails as a whole (PROTOCOL section 4).
-                close=CloseCause.START_FAILED if self._presented is None else None,
+                close=CloseCause.START_FAILED if self._credentials.token is None else None,
             )
         )
 

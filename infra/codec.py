@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from domain.events import (
+    CancelRequested,
     ClaimExpired,
     ClaimRenewed,
     CloseCause,
@@ -12,6 +13,7 @@ from domain.events import (
     EventKind,
     Lease,
     RecordAppended,
+    Recovered,
     ReleaseCause,
     RequestRefused,
     SessionClosed,
@@ -41,13 +43,6 @@ def _outcome_data(outcome: HandlerOutcome) -> JsonObject:
     return data
 
 
-def _committed_data(event: TurnCommitted) -> JsonObject:
-    data = _outcome_data(event.outcome)
-    if event.sealed is not None:
-        data["sealedToken"] = event.sealed
-    return data
-
-
 def _lease_data(lease: Lease) -> JsonObject:
     return {"owner": lease.owner, "leaseUntil": lease.until.isoformat()}
 
@@ -57,6 +52,8 @@ def _lease_from(data: dict[str, Any]) -> Lease:
 
 
 def _event_data(event: Event) -> JsonObject:
+    if isinstance(event, RequestRefused | Recovered):
+        return _side_data(event)
     if isinstance(event, SessionStarted | TurnClaimed):
         return {"input": event.input, **_lease_data(event.lease)}
     if isinstance(event, ClaimRenewed):
@@ -66,11 +63,17 @@ def _event_data(event: Event) -> JsonObject:
     if isinstance(event, RecordAppended):
         return {"record": event.record}
     if isinstance(event, TurnCommitted):
-        return _committed_data(event)
+        return _outcome_data(event.outcome)
     if isinstance(event, TurnReleased):
         return {"cause": event.cause.value, "error": event.error}
     if isinstance(event, SessionClosed):
         return {"cause": event.cause.value}
+    return {}  # CancelRequested: its kind and turn say it all
+
+
+def _side_data(event: RequestRefused | Recovered) -> JsonObject:
+    if isinstance(event, Recovered):
+        return {"turn": event.turn, "via": event.via.value}
     data: JsonObject = {"reason": event.reason.value}
     if event.presented_id is not None:
         data["sessionId"] = event.presented_id
@@ -79,11 +82,15 @@ def _event_data(event: Event) -> JsonObject:
 
 def event_to_row(event: Event) -> dict[str, Any]:
     committed = event if isinstance(event, TurnCommitted) else None
+    side = isinstance(event, RequestRefused | Recovered)
+    seq = None if isinstance(event, RequestRefused | Recovered) else event.seq
     return {
         "session_id": event.session_id,
-        "seq": None if isinstance(event, RequestRefused) else event.seq,
+        "seq": seq,
         "kind": kind_of(event).value,
-        "turn": event.turn,
+        # A fact without a seq belongs to no turn's attempt (a recovery names its turn in
+        # its data, which the hash chain covers).
+        "turn": None if side else event.turn,
         "consumed": committed.consumed if committed else None,
         "issued": committed.issued if committed else None,
         "data": _event_data(event),
@@ -123,7 +130,6 @@ def _committed_from(row: Row, data: dict[str, Any], common: dict[str, Any]) -> S
         consumed=TokenDigest(consumed) if consumed is not None else None,
         issued=TokenDigest(row["issued"]),
         outcome=_outcome_from(data),
-        sealed=data.get("sealedToken"),
         **common,
     )
 
@@ -146,6 +152,7 @@ _DECODERS: dict[EventKind, Callable[[Row, dict[str, Any], dict[str, Any]], Sessi
     EventKind.CLOSED: lambda _, data, common: SessionClosed(
         cause=CloseCause(data["cause"]), **common
     ),
+    EventKind.CANCEL_REQUESTED: lambda _, data, common: CancelRequested(**common),
 }
 
 
@@ -164,6 +171,7 @@ def state_to_row(state: SessionState) -> dict[str, Any]:
         "last_outcome": state.last_outcome,
         "created_at": state.created_at,
         "updated_at": state.updated_at,
+        "cancel_requested": state.cancel_requested,
     }
 
 
@@ -181,4 +189,5 @@ def row_to_state(row: Row) -> SessionState:
         last_outcome=row["last_outcome"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        cancel_requested=bool(row["cancel_requested"]),
     )

@@ -16,47 +16,78 @@ from domain.commands import (
     CloseSession,
     Command,
     CommitTurn,
+    ReadSession,
     ReleaseTurn,
     RenewClaim,
+    RequestCancel,
     StartSession,
 )
-from domain.decisions import ClaimGranted
-from domain.events import ClaimRenewed, RecordAppended, RequestRefused, TurnCommitted, TurnReleased
+from domain.decisions import CancelAnswer, ClaimGranted
+from domain.events import (
+    ClaimRenewed,
+    RecordAppended,
+    RequestRefused,
+    SessionEvent,
+    TurnCommitted,
+    TurnReleased,
+)
 from domain.identifiers import SessionId
 from domain.outcomes import Contended
+from domain.recovery import ReadAccess, Replay
 from domain.refusals import Refusal
 from domain.state import SessionState
+from infra.notifier import Notifier
 
 A = TypeVar("A")
 
 
 class CommandStore(ABC):
-    """A SessionStore (domain/ports.py) whose every method is one command, one transaction."""
+    """A SessionStore (domain/ports.py) whose every method is one command, one transaction.
+    After each, whoever waits on the session in this process is woken (infra/notifier.py)."""
 
-    async def start(self, command: StartSession) -> ClaimGranted:
-        return await self._execute(command)
+    notifier: Notifier | None = None
 
-    async def claim(self, command: ClaimTurn) -> ClaimGranted | Refusal:
-        return await self._execute(command)
+    def woke(self, session_id: SessionId) -> None:
+        if self.notifier is not None:
+            self.notifier.wake(session_id)
+
+    async def _run(self, command: Command[A]) -> A:
+        answer = await self._execute(command)
+        self.woke(command.session_id)
+        return answer
+
+    async def start(self, command: StartSession) -> ClaimGranted | Replay | Refusal:
+        return await self._run(command)
+
+    async def claim(self, command: ClaimTurn) -> ClaimGranted | Replay | Refusal:
+        return await self._run(command)
 
     async def renew(self, command: RenewClaim) -> ClaimRenewed | Contended:
-        return await self._execute(command)
+        return await self._run(command)
 
     async def append_record(self, command: AppendRecord) -> RecordAppended | Contended:
-        return await self._execute(command)
+        return await self._run(command)
 
     async def commit(self, command: CommitTurn) -> TurnCommitted | Contended:
-        return await self._execute(command)
+        return await self._run(command)
 
     async def release(self, command: ReleaseTurn) -> TurnReleased | None:
-        return await self._execute(command)
+        return await self._run(command)
 
     async def close(self, command: CloseSession) -> SessionState | Refusal:
-        return await self._execute(command)
+        return await self._run(command)
+
+    async def request_cancel(self, command: RequestCancel) -> CancelAnswer | Refusal:
+        return await self._run(command)
+
+    async def read(self, command: ReadSession) -> ReadAccess | Refusal:
+        return await self._run(command)
 
     @abstractmethod
     async def _execute(self, command: Command[A]) -> A:
-        """Load the session, decide, write the plan: one transaction; the decision's answer."""
+        """Load the seal the command asks for (`command.seal_lookup`) and the state of the
+        session it names (`command.subject(seal)`), decide, write the plan: one
+        transaction; the decision's answer."""
 
     @abstractmethod
     async def refuse(self, refused: RequestRefused) -> None:
@@ -65,3 +96,9 @@ class CommandStore(ABC):
     @abstractmethod
     async def load(self, session_id: SessionId) -> SessionState | None:
         """The session's projection as it is now."""
+
+    @abstractmethod
+    async def history(
+        self, session_id: SessionId, *, after: int = 0, turn: int | None = None
+    ) -> list[SessionEvent]:
+        """The session's events after seq `after` (only turn `turn`'s, if given), by seq."""

@@ -1,16 +1,20 @@
 """From a decision to the rows a store writes: pure, and the same for every backend.
 
-A store loads a session's projection row (its state and chain heads), lets the command
-decide, and hands the decision here: out come the event rows linked into the session's
-hash chain, the projection row they fold into (with the new chain head), or the refusal
-row linked into the session's refusal chain. The store then only writes them.
+A store loads a session's projection row (its state and chain heads) and the seal the
+command asks for, lets the command decide, and hands the decision here: out come the event
+rows linked into the session's hash chain and the projection row they fold into (with the
+new chain head), or a fact without a seq (a refusal, a recovery) linked into the session's
+side chain, and the recovery rows to keep or forget. The store then only writes them.
 """
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from domain.decisions import Decision
-from domain.events import RequestRefused
+from domain.events import SideEvent
+from domain.identifiers import SessionId
+from domain.recovery import Forget, Idempotency, KeyDigest, Seal
 from domain.state import SessionState
 from infra.chain import ChainHeads, standalone
 from infra.codec import event_to_row, state_to_row
@@ -20,19 +24,27 @@ Row = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """A session as its projection row has it: the state, and the heads of its chains."""
+    """A session as its projection row has it (the state, the heads of its chains), and
+    the seal the command asked for, if there is one."""
 
     state: SessionState | None
     heads: ChainHeads = field(default_factory=ChainHeads)
+    seal: Seal | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class RefusalRow:
-    """A refusal to insert, and the session's refusal heads after it (None: it names no
-    session, and stands alone)."""
+class SideRow:
+    """A fact without a seq to insert, and the session's side-chain heads after it (None:
+    it names no session, and stands alone)."""
 
     row: Row
     heads: ChainHeads | None
+
+
+@dataclass(frozen=True, slots=True)
+class Forgetting:
+    session_id: SessionId
+    which: Forget
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,31 +52,65 @@ class WritePlan:
     events: tuple[Row, ...] = ()  # event rows, each with its `hash`
     projection: Row | None = None  # the projection row the events fold into
     expected_version: int | None = None  # the version the row must still be at; None: new
-    refusal: RefusalRow | None = None
+    side: SideRow | None = None
+    seal: Row | None = None  # a recovery row to keep, replacing one of the same lookup
+    forget: Forgetting | None = None
 
 
 def plan(loaded: Loaded, decision: Decision[Any]) -> WritePlan:
     """The rows that carry out `decision` on the session as `loaded`."""
-    if decision.refused is not None:
-        return WritePlan(refusal=plan_refusal(decision.refused, loaded))
+    side = plan_side(decision.side_event, loaded) if decision.side_event else None
+    seal = seal_row(decision.seal) if decision.seal else None
+    forget = None
+    if decision.forget is not None and decision.after is not None:
+        forget = Forgetting(decision.after.session_id, decision.forget)
+    if decision.after is None:
+        return WritePlan(side=side, seal=seal, forget=forget)
     heads, rows = loaded.heads, []
     for event in decision.events:
         row = event_to_row(event)
         row["hash"], heads = heads.append(row)
         rows.append(row)
-    if decision.after is None:
-        return WritePlan()
     projection = {**state_to_row(decision.after), **heads.as_row()}
     version = loaded.state.version if loaded.state is not None else None
-    return WritePlan(tuple(rows), projection, version)
+    return WritePlan(tuple(rows), projection, version, side, seal, forget)
 
 
-def plan_refusal(refused: RequestRefused, loaded: Loaded) -> RefusalRow:
-    """A refusal row: linked into its session's refusal chain, or standing alone when it
-    names no session that exists."""
-    row = event_to_row(refused)
-    if refused.session_id is None or loaded.state is None:
+def plan_side(event: SideEvent, loaded: Loaded) -> SideRow:
+    """A fact without a seq: linked into its session's side chain, or standing alone when
+    it names no session that exists."""
+    row = event_to_row(event)
+    if event.session_id is None or loaded.state is None:
         row["refusal_seq"], row["hash"] = None, standalone(row)
-        return RefusalRow(row, None)
+        return SideRow(row, None)
     row["refusal_seq"], row["hash"], heads = loaded.heads.refuse(row)
-    return RefusalRow(row, heads)
+    return SideRow(row, heads)
+
+
+def seal_row(seal: Seal) -> Row:
+    idempotency = seal.idempotency
+    return {
+        "lookup": seal.lookup,
+        "session_id": seal.session_id,
+        "turn": seal.turn,
+        "sealed": seal.sealed,
+        "key_digest": idempotency.key if idempotency else None,
+        "fingerprint": idempotency.fingerprint if idempotency else None,
+        "expires_at": seal.expires_at,
+    }
+
+
+SEAL_FIELDS = ("lookup", "session_id", "turn", "sealed", "key_digest", "fingerprint", "expires_at")
+
+
+def seal_from(row: Any, expires_at: datetime | None = None) -> Seal:
+    """A recovery row (any mapping of SEAL_FIELDS) as the domain's Seal."""
+    key, fingerprint = row["key_digest"], row["fingerprint"]
+    return Seal(
+        lookup=row["lookup"],
+        session_id=SessionId(str(row["session_id"])),
+        turn=row["turn"],
+        sealed=row["sealed"],
+        idempotency=Idempotency(KeyDigest(key), fingerprint) if key and fingerprint else None,
+        expires_at=expires_at if expires_at is not None else row["expires_at"],
+    )

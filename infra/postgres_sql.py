@@ -49,21 +49,36 @@ INSERT INTO events ({", ".join(EVENT_FIELDS)})
 VALUES ({_placeholders(len(EVENT_FIELDS), len(SESSION_FIELDS) + 1)})
 """  # noqa: S608 - composed of fixed SQL only
 
+# Wake the followers of a session, if it has any (PostgreSQL delivers at commit). Every
+# statement below that appends a session's events ends by evaluating this, so the wake-up
+# costs one index probe of the (nearly always empty) followers table.
+EVENTS_CHANNEL = "baton_events"
+CANCEL_CHANNEL = "baton_cancel"
+WAKE = f"""woken AS (
+    SELECT pg_notify('{EVENTS_CHANNEL}', session_id::text) FROM followers
+     WHERE session_id = $1 AND until > now()
+)"""  # noqa: S608 - composed of fixed SQL only
+
 # Validate and claim in one step: only a session whose current token was presented and
-# that no turn holds moves; the event lands at the version the update gave it.
+# that no turn holds moves; the event lands at the version the update gave it; the seal of
+# the last turn, whose token this claim spends, is forgotten (domain.recovery.Forget).
 CLAIM = f"""
 WITH claimed AS (
     UPDATE sessions
        SET version = version + 1, status = $5, claim_turn = turn + 1,
            claim_seq = version + 1, claim_owner = $8, lease_until = $9, updated_at = $3,
+           cancel_requested = false,
            head_hash = {linked("head_hash", "version + 1", "turn + 1", "$10")}
      WHERE session_id = $1 AND token_digest = $2 AND status = $6
  RETURNING {SESSION_COLUMNS}
 ), appended AS (
     INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)
     SELECT session_id, version, $7, claim_turn, $4, $3, head_hash FROM claimed
-)
-SELECT * FROM claimed
+), forgotten AS (
+    DELETE FROM recovery AS r USING claimed AS c
+     WHERE r.session_id = c.session_id AND r.turn > 1
+), {WAKE}
+SELECT *, (SELECT count(*) FROM woken) AS woken FROM claimed
 """  # noqa: S608
 
 # A claim holder's own event (a record, a renewal), only while this turn holds the claim.
@@ -75,14 +90,17 @@ WITH moved AS (
            head_hash = {linked("head_hash", "version + 1", "$2", "$9")}
      WHERE session_id = $1 AND claim_turn = $2 AND claim_seq = $3
  RETURNING session_id, version, head_hash
-)
-INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)
-SELECT session_id, version, $5, $2, $6, $4, head_hash FROM moved
-RETURNING seq
+), appended AS (
+    INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)
+    SELECT session_id, version, $5, $2, $6, $4, head_hash FROM moved
+    RETURNING seq
+), {WAKE}
+SELECT seq, (SELECT count(*) FROM woken) AS woken FROM appended
 """  # noqa: S608 - composed of fixed SQL only
 
 # Consume the current token and issue the next, only while this turn holds the claim and the
-# token it consumes is the one the claim was made with.
+# token it consumes is the one the claim was made with; keep the issued token sealed for
+# recovery ($14..$19, a recovery row; NULL lookup: no seal), replacing one of its lookup.
 COMMIT = f"""
 WITH held AS (
     SELECT session_id, version, head_hash, state FROM sessions
@@ -94,19 +112,31 @@ WITH held AS (
        SET version = held.version + 1, turn = $2, status = $4, token_digest = $5,
            claim_turn = NULL, claim_seq = NULL, claim_owner = NULL, lease_until = NULL,
            state = CASE WHEN $6 THEN held.state ELSE $7 END,
-           last_outcome = $8, updated_at = $9,
+           last_outcome = $8, updated_at = $9, cancel_requested = false,
            head_hash = {linked("held.head_hash", "held.version + 1", "$2", "$13")}
       FROM held
      WHERE s.session_id = held.session_id
  RETURNING s.session_id, s.version, s.head_hash
-)
-INSERT INTO events (session_id, seq, kind, turn, consumed, issued, data, recorded_at, hash)
-SELECT session_id, version, $10, $2, $12, $5, $11, $9, head_hash FROM moved
-RETURNING seq
+), appended AS (
+    INSERT INTO events (session_id, seq, kind, turn, consumed, issued, data, recorded_at, hash)
+    SELECT session_id, version, $10, $2, $12, $5, $11, $9, head_hash FROM moved
+    RETURNING seq
+), kept AS (
+    INSERT INTO recovery (lookup, session_id, turn, sealed, key_digest, fingerprint, expires_at)
+    SELECT $14::varchar, session_id, $2, $15::varchar, $16::varchar, $17::varchar,
+           $18::timestamptz
+      FROM moved WHERE $14::varchar IS NOT NULL
+    ON CONFLICT (lookup) DO UPDATE
+       SET session_id = EXCLUDED.session_id, turn = EXCLUDED.turn, sealed = EXCLUDED.sealed,
+           key_digest = EXCLUDED.key_digest, fingerprint = EXCLUDED.fingerprint,
+           expires_at = EXCLUDED.expires_at
+), {WAKE}
+SELECT seq, (SELECT count(*) FROM woken) AS woken FROM appended
 """  # noqa: S608 - composed of fixed SQL only
 
-# A refusal of a known session, linked into its refusal chain. The update takes the row's
-# lock, so the refusals of one session line up however many arrive at once.
+# A fact without a seq (a refusal, a recovery) of a known session, linked into its side
+# chain. The update takes only the side chain's columns; the session's own row is locked
+# for as long as the statement runs, so its side facts line up however many arrive at once.
 REFUSE = f"""
 WITH counted AS (
     UPDATE sessions
@@ -119,3 +149,30 @@ INSERT INTO events (session_id, refusal_seq, kind, data, recorded_at, hash)
 SELECT session_id, refusals, $2, $3, $4, refusal_head FROM counted
 RETURNING refusal_seq
 """  # noqa: S608 - composed of fixed SQL only
+
+SEAL_COLUMNS = "lookup, session_id, turn, sealed, key_digest, fingerprint, expires_at"
+SELECT_SEAL = f"SELECT {SEAL_COLUMNS} FROM recovery WHERE lookup = $1"  # noqa: S608
+KEEP_SEAL = f"""
+INSERT INTO recovery ({SEAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (lookup) DO UPDATE
+   SET session_id = EXCLUDED.session_id, turn = EXCLUDED.turn, sealed = EXCLUDED.sealed,
+       key_digest = EXCLUDED.key_digest, fingerprint = EXCLUDED.fingerprint,
+       expires_at = EXCLUDED.expires_at
+"""  # noqa: S608 - composed of fixed SQL only
+FORGET_NEXT_TOKENS = "DELETE FROM recovery WHERE session_id = $1 AND turn > 1"
+FORGET_ALL = "DELETE FROM recovery WHERE session_id = $1"
+WAKE_FOLLOWERS = f"WITH {WAKE} SELECT count(*) FROM woken"  # noqa: S608
+NOTIFY_CANCEL = f"SELECT pg_notify('{CANCEL_CHANNEL}', $1::text)"
+HISTORY = (
+    "SELECT position, session_id, seq, refusal_seq, kind, turn, consumed, issued, data, "
+    "recorded_at, hash FROM events WHERE session_id = $1 AND seq > $2 "
+    "AND ($3::int IS NULL OR turn = $3) ORDER BY seq"
+)
+FOLLOW = (
+    "INSERT INTO followers (session_id, until) VALUES ($1, $2) "
+    "ON CONFLICT (session_id) DO UPDATE SET until = greatest(followers.until, EXCLUDED.until)"
+)
+SWEEP = (
+    "DELETE FROM recovery WHERE expires_at <= $1",
+    "DELETE FROM followers WHERE until <= $1",
+)

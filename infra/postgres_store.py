@@ -21,19 +21,37 @@ allows this: a refusal changes no state), so that refusing never locks the sessi
 """
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
 
-from domain.commands import AppendRecord, ClaimTurn, Command, CommitTurn, RenewClaim, StartSession
+from domain.commands import (
+    AppendRecord,
+    ClaimTurn,
+    Command,
+    CommitTurn,
+    ReadSession,
+    RenewClaim,
+    StartSession,
+)
 from domain.decisions import ClaimGranted
-from domain.events import ClaimRenewed, RecordAppended, RequestRefused, TurnCommitted
+from domain.events import (
+    ClaimRenewed,
+    RecordAppended,
+    RequestRefused,
+    SessionEvent,
+    TurnCommitted,
+)
 from domain.identifiers import SessionId
 from domain.outcomes import Contended
+from domain.recovery import ReadAccess, Replay
 from domain.refusals import Refusal
 from domain.state import SessionState
+from infra import postgres_sql as sql
 from infra.command_store import CommandStore
 from infra.conflict import Conflict, retrying
+from infra.notifier import Notifier
 from infra.planning import Loaded, plan
 from infra.postgres_pool import PostgresPool, unavailable_on_outage
 from infra.postgres_writes import (
@@ -41,8 +59,10 @@ from infra.postgres_writes import (
     fast_commit,
     fast_record,
     fast_renew,
+    history,
     load,
-    record_refusal,
+    load_seal,
+    record_side,
     write,
 )
 
@@ -51,8 +71,9 @@ C = TypeVar("C", bound=Command[Any])
 
 
 class PostgresSessionStore(CommandStore):
-    def __init__(self, pool: PostgresPool) -> None:
+    def __init__(self, pool: PostgresPool, notifier: Notifier | None = None) -> None:
         self.pool = pool
+        self.notifier = notifier
 
     # ------------------------------------------------------------------ the skeleton
 
@@ -60,8 +81,9 @@ class PostgresSessionStore(CommandStore):
     async def _execute(self, command: Command[T]) -> T:
         async def attempt() -> T:
             async with self.pool.db.acquire() as conn, conn.transaction():
-                loaded = await load(conn, command.session_id, lock=True)
-                decision = command.decide(loaded.state)
+                seal = await load_seal(conn, command.seal_lookup)
+                loaded = await load(conn, command.subject(seal), lock=True, seal=seal)
+                decision = command.decide(loaded.state, seal)
                 await write(conn, plan(loaded, decision))
                 return decision.answer
 
@@ -70,39 +92,76 @@ class PostgresSessionStore(CommandStore):
     @unavailable_on_outage
     async def refuse(self, refused: RequestRefused) -> None:
         async with self.pool.db.acquire() as conn:
-            await record_refusal(conn, refused)
+            await record_side(conn, refused)
 
     @unavailable_on_outage
     async def load(self, session_id: SessionId) -> SessionState | None:
         async with self.pool.db.acquire() as conn:
             return (await load(conn, session_id)).state
 
+    @unavailable_on_outage
+    async def history(
+        self, session_id: SessionId, *, after: int = 0, turn: int | None = None
+    ) -> list[SessionEvent]:
+        async with self.pool.db.acquire() as conn:
+            return await history(conn, session_id, after, turn)
+
+    @unavailable_on_outage
+    async def sweep(self, now: datetime) -> None:
+        """Erase the seals whose window has passed, and followers long gone."""
+        async with self.pool.db.acquire() as conn:
+            for statement in sql.SWEEP:
+                await conn.execute(statement, now)
+
+    @unavailable_on_outage
+    async def follow(self, session_id: SessionId, until: datetime) -> None:
+        """Have writes to the session wake its followers until `until` (NOTIFY)."""
+        async with self.pool.db.acquire() as conn:
+            await conn.execute(sql.FOLLOW, session_id, until)
+
     # ------------------------------------------------------------------ faster paths
 
     @unavailable_on_outage
-    async def start(self, command: StartSession) -> ClaimGranted:
+    async def start(self, command: StartSession) -> ClaimGranted | Replay | Refusal:
+        if command.idempotency is not None:
+            return await self._execute(command)  # its key may have started a session
         decision = command.decide(None)
         async with self.pool.db.acquire() as conn:
             await write(conn, plan(Loaded(None), decision))
+        self.woke(command.session_id)
         return decision.answer
 
     @unavailable_on_outage
-    async def claim(self, command: ClaimTurn) -> ClaimGranted | Refusal:
-        async with self.pool.db.acquire() as conn:
-            if command.presented is not None:
+    async def claim(self, command: ClaimTurn) -> ClaimGranted | Replay | Refusal:
+        if command.presented is not None:
+            async with self.pool.db.acquire() as conn:
                 try:
                     granted = await fast_claim(conn, command)
                 except Conflict:
-                    return await self._execute(command)
+                    granted = None
                 if granted is not None:
+                    self.woke(command.session_id)
                     return granted
-            # Not claimed at once: read the session and let the domain say why.
-            decision = command.decide((await load(conn, command.session_id)).state)
-            if decision.refused is not None:
-                await record_refusal(conn, decision.refused)
+        # Not claimed at once: read the session and let the domain say why.
+        return await self._decided_unlocked(command)
+
+    @unavailable_on_outage
+    async def read(self, command: ReadSession) -> ReadAccess | Refusal:
+        return await self._decided_unlocked(command)
+
+    async def _decided_unlocked(self, command: Command[T]) -> T:
+        """Decide on a fresh read of the row, without locking it: what changes no state (a
+        refusal, a recovery) is recorded on its own; anything else (a lapsed lease to take
+        over, a turn that ended meanwhile) runs through the skeleton, locked."""
+        async with self.pool.db.acquire() as conn:
+            seal = await load_seal(conn, command.seal_lookup)
+            loaded = await load(conn, command.subject(seal), seal=seal)
+            decision = command.decide(loaded.state, seal)
+            if decision.after is None:
+                if decision.side_event is not None:
+                    await record_side(conn, decision.side_event)
                 return decision.answer
-        # A claim after all: a lapsed lease to take over, or a turn that ended meanwhile.
-        return await self._execute(command)
+        return await self._run(command)
 
     async def renew(self, command: RenewClaim) -> ClaimRenewed | Contended:
         return await self._held(command, fast_renew)
@@ -127,8 +186,9 @@ class PostgresSessionStore(CommandStore):
                 pass  # decided again below, on a locked read
             else:
                 if landed is not None:
+                    self.woke(command.session_id)
                     return landed
                 state = (await load(conn, command.session_id)).state
                 return Contended(current=state.version if state else 0)
-        answer: T | Contended = await self._execute(command)
+        answer: T | Contended = await self._run(command)
         return answer

@@ -15,20 +15,31 @@ from domain.commands import AppendRecord, ClaimTurn, CommitTurn, RenewClaim
 from domain.decisions import ClaimGranted
 from domain.events import (
     ClaimRenewed,
+    EventKind,
     Lease,
     RecordAppended,
-    RequestRefused,
+    SessionEvent,
+    SideEvent,
     TurnClaimed,
     TurnCommitted,
 )
 from domain.identifiers import SessionId
 from domain.outcomes import KEEP
+from domain.recovery import Forget, Seal
 from domain.state import Claim, SessionStatus, outcome_summary
 from infra import postgres_sql as sql
 from infra.chain import ChainHeads, row_payload
-from infra.codec import event_to_row, row_to_state
+from infra.codec import event_to_row, row_to_session_event, row_to_state
 from infra.conflict import Conflict, StoreCorrupted
-from infra.planning import Loaded, RefusalRow, WritePlan, plan_refusal
+from infra.planning import (
+    SEAL_FIELDS,
+    Loaded,
+    SideRow,
+    WritePlan,
+    plan_side,
+    seal_from,
+    seal_row,
+)
 from infra.tables import EVENT_FIELDS, SESSION_FIELDS, UPDATED_FIELDS
 
 
@@ -45,13 +56,22 @@ def _event_args(row: dict[str, Any]) -> tuple[Any, ...]:
 # --------------------------------------------------------------- the skeleton's steps
 
 
-async def load(conn: asyncpg.Connection, session_id: SessionId, *, lock: bool = False) -> Loaded:
+async def load(
+    conn: asyncpg.Connection, session_id: SessionId, *, lock: bool = False, seal: Seal | None = None
+) -> Loaded:
     """The session's row; with `lock`, held (FOR UPDATE) until the transaction ends."""
     query = sql.SELECT_SESSION + " FOR UPDATE" if lock else sql.SELECT_SESSION
     record = await conn.fetchrow(query, session_id)
     if record is None:
-        return Loaded(None)
-    return Loaded(row_to_state(_projection(record)), ChainHeads.of(record))
+        return Loaded(None, seal=seal)
+    return Loaded(row_to_state(_projection(record)), ChainHeads.of(record), seal)
+
+
+async def load_seal(conn: asyncpg.Connection, lookup: str | None) -> Seal | None:
+    if lookup is None:
+        return None
+    record = await conn.fetchrow(sql.SELECT_SEAL, lookup)
+    return seal_from(record) if record is not None else None
 
 
 async def write(conn: asyncpg.Connection, planned: WritePlan) -> None:
@@ -60,10 +80,29 @@ async def write(conn: asyncpg.Connection, planned: WritePlan) -> None:
             await _insert_session(conn, planned)
         else:
             await _append(conn, planned)
-        if planned.refusal is not None:
-            await _insert_refusal(conn, planned.refusal)
+        if planned.side is not None:
+            await _insert_side(conn, planned.side)
+        await _write_seals(conn, planned)
     except asyncpg.UniqueViolationError as error:
         raise Conflict(str(error)) from error
+    if planned.events:
+        await _wake(conn, planned)
+
+
+async def _write_seals(conn: asyncpg.Connection, planned: WritePlan) -> None:
+    if planned.forget is not None:
+        forget = sql.FORGET_ALL if planned.forget.which is Forget.ALL else sql.FORGET_NEXT_TOKENS
+        await conn.execute(forget, planned.forget.session_id)
+    if planned.seal is not None:
+        await conn.execute(sql.KEEP_SEAL, *(planned.seal[field] for field in SEAL_FIELDS))
+
+
+async def _wake(conn: asyncpg.Connection, planned: WritePlan) -> None:
+    """Wake the session's followers; and a replica running its turn, asked to stop it."""
+    session_id = planned.events[0]["session_id"]
+    await conn.fetchval(sql.WAKE_FOLLOWERS, session_id)
+    if any(row["kind"] == EventKind.CANCEL_REQUESTED for row in planned.events):
+        await conn.execute(sql.NOTIFY_CANCEL, session_id)
 
 
 async def _insert_session(conn: asyncpg.Connection, planned: WritePlan) -> None:
@@ -86,23 +125,23 @@ async def _append(conn: asyncpg.Connection, planned: WritePlan) -> None:
         raise Conflict(f"session {session_id} moved past version {planned.expected_version}")
 
 
-async def _insert_refusal(conn: asyncpg.Connection, refusal: RefusalRow) -> None:
-    await conn.execute(sql.INSERT_EVENT, *_event_args(refusal.row))
-    if refusal.heads is not None:
-        heads = refusal.heads
-        session_id = refusal.row["session_id"]
+async def _insert_side(conn: asyncpg.Connection, side: SideRow) -> None:
+    await conn.execute(sql.INSERT_EVENT, *_event_args(side.row))
+    if side.heads is not None:
+        heads = side.heads
+        session_id = side.row["session_id"]
         await conn.execute(sql.UPDATE_REFUSALS, session_id, heads.refusals, heads.refusal_head)
 
 
-async def record_refusal(conn: asyncpg.Connection, refused: RequestRefused) -> None:
-    """A refusal, without locking its session's row: linked into the session's refusal
-    chain by one statement that takes only the refusal columns, or standing alone if it
-    names no session (or one that is not there)."""
-    row = event_to_row(refused)
-    if refused.session_id is not None:
+async def record_side(conn: asyncpg.Connection, event: SideEvent) -> None:
+    """A fact without a seq (a refusal, a recovery), without reading its session's row:
+    linked into the session's side chain by one statement that takes only the side chain's
+    columns, or standing alone if it names no session (or one that is not there)."""
+    row = event_to_row(event)
+    if event.session_id is not None:
         place = await conn.fetchval(
             sql.REFUSE,
-            refused.session_id,
+            event.session_id,
             row["kind"],
             row["data"],
             row["recorded_at"],
@@ -110,7 +149,14 @@ async def record_refusal(conn: asyncpg.Connection, refused: RequestRefused) -> N
         )
         if place is not None:
             return
-    await _insert_refusal(conn, plan_refusal(refused, Loaded(None)))
+    await _insert_side(conn, plan_side(event, Loaded(None)))
+
+
+async def history(
+    conn: asyncpg.Connection, session_id: SessionId, after: int, turn: int | None
+) -> list[SessionEvent]:
+    rows = await conn.fetch(sql.HISTORY, session_id, after, turn)
+    return [row_to_session_event(_projection(row)) for row in rows]
 
 
 # --------------------------------------------------------------- one statement each
@@ -216,10 +262,10 @@ async def fast_commit(conn: asyncpg.Connection, command: CommitTurn) -> TurnComm
         issued=command.issued,
         outcome=command.outcome,
         at=command.at,
-        sealed=command.sealed,
     )
     row = event_to_row(draft)
     keep = command.outcome.state is KEEP
+    seal = seal_row(command.seal) if command.seal else dict.fromkeys(SEAL_FIELDS)
     try:
         seq = await conn.fetchval(
             sql.COMMIT,
@@ -236,6 +282,7 @@ async def fast_commit(conn: asyncpg.Connection, command: CommitTurn) -> TurnComm
             row["data"],
             command.consumed,
             row_payload(row),
+            *(seal[field] for field in SEAL_FIELDS if field not in {"session_id", "turn"}),
         )
     except asyncpg.UniqueViolationError as error:
         raise Conflict(str(error)) from error  # a version or token taken: decide again, locked

@@ -85,6 +85,8 @@ class Settings:
     # Seconds of silence after which an SSE stream sends a `: ping` comment, so proxies and
     # load balancers do not close a stream whose turn is thinking quietly.
     sse_ping_seconds: float = 15.0
+    # Seconds the token a turn consumed still recovers that turn's reply (PROTOCOL 6.2).
+    recovery_window: float = 24 * 60 * 60.0
     # Bearer keys for /v1/admin (api/admin.py); none: the admin API does not exist. Kept
     # out of repr so that logging the settings never prints a key.
     admin_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
@@ -124,5 +126,6 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "lease_seconds": _positive_float,
     "shutdown_grace": _positive_float,
     "sse_ping_seconds": _positive_float,
+    "recovery_window": _positive_float,
     "admin_keys": _keys,
 }

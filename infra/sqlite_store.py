@@ -13,18 +13,33 @@ in another process cannot read the same version.
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from datetime import datetime
 from typing import TypeVar
 
 from domain.commands import Command
-from domain.events import RequestRefused
+from domain.events import RequestRefused, SessionEvent
 from domain.identifiers import SessionId
 from domain.ports import StoreUnavailable
+from domain.recovery import Forget, Seal
 from domain.state import SessionState
 from infra.chain import ChainHeads
+from infra.codec import row_to_session_event
 from infra.command_store import CommandStore
 from infra.conflict import Conflict, retrying
-from infra.planning import Loaded, RefusalRow, WritePlan, plan, plan_refusal
-from infra.sqlite_values import db_id, event_values, projection_values, state_from
+from infra.history import EVENT_COLUMNS
+from infra.notifier import Notifier
+from infra.planning import SEAL_FIELDS, Loaded, SideRow, WritePlan, plan, plan_side, seal_from
+from infra.sqlite_values import (
+    db_id,
+    event_from,
+    event_values,
+    parse_time,
+    projection_values,
+    seal_values,
+    session_id_of,
+    state_from,
+    time_text,
+)
 from infra.sqlite_writer import SqliteWriter
 from infra.tables import EVENT_FIELDS, SESSION_FIELDS, UPDATED_FIELDS
 
@@ -47,6 +62,23 @@ INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) "  # noqa: S608 - fixed column names
     f"VALUES ({', '.join('?' for _ in EVENT_FIELDS)})"
 )
+_SELECT_SEAL = f"SELECT {', '.join(SEAL_FIELDS)} FROM recovery WHERE lookup = ?"  # noqa: S608
+KEEP_SEAL = (
+    f"INSERT OR REPLACE INTO recovery ({', '.join(SEAL_FIELDS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' for _ in SEAL_FIELDS)})"
+)
+FORGET = {
+    Forget.NEXT_TOKENS: "DELETE FROM recovery WHERE session_id = ? AND turn > 1",
+    Forget.ALL: "DELETE FROM recovery WHERE session_id = ?",
+}
+_HISTORY = (
+    f"SELECT {', '.join(EVENT_COLUMNS)} FROM events "  # noqa: S608 - fixed column names
+    "WHERE session_id = ? AND seq > ? AND (? IS NULL OR turn = ?) ORDER BY seq"
+)
+_SWEEP = (
+    "DELETE FROM recovery WHERE expires_at <= ?",
+    "DELETE FROM followers WHERE until <= ?",
+)
 
 
 def connect(path: str, *, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -65,7 +97,15 @@ def connect(path: str, *, synchronous: str, busy_timeout_ms: int) -> sqlite3.Con
 
 
 class SqliteSessionStore(CommandStore):
-    def __init__(self, path: str, *, synchronous: str, busy_timeout_ms: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str,
+        busy_timeout_ms: int,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.notifier = notifier
         self._path = path
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
@@ -103,8 +143,10 @@ class SqliteSessionStore(CommandStore):
 
     async def _execute(self, command: Command[T]) -> T:
         def transaction(conn: sqlite3.Connection) -> T:
-            loaded = _load(conn, command.session_id)
-            decision = command.decide(loaded.state)
+            lookup = command.seal_lookup
+            seal = _seal(conn, lookup) if lookup is not None else None
+            loaded = _load(conn, command.subject(seal), seal)
+            decision = command.decide(loaded.state, seal)
             _write(conn, plan(loaded, decision))
             return decision.answer
 
@@ -115,20 +157,49 @@ class SqliteSessionStore(CommandStore):
     async def refuse(self, refused: RequestRefused) -> None:
         def refuse(conn: sqlite3.Connection) -> None:
             known = _load(conn, refused.session_id) if refused.session_id else Loaded(None)
-            _record_refusal(conn, plan_refusal(refused, known))
+            _insert_side(conn, plan_side(refused, known))
 
         await self._transaction(refuse)
 
     async def load(self, session_id: SessionId) -> SessionState | None:
         return await self._transaction(lambda conn: _load(conn, session_id).state)
 
+    async def history(
+        self, session_id: SessionId, *, after: int = 0, turn: int | None = None
+    ) -> list[SessionEvent]:
+        def history(conn: sqlite3.Connection) -> list[SessionEvent]:
+            rows = conn.execute(_HISTORY, (db_id(session_id), after, turn, turn)).fetchall()
+            return [row_to_session_event(event_from(row)) for row in rows]
+
+        return await self._transaction(history)
+
+    async def sweep(self, now: datetime) -> None:
+        """Erase the seals whose window has passed, and followers long gone."""
+
+        def sweep(conn: sqlite3.Connection) -> None:
+            for statement in _SWEEP:
+                conn.execute(statement, (time_text(now),))
+
+        await self._transaction(sweep)
+
 
 # ---------------------------------------------------------------------- the four I/O steps
 
 
-def _load(conn: sqlite3.Connection, session_id: SessionId) -> Loaded:
+def _load(conn: sqlite3.Connection, session_id: SessionId, seal: Seal | None = None) -> Loaded:
     row = conn.execute(SELECT_SESSION, (db_id(session_id),)).fetchone()
-    return Loaded(None) if row is None else Loaded(state_from(row), ChainHeads.of(row))
+    if row is None:
+        return Loaded(None, seal=seal)
+    return Loaded(state_from(row), ChainHeads.of(row), seal)
+
+
+def _seal(conn: sqlite3.Connection, lookup: str) -> Seal | None:
+    row = conn.execute(_SELECT_SEAL, (lookup,)).fetchone()
+    if row is None:
+        return None
+    return seal_from(
+        {**dict(row), "session_id": session_id_of(row["session_id"])}, parse_time(row["expires_at"])
+    )
 
 
 def _write(conn: sqlite3.Connection, planned: WritePlan) -> None:
@@ -136,8 +207,12 @@ def _write(conn: sqlite3.Connection, planned: WritePlan) -> None:
         conn.executemany(INSERT_EVENT, [event_values(row) for row in planned.events])
     if planned.projection is not None:
         _write_projection(conn, planned.projection, planned.expected_version)
-    if planned.refusal is not None:
-        _record_refusal(conn, planned.refusal)
+    if planned.side is not None:
+        _insert_side(conn, planned.side)
+    if planned.forget is not None:
+        conn.execute(FORGET[planned.forget.which], (db_id(planned.forget.session_id),))
+    if planned.seal is not None:
+        conn.execute(KEEP_SEAL, seal_values(planned.seal))
 
 
 def _write_projection(
@@ -152,8 +227,8 @@ def _write_projection(
         raise Conflict(f"session {projection['session_id']} moved past {expected_version}")
 
 
-def _record_refusal(conn: sqlite3.Connection, refusal: RefusalRow) -> None:
-    conn.execute(INSERT_EVENT, event_values(refusal.row))
-    if refusal.heads is not None:
-        heads, session_id = refusal.heads, db_id(refusal.row["session_id"])
+def _insert_side(conn: sqlite3.Connection, side: SideRow) -> None:
+    conn.execute(INSERT_EVENT, event_values(side.row))
+    if side.heads is not None:
+        heads, session_id = side.heads, db_id(side.row["session_id"])
         conn.execute(UPDATE_REFUSALS, (heads.refusals, heads.refusal_head, session_id))

@@ -93,3 +93,16 @@ def projection_from(db_row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
 
 def state_from(db_row: sqlite3.Row) -> SessionState:
     return row_to_state(projection_from(db_row))
+
+
+def seal_values(seal: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A planned recovery row (infra.planning.seal_row) in SEAL_FIELDS order."""
+    return (
+        seal["lookup"],
+        db_id(seal["session_id"]),
+        seal["turn"],
+        seal["sealed"],
+        seal["key_digest"],
+        seal["fingerprint"],
+        time_text(seal["expires_at"]),
+    )

@@ -1,13 +1,18 @@
 """Opening a database as the server and the CLI use it: its session store and its reader,
-on one pool (PostgreSQL) or one writer and one reader connection (SQLite)."""
+on one pool (PostgreSQL) or one writer and one reader connection (SQLite), and the
+in-process notifier that wakes whoever waits on a session."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
+from domain.identifiers import SessionId
 from domain.ports import SessionStore
 from infra.database import SQLITE, normalize_url
 from infra.history import SessionReader
+from infra.notifier import Notifier
+from infra.postgres_listener import PostgresListener
 from infra.postgres_pool import PostgresPool
 from infra.postgres_reader import PostgresReader
 from infra.postgres_store import PostgresSessionStore
@@ -16,39 +21,72 @@ from infra.sqlite_reader import SqliteReader
 from infra.sqlite_store import SqliteSessionStore
 
 
+async def _nothing_to_sweep(now: datetime) -> None:
+    """A store without seals (none so far)."""
+
+
+async def _nobody_to_wake(session_id: SessionId, until: datetime) -> None:
+    """SQLite: other processes cannot be woken; their followers poll."""
+
+
 @dataclass(frozen=True, slots=True)
 class Database:
     store: SessionStore
     reader: SessionReader
+    notifier: Notifier = field(default_factory=Notifier)
+    # Erase seals whose recovery window has passed (and stale followers).
+    sweep: Callable[[datetime], Awaitable[None]] = field(default=_nothing_to_sweep)
+    # Have other replicas' writes to a session wake this process until a time.
+    follow: Callable[[SessionId, datetime], Awaitable[None]] = _nobody_to_wake
+    listener: PostgresListener | None = None
+    # How often a follower looks at the store when nothing woke it: PostgreSQL wakes
+    # followers across replicas, SQLite's other processes cannot.
+    poll_seconds: float = 0.25
+
+    def on_cancel(self, stop_turn: Callable[[str], object]) -> None:
+        """Where a cancel request made on another replica arrives (PostgreSQL only; on
+        SQLite a running turn finds the request when it asks the store)."""
+        if self.listener is not None:
+            self.listener.on_cancel = stop_turn
 
 
 @asynccontextmanager
-async def open_database(settings: Settings) -> AsyncIterator[Database]:
-    """The store and reader for `settings.database_url`, closed when the block ends. The
-    schema must be at head (infra.migrate.upgrade_to_head) before the store is used."""
+async def open_database(settings: Settings, *, listen: bool = False) -> AsyncIterator[Database]:
+    """The store and reader for `settings.database_url`, closed when the block ends; with
+    `listen`, also the PostgreSQL listener (a server; not a CLI command). The schema must
+    be at head (infra.migrate.upgrade_to_head) before the store is used."""
     url = normalize_url(settings.database_url)
     if url.get_backend_name() == SQLITE:
         async with _sqlite(str(url.database), settings) as database:
             yield database
         return
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    notifier = Notifier()
     pool = await PostgresPool(dsn, size=settings.db_pool_size).open()
+    store = PostgresSessionStore(pool, notifier)
+    listener = PostgresListener(dsn, notifier) if listen else None
+    if listener is not None:
+        listener.start()
     try:
-        yield Database(PostgresSessionStore(pool), PostgresReader(pool))
+        yield Database(
+            store, PostgresReader(pool), notifier, store.sweep, store.follow, listener, 1.0
+        )
     finally:
+        if listener is not None:
+            await listener.stop()
         await pool.dispose()
 
 
 @asynccontextmanager
 async def _sqlite(path: str, settings: Settings) -> AsyncIterator[Database]:
-    timeout = settings.sqlite_busy_timeout_ms
+    timeout, notifier = settings.sqlite_busy_timeout_ms, Notifier()
     store = SqliteSessionStore(
-        path, synchronous=settings.sqlite_synchronous, busy_timeout_ms=timeout
+        path, synchronous=settings.sqlite_synchronous, busy_timeout_ms=timeout, notifier=notifier
     )
     await store.open()
     reader = SqliteReader(path, busy_timeout_ms=timeout)
     try:
-        yield Database(store, reader)
+        yield Database(store, reader, notifier, store.sweep)
     finally:
         await reader.dispose()
         await store.dispose()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -112,8 +114,40 @@ sessions = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
     # The heads of the session's two hash chains, and how many refusals it has seen.
     Column("head_hash", String(DIGEST_LENGTH), nullable=True),
+    # The session's facts without a seq (refusals, recoveries): how many, and their chain's
+    # head (infra/chain.py).
     Column("refusals", Integer, nullable=False, server_default="0"),
     Column("refusal_head", String(DIGEST_LENGTH), nullable=True),
+    # The running turn was asked to stop (PROTOCOL section 6.5).
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+)
+
+# What recovery needs (PROTOCOL section 6.2): each committed turn's issued token, sealed
+# under the token it consumed (a keyed start: under its Idempotency-Key). Kept apart from
+# the events and their hash chain, never exported, and erased when the next turn is claimed
+# or the window passes (domain/recovery.py).
+recovery = Table(
+    "recovery",
+    metadata,
+    # The digest of the consumed token, or of the Idempotency-Key of a start.
+    Column("lookup", String(DIGEST_LENGTH), primary_key=True),
+    Column("session_id", SessionIdType, nullable=False),
+    Column("turn", Integer, nullable=False),
+    Column("sealed", String(64), nullable=True),  # NULL while a keyed start's turn runs
+    Column("key_digest", String(DIGEST_LENGTH), nullable=True),
+    Column("fingerprint", String(DIGEST_LENGTH), nullable=True),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Index(None, "session_id"),
+    Index(None, "expires_at"),
+)
+
+# Sessions someone follows from another replica (GET .../events as a stream): a write to
+# one of them wakes its followers at once (PostgreSQL NOTIFY) instead of at their next poll.
+followers = Table(
+    "followers",
+    metadata,
+    Column("session_id", SessionIdType, primary_key=True),
+    Column("until", UtcDateTime(), nullable=False),
 )
 
 

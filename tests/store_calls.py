@@ -11,11 +11,13 @@ from domain.commands import (
     ClaimTurn,
     CloseSession,
     CommitTurn,
+    ReadSession,
     ReleaseTurn,
     RenewClaim,
+    RequestCancel,
     StartSession,
 )
-from domain.decisions import ClaimGranted
+from domain.decisions import CancelAnswer, ClaimGranted
 from domain.events import (
     ClaimRenewed,
     CloseCause,
@@ -29,6 +31,7 @@ from domain.identifiers import SessionId, TokenDigest
 from domain.json import JsonObject, JsonValue
 from domain.outcomes import Contended, HandlerOutcome
 from domain.ports import SessionStore
+from domain.recovery import ReadAccess, Seal
 from domain.refusals import Refusal
 from domain.state import Claim, SessionState
 
@@ -36,7 +39,11 @@ from domain.state import Claim, SessionState
 async def start(
     store: SessionStore, session_id: SessionId, input: JsonObject, at: datetime, lease: Lease
 ) -> ClaimGranted:
-    return await store.start(StartSession(session_id=session_id, at=at, input=input, lease=lease))
+    granted = await store.start(
+        StartSession(session_id=session_id, at=at, input=input, lease=lease)
+    )
+    assert isinstance(granted, ClaimGranted)  # an unkeyed start always starts
+    return granted
 
 
 async def claim(
@@ -73,7 +80,7 @@ async def commit(
     at: datetime,
     *,
     consumed: TokenDigest | None,
-    sealed: str | None = None,
+    seal: Seal | None = None,
 ) -> TurnCommitted | Contended:
     command = CommitTurn(
         session_id=session_id,
@@ -82,7 +89,7 @@ async def commit(
         consumed=consumed,
         issued=issued,
         outcome=outcome,
-        sealed=sealed,
+        seal=seal,
     )
     return await store.commit(command)
 
@@ -107,3 +114,17 @@ async def close(
     store: SessionStore, session_id: SessionId, presented: TokenDigest | None, at: datetime
 ) -> SessionState | Refusal:
     return await store.close(CloseSession(session_id=session_id, at=at, presented=presented))
+
+
+async def read(
+    store: SessionStore, session_id: SessionId, presented: TokenDigest | None, at: datetime
+) -> ReadAccess | Refusal:
+    return await store.read(ReadSession(session_id=session_id, at=at, presented=presented))
+
+
+async def cancel(
+    store: SessionStore, session_id: SessionId, presented: TokenDigest | None, at: datetime
+) -> CancelAnswer | Refusal:
+    return await store.request_cancel(
+        RequestCancel(session_id=session_id, at=at, presented=presented)
+    )

@@ -48,6 +48,7 @@ from domain.state import SessionStatus, outcome_summary
 from infra import postgres_sql
 from infra.chain import row_payload
 from infra.codec import event_to_row
+from infra.settings import Settings
 from infra.tables import SESSION_FIELDS
 
 # What the claim's RETURNING row is captured as: `claimed_version`, `claimed_head_hash`...
@@ -86,6 +87,14 @@ COMMIT_VARIABLES: Mapping[int, str] = {
     11: "commit_data",  # the committed event's data (json)
     12: f"{CLAIMED}token_digest",  # the consumed digest: the one the claim presented
     13: "commit_payload",  # the chain payload (bytea)
+    # The recovery row (domain.recovery.Seal): found by the consumed digest.
+    14: f"{CLAIMED}token_digest",
+    15: "sealed",
+    # pgbench has no NULL variable: the floor binds the digests a keyed turn would (the
+    # store binds NULL for an unkeyed one), the same width as the seal's other values.
+    16: "seal_key",
+    17: "seal_fingerprint",
+    18: "seal_until",
 }
 
 # Once per client (and per pgbench run): find its session, one of those seeded, by its
@@ -185,7 +194,6 @@ def _commit_constants(at: datetime, session_id: SessionId) -> dict[str, str]:
         issued=_sample_digest(),
         outcome=outcome,
         at=at,
-        sealed=seal_token(mint_token(secrets.token_bytes), mint_token(secrets.token_bytes)),
     )
     row = event_to_row(draft)
     keep = outcome.state is KEEP
@@ -196,6 +204,10 @@ def _commit_constants(at: datetime, session_id: SessionId) -> dict[str, str]:
         "committed_kind": EventKind.COMMITTED.value,
         "commit_data": _json(row["data"]),
         "commit_payload": _bytea(row_payload(row)),
+        "sealed": seal_token(mint_token(secrets.token_bytes), mint_token(secrets.token_bytes)),
+        "seal_key": _sample_digest(),
+        "seal_fingerprint": _sample_digest(),
+        "seal_until": (at + timedelta(seconds=Settings().recovery_window)).isoformat(),
     }
 
 

@@ -33,18 +33,28 @@ from bench.measure import COMMITTED, Tally, Window, clock
 from domain.events import Lease, TurnClaimed, TurnCommitted
 from domain.identifiers import SessionId, digest_token, mint_token, seal_token
 from domain.outcomes import Finished
+from domain.recovery import Forget
 from domain.state import SessionStatus, outcome_summary
 from infra.chain import link, row_payload
 from infra.codec import event_to_row
 from infra.settings import Settings
-from infra.sqlite_store import INSERT_EVENT, SELECT_SESSION, UPDATE_SESSION, connect
-from infra.sqlite_values import db_id, event_values
+from infra.sqlite_store import (
+    FORGET,
+    INSERT_EVENT,
+    KEEP_SEAL,
+    SELECT_SESSION,
+    UPDATE_SESSION,
+    connect,
+)
+from infra.sqlite_values import db_id, event_values, seal_values
+from infra.sqlite_values import session_id_of as _session_id_of
 from infra.sqlite_values import time_text as db_time
 from infra.sqlite_writer import SqliteWriter
 from infra.tables import UPDATED_FIELDS
 
 SESSIONS = 16  # one per client at the highest concurrency
 LEASE = timedelta(seconds=30)  # domain.driver.TurnServices.lease_seconds
+RECOVERY_WINDOW = timedelta(seconds=Settings().recovery_window)
 OWNER = f"bench:{os.getpid()}:{secrets.token_hex(3)}"  # the shape of api/app.py's owner
 
 
@@ -80,7 +90,6 @@ def _committed(session_id: str, turn: int, at: datetime) -> tuple[_Event, str]:
         issued=digest_token(token),
         outcome=Finished({"turn": turn}),
         at=at,
-        sealed=seal_token(mint_token(secrets.token_bytes), token),
     )
     row = event_to_row(committed)
     return _Event(row, row_payload(row)), msgspec.json.encode(outcome_summary(committed)).decode()
@@ -116,9 +125,12 @@ class _Client:
         now = datetime.now(UTC)
         self._claimed = _claimed(session_id, now)
         self._committed, self._outcome = _committed(session_id, TYPICAL_TURN, now)
+        self._sealed = seal_token(mint_token(secrets.token_bytes), mint_token(secrets.token_bytes))
 
     def _claim(self, conn: sqlite3.Connection) -> None:
         row = _read(conn, self._session)
+        # The claim spends the last turn's token: its seal goes (infra.planning, Forget).
+        conn.execute(FORGET[Forget.NEXT_TOKENS], (self._session,))
         seq, turn, at = row["version"] + 1, row["turn"] + 1, datetime.now(UTC)
         linked = link(row["head_hash"], seq, turn, self._claimed.payload)
         event = {**self._claimed.row, "seq": seq, "turn": turn, "recorded_at": at}
@@ -165,6 +177,17 @@ class _Client:
             updated_at=db_time(at),
             head_hash=linked,
         )
+        # The issued token, sealed under the consumed one, for recovery (PROTOCOL 6.2).
+        seal = {
+            "lookup": row["token_digest"],
+            "session_id": _session_id_of(self._session),
+            "turn": turn,
+            "sealed": self._sealed,
+            "key_digest": None,
+            "fingerprint": None,
+            "expires_at": at + RECOVERY_WINDOW,
+        }
+        conn.execute(KEEP_SEAL, seal_values(seal))
 
     async def turn(self) -> None:
         await self._writer.run(self._claim)

@@ -9,6 +9,8 @@ import httpx
 import websockets
 from httpx_sse import aconnect_sse
 
+from tests.conformance.streams import dispatched
+
 TIMEOUT = 30
 
 
@@ -93,7 +95,7 @@ class SseClient:
                 await response.aread()
                 return _error(response.json(), response.status_code, content_type)
             answer = Answer("outcome", http_status=response.status_code, content_type=content_type)
-            async for event in source.aiter_sse():
+            async for event in dispatched(source):
                 answer.events.append(event.event)
                 data = json.loads(event.data)
                 assert data["type"] == event.event, (data, event.event)

@@ -2,10 +2,12 @@
 (a client library reports the *last* event id on every event, as the SSE spec says)."""
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource, ServerSentEvent
 
 
 @dataclass(frozen=True)
@@ -37,3 +39,12 @@ async def stream(
         response = await client.post(path, json=body, headers=headers)
     is_stream = response.headers["content-type"].startswith("text/event-stream")
     return response, parse_blocks(response.text) if is_stream else []
+
+
+async def dispatched(source: EventSource) -> AsyncIterator[ServerSentEvent]:
+    """The stream's events as the SSE spec dispatches them: a message without data (the
+    priming message every Baton stream begins with, PROTOCOL section 6.3) is not an event,
+    though httpx-sse yields it."""
+    async for event in source.aiter_sse():
+        if event.data:
+            yield event

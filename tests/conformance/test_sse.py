@@ -1,6 +1,5 @@
 """What only SSE can get wrong: event order, ids, and never streaming a refusal."""
 
-import json
 import uuid
 from pathlib import Path
 
@@ -9,9 +8,9 @@ from httpx_sse import aconnect_sse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.identifiers import digest_token, unseal_token
+from domain.identifiers import digest_token
 from infra.tables import events
-from tests.conformance.streams import stream
+from tests.conformance.streams import dispatched, stream
 from tests.conformance.test_protocol import wait_for_status
 from tests.e2e.server import BatonServer
 
@@ -115,7 +114,7 @@ async def test_a_record_reaches_the_client_while_its_turn_is_still_running(
             client, "POST", f"/v1/session/{session['sessionId']}/message", json=body
         ) as source,
     ):
-        received = source.aiter_sse()
+        received = dispatched(source)
         first = await anext(received)
         assert first.event == "record"  # streamed live: the turn cannot end before let_go
         let_go.touch()
@@ -134,23 +133,30 @@ async def test_a_client_that_disconnects_mid_turn_does_not_stop_the_commit(
         httpx.AsyncClient(base_url=server.url, timeout=30) as client,
         aconnect_sse(client, "POST", f"/v1/session/{session_id}/message", json=body) as source,
     ):
-        assert (await anext(source.aiter_sse())).event == "record"
+        assert (await anext(dispatched(source))).event == "record"
     # The client is gone; now let the turn finish.
     let_go.touch()
     await wait_for_status(engine, session_id, "idle")
 
-    query = select(events.c.issued, events.c.data).where(
+    query = select(events.c.issued).where(
         events.c.session_id == session_id, events.c.kind == "committed", events.c.turn == 2
     )
     async with engine.connect() as conn:
-        issued, data = (await conn.execute(query)).one()
-    recovered = unseal_token(data["sealedToken"], token)  # only the consumed token can
-    assert digest_token(recovered) == issued
+        issued = (await conn.execute(query)).scalar_one()
+    # The client recovers the token its lost reply carried, through the API alone, with
+    # the token it presented (PROTOCOL section 6.2).
     async with httpx.AsyncClient(base_url=server.url) as client:
+        read = await client.get(
+            f"/v1/session/{session_id}", headers={"X-Continuation-Token": token}
+        )
+        assert read.status_code == 200, read.text
+        outcome = read.json()["lastOutcome"]
+        assert outcome["recovered"] is True
+        recovered = outcome["continuationToken"]
+        assert digest_token(recovered) == issued
         reply = await client.post(
             f"/v1/session/{session_id}/message",
             json={"message": "after", "continuationToken": recovered},
         )
     assert reply.status_code == 200, reply.text
     assert reply.json()["turn"] == 3
-    assert recovered not in json.dumps(data)  # what is stored is not the token

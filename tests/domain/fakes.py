@@ -19,6 +19,7 @@ from domain.decisions import ClaimGranted
 from domain.events import (
     Event,
     Lease,
+    Recovered,
     RequestRefused,
     SessionEvent,
     TurnClaimed,
@@ -27,6 +28,7 @@ from domain.events import (
 )
 from domain.identifiers import SessionId, TokenDigest
 from domain.json import JsonValue
+from domain.recovery import Forget, Seal
 from domain.state import SessionState, fold
 from infra.command_store import CommandStore
 
@@ -46,6 +48,7 @@ class InMemorySessionStore(CommandStore):
         self.events: list[Event] = []
         self.sessions: dict[SessionId, SessionState] = {}
         self.violations: list[str] = []  # kept too, in case a caller swallows the exception
+        self.seals: dict[str, Seal] = {}
         self._seqs: set[tuple[SessionId, int]] = set()
         self._consumed: set[TokenDigest] = set()
         self._issued: set[TokenDigest] = set()
@@ -53,12 +56,28 @@ class InMemorySessionStore(CommandStore):
     # ------------------------------------------------------------------ the port
 
     async def _execute(self, command: Command[A]) -> A:
-        decision = command.decide(self.sessions.get(command.session_id))
-        if decision.refused is not None:
-            self.events.append(decision.refused)
+        seal = self.seals.get(command.seal_lookup) if command.seal_lookup else None
+        decision = command.decide(self.sessions.get(command.subject(seal)), seal)
+        if decision.side_event is not None:
+            self.events.append(decision.side_event)
         if decision.after is not None:
             self._append(decision.events, decision.after)
+        if decision.forget is not None and decision.after is not None:
+            self._forget(decision.after.session_id, decision.forget)
+        if decision.seal is not None:
+            self.seals[decision.seal.lookup] = decision.seal
         return decision.answer
+
+    def _forget(self, session_id: SessionId, which: Forget) -> None:
+        for lookup, seal in list(self.seals.items()):
+            if seal.session_id == session_id and (which is Forget.ALL or seal.turn > 1):
+                del self.seals[lookup]
+
+    async def history(
+        self, session_id: SessionId, *, after: int = 0, turn: int | None = None
+    ) -> list[SessionEvent]:
+        mine = self.session_events(session_id)
+        return [e for e in mine if e.seq > after and (turn is None or e.turn == turn)]
 
     async def load(self, session_id: SessionId) -> SessionState | None:
         return self.sessions.get(session_id)
@@ -92,7 +111,7 @@ class InMemorySessionStore(CommandStore):
         return [
             event
             for event in self.events
-            if not isinstance(event, RequestRefused) and event.session_id == session_id
+            if not isinstance(event, RequestRefused | Recovered) and event.session_id == session_id
         ]
 
     def written(self, session_id: SessionId) -> list[tuple[str, str | None]]:

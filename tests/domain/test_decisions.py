@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain import decisions
+from domain import decisions, holding
 from domain.commands import (
     AppendRecord,
     ClaimTurn,
@@ -257,7 +257,7 @@ def test_a_valid_claim_takes_the_next_seq_and_the_next_turn() -> None:
             at=AT,
         ),
     )
-    assert decision.refused is None
+    assert decision.side_event is None
 
 
 def test_a_retry_after_a_released_turn_claims_the_same_turn_number_at_a_new_seq() -> None:
@@ -278,8 +278,8 @@ def test_the_unknown_session_message_cuts_a_long_id_to_200_characters() -> None:
     assert decision.answer == Refusal(
         RefusalReason.UNKNOWN_SESSION, f"unknown session '{'x' * 200}'"
     )
-    assert decision.refused is not None
-    assert (decision.refused.session_id, decision.refused.presented_id) == (None, long_id)
+    assert decision.side_event is not None
+    assert (decision.side_event.session_id, decision.side_event.presented_id) == (None, long_id)
 
 
 # ---------------------------------------------------------------- start
@@ -401,10 +401,10 @@ def test_release_without_the_claim_does_nothing(
 def test_holds_claim_only_for_the_exact_claim() -> None:
     state = in_flight()
     assert state.claim is not None
-    assert decisions.holds_claim(state, state.claim)
-    assert not decisions.holds_claim(state, Claim(turn=state.claim.turn, seq=state.claim.seq + 1))
-    assert not decisions.holds_claim(state, Claim(turn=state.claim.turn + 1, seq=state.claim.seq))
-    assert not decisions.holds_claim(None, state.claim)
+    assert holding.holds_claim(state, state.claim)
+    assert not holding.holds_claim(state, Claim(turn=state.claim.turn, seq=state.claim.seq + 1))
+    assert not holding.holds_claim(state, Claim(turn=state.claim.turn + 1, seq=state.claim.seq))
+    assert not holding.holds_claim(None, state.claim)
 
 
 def test_the_first_commit_consumes_no_token_and_issues_the_first() -> None:
@@ -576,7 +576,7 @@ def test_closing_is_refused_in_the_order_of_section_3(
     decision = close(state, presented)
     assert isinstance(decision.answer, Refusal)
     assert decision.answer.reason is expected
-    assert decision.refused is not None
+    assert decision.side_event is not None
     assert (decision.events, decision.after) == ((), None)
 
 

@@ -146,13 +146,24 @@ async def test_a_continue_with_the_current_token_rotates_it() -> None:
 async def test_a_commit_seals_the_next_token_under_the_one_it_consumed() -> None:
     harness = Harness(scripted)
     first = await harness.start()
+    assert harness.store.seals == {}  # an unkeyed turn 1 consumed no token to seal under
     second = await harness.run(first.session_id, first.token, {"do": "finish"})
     assert isinstance(second, TurnReply)
     assert second.token is not None
-    committed = harness.store.committed(first.session_id)
-    assert committed[0].sealed is None  # turn 1 consumed no token to seal under
-    assert committed[1].sealed is not None
-    assert unseal_token(committed[1].sealed, first.token) == second.token
+    (seal,) = harness.store.seals.values()
+    assert (seal.lookup, seal.turn, seal.session_id) == (
+        digest_token(first.token),
+        2,
+        first.session_id,
+    )
+    assert seal.sealed is not None
+    assert unseal_token(seal.sealed, first.token) == second.token
+    # Kept apart from the event: no committed event carries anything sealed.
+    assert all("sealed" not in repr(event) for event in harness.store.committed(first.session_id))
+    third = await harness.run(first.session_id, second.token)
+    assert isinstance(third, TurnReply)
+    (spent_next,) = harness.store.seals.values()  # claiming turn 3 forgot turn 2's seal
+    assert spent_next.lookup == digest_token(second.token)
 
 
 async def test_a_parked_turn_commits_and_rotates_the_token_too() -> None:
@@ -438,7 +449,8 @@ async def test_a_failed_turn_whose_claim_was_taken_over_releases_nothing() -> No
 # ---------------------------------------------------------------- cancelled turns
 
 
-async def test_a_cancelled_turn_is_released_as_cancelled_and_the_token_stays_valid() -> None:
+async def test_a_turn_whose_task_is_cancelled_is_released_as_shut_down_keeping_the_token() -> None:
+    """What a replica that stops mid-turn does (the task running the turn is cancelled)."""
     entered = asyncio.Event()
 
     async def handler(turn: Turn) -> Finished:
@@ -458,8 +470,8 @@ async def test_a_cancelled_turn_is_released_as_cancelled_and_the_token_stays_val
         await task
     released = harness.store.session_events(first.session_id)[-1]
     assert isinstance(released, TurnReleased)
-    assert (released.turn, released.cause) == (2, ReleaseCause.CANCELLED)
-    assert released.error == "the turn was cancelled"
+    assert (released.turn, released.cause) == (2, ReleaseCause.SHUT_DOWN)
+    assert released.error == "the replica stopped before the turn ended"
     retry = await harness.run(first.session_id, first.token, {"retry": True})
     assert isinstance(retry, TurnReply)
     assert retry.turn == 2

@@ -31,7 +31,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.identifiers import digest_token, unseal_token
+from domain.identifiers import digest_token
 from infra.codec import row_to_state
 from infra.projection import folded_sessions
 from infra.tables import events, sessions
@@ -110,7 +110,7 @@ class Chaos:
         if status == 200:
             self.advance(session, body)
         elif reason == "stale-token":
-            await self.recover(session)
+            await self.recover(client, session)
         elif status == 500:
             self.log.violations.append(f"500 on an honest turn: {body}")
         else:  # 503, in-flight behind a dead replica's claim, or the replica died
@@ -155,18 +155,21 @@ class Chaos:
         self.log.acknowledged.append((session_id, turn, token))
         self.log.acknowledged_at.append(asyncio.get_running_loop().time())
 
-    async def recover(self, session: Session) -> None:
+    async def recover(self, client: httpx.AsyncClient, session: Session) -> None:
         """stale-token for the token we hold: our last turn committed but its reply was lost
-        with the replica. Recover the token that commit issued, as the protocol allows, by
-        unsealing it with the token we presented."""
-        async with probe(self.database) as engine, engine.connect() as conn:
-            query = select(events.c.data).where(events.c.consumed == digest_token(session.token))
-            data = (await conn.execute(query)).scalar()
-        if data is None:
+        with the replica. Recover the token that commit issued through the API, with the
+        token we presented (PROTOCOL section 6.2)."""
+        path = f"{self.url()}/v1/session/{session.session_id}"
+        try:
+            read = await client.get(path, headers={"X-Continuation-Token": session.token})
+        except httpx.TransportError:
+            return  # try again on the next turn
+        outcome = read.json().get("lastOutcome") if read.status_code == 200 else None
+        if not outcome or not outcome.get("recovered"):
             self.log.violations.append(f"stale-token for an unspent token: {session.session_id}")
             return
         session.spent.append(session.token)
-        session.token = unseal_token(data["sealedToken"], session.token)
+        session.token = str(outcome["continuationToken"])
         self.log.recovered += 1
 
     async def drive(self, sessions: list[Session], until: float) -> None:

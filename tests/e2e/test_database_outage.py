@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from domain.identifiers import digest_token, unseal_token
+from domain.identifiers import digest_token
 from infra.tables import events
 from tests.databases import POSTGRES_ADMIN_URL, fresh_database
 from tests.e2e.server import BatonServer
@@ -39,16 +39,17 @@ async def admin(statement: str) -> None:
         await connection.close()
 
 
-async def sealed_for(database: str, consumed: str) -> str | None:
-    """The token a commit issued after consuming `consumed`, if it landed (the protocol's
-    lost-reply recovery: only the consumed token unseals it)."""
-    query = select(events.c.data).where(events.c.consumed == digest_token(consumed))
-    async with probe(database) as engine, engine.connect() as conn:
-        data = (await conn.execute(query)).scalar()
-    return unseal_token(data["sealedToken"], consumed) if data else None
+async def recovered(http: httpx.AsyncClient, session_id: str, consumed: str) -> str | None:
+    """The token a commit issued after consuming `consumed`, if it landed, read through the
+    API with the consumed token (PROTOCOL section 6.2)."""
+    read = await http.get(f"/v1/session/{session_id}", headers={"X-Continuation-Token": consumed})
+    if read.status_code != 200:
+        return None
+    outcome = read.json().get("lastOutcome") or {}
+    return outcome.get("continuationToken") if outcome.get("recovered") else None
 
 
-async def client(url: str, database: str, stop: asyncio.Event, log: Log) -> None:
+async def client(url: str, stop: asyncio.Event, log: Log) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         started = (await http.post("/v1/session", json={"message": "a"})).json()
         session_id, token = started["sessionId"], started["continuationToken"]
@@ -62,9 +63,9 @@ async def client(url: str, database: str, stop: asyncio.Event, log: Log) -> None
                 log.acknowledged.append(token)
             elif payload.get("reason") == "stale-token":
                 # A 503 whose commit had landed: recover the token it issued, as a client can.
-                recovered = await sealed_for(database, token)
-                assert recovered is not None, "stale-token for a token that was never consumed"
-                token, log.recovered = recovered, log.recovered + 1
+                issued = await recovered(http, session_id, token)
+                assert issued is not None, "stale-token for a token that was never consumed"
+                token, log.recovered = issued, log.recovered + 1
             else:
                 await asyncio.sleep(0.05)  # 503, or in-flight behind a claim that lost its line
 
@@ -78,9 +79,7 @@ async def test_a_database_outage_under_load_is_503_then_recovers(tmp_path: Path)
         name = database.rsplit("/", 1)[1]
         with BatonServer(database, tmp_path / "server.log", "--lease", "1") as server:
             log, stop = Log(), asyncio.Event()
-            clients = [
-                asyncio.create_task(client(server.url, database, stop, log)) for _ in range(CLIENTS)
-            ]
+            clients = [asyncio.create_task(client(server.url, stop, log)) for _ in range(CLIENTS)]
             await until(lambda: len(log.acknowledged) >= CLIENTS, "the clients are under way")
             down = time.monotonic()
             await admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
