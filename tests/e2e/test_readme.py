@@ -1,5 +1,6 @@
 """The README's curl session works as printed, against a real server."""
 
+import json
 import os
 import re
 import subprocess
@@ -78,3 +79,28 @@ def test_the_readme_streaming_examples_run_as_printed(database: str, tmp_path: P
     outcomes = [line for line in spoken.stdout.splitlines() if "'type': 'outcome'" in line]
     assert len(outcomes) == 2
     assert "'turn': 2" in outcomes[1]
+
+
+def test_the_readme_recovery_recipes_run_as_printed(database: str, tmp_path: Path) -> None:
+    """A lost buffered reply recovered three ways: a keyed retry, a read, resumed events."""
+    with BatonServer(database, tmp_path / "server.log") as server:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", readme_block("### Recovering a lost reply", "sh")],
+            env={**os.environ, "BATON": server.url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].lower().startswith("idempotent-replayed: true")
+    replayed = json.loads(lines[1])
+    assert (replayed["turn"], replayed["output"]["reply"]) == (2, "You said: lost")
+    read = json.loads(lines[2])
+    assert read["lastOutcome"]["recovered"] is True
+    assert read["lastOutcome"]["continuationToken"] == replayed["continuationToken"]
+    streamed = "\n".join(lines[3:])
+    assert streamed.startswith("id: 3\nretry: ")  # the priming message: where to resume
+    assert "event: record" in streamed
+    assert replayed["continuationToken"] in streamed.splitlines()[-1]
