@@ -17,10 +17,11 @@ from litestar.openapi import OpenAPIConfig
 from api.admin import admin_routes
 from api.errors import EXCEPTION_HANDLERS
 from api.follow import Following
-from api.handlers import load_handler
+from api.handlers import input_check, load_handler
 from api.health import healthz, metrics_text, readyz
 from api.live import TurnRunner, turn_status
 from api.metrics import Metrics
+from api.openapi import publish_turn_input
 from api.rest import continue_session, delete_session, start_session
 from api.sessions import cancel_turn, read_session, session_events
 from api.shutdown import ShutdownGate
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
                 lease_seconds=settings.lease,
                 turn_timeout=settings.turn_timeout,
                 recovery_window=settings.recovery_window,
+                check_input=input_check(turn_handler),
             )
             # A cancel asked on another replica stops the turn this one runs at once.
             opened.on_cancel(runner.cancel)
@@ -99,7 +101,7 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
         return ready
 
     websocket_route = turns_socket if settings.websockets else websockets_disabled
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             start_session,
             continue_session,
@@ -125,3 +127,5 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
             {"metrics": metrics, "head_revision": head_revision(), "gate": gate, "runner": runner}
         ),
     )
+    publish_turn_input(app, turn_handler)
+    return app

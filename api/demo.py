@@ -7,7 +7,9 @@ journalled the message, so a failed turn and its voided record can be seen from 
 
 import asyncio
 
-from domain.handler import Turn
+import msgspec
+
+from domain.handler import InvalidInput, Turn, takes
 from domain.json import JsonValue
 from domain.outcomes import Finished, Parked
 
@@ -23,10 +25,17 @@ def _turns_so_far(state: JsonValue) -> int:
     return 0
 
 
+class DemoInput(msgspec.Struct):
+    """What the demo handler takes: `{"message": "<text>"}` (other fields are ignored)."""
+
+    message: str
+
+
+@takes(DemoInput)
 async def demo_handler(turn: Turn) -> Finished | Parked:
     message = turn.input.get("message")
-    if not isinstance(message, str):
-        raise ValueError('the demo handler takes {"message": "<text>"}')
+    if not isinstance(message, str):  # only when called without Baton's check before it
+        raise InvalidInput('the demo handler takes {"message": "<text>"}')
     await turn.record({"role": "user", "text": message})
     if message == "/fail":
         raise RuntimeError("the demo handler was asked to fail")

@@ -52,6 +52,7 @@ STATUS_BY_REASON: dict[str, int] = {
     RefusalReason.CLOSED: 410,
     RefusalReason.UNEXPECTED_TOKEN: 400,
     RefusalReason.IDEMPOTENCY_MISMATCH: 422,
+    RefusalReason.INVALID_INPUT: 422,
     CANCELLED: 409,
     BAD_REQUEST: 400,
     TOO_LARGE: 413,
@@ -123,7 +124,10 @@ def _http_error(request: AnyRequest, error: HTTPException) -> Response[ErrorBody
     if error.status_code == HTTPStatus.BAD_REQUEST:
         return error_response(request, BAD_REQUEST, error.detail)
     reason = HTTPStatus(error.status_code).phrase.lower().replace(" ", "-")
-    return error_response(request, reason, error.detail, status=error.status_code)
+    response = error_response(request, reason, error.detail, status=error.status_code)
+    # Litestar's own answers carry headers a client needs: a 405's Allow (RFC 9110).
+    response.headers.update(error.headers or {})
+    return response
 
 
 def _unavailable(request: AnyRequest, error: StoreUnavailable) -> Response[ErrorBody]:

@@ -1,8 +1,12 @@
 """Finding the application's turn handler from a `module:attribute` reference."""
 
 import importlib
+from typing import Any
 
-from domain.handler import TurnHandler
+import msgspec
+
+from domain.handler import InputCheck, TurnHandler, input_type_of
+from domain.json import JsonObject
 
 
 class HandlerNotFound(ValueError):
@@ -28,3 +32,29 @@ def load_handler(reference: str) -> TurnHandler:
     if not callable(handler):
         raise HandlerNotFound(f"handler {reference!r}: {module_name} has no callable {attribute}")
     return handler  # type: ignore[no-any-return]
+
+
+def input_check(handler: TurnHandler) -> InputCheck | None:
+    """The check of a turn's input against the type the handler declares (domain.handler.
+    takes), with msgspec: the message says what does not match, as a client can read it."""
+    declared = input_type_of(handler)
+    if declared is None:
+        return None
+
+    def check(input: JsonObject) -> str | None:
+        try:
+            msgspec.convert(input, type=declared)
+        except msgspec.ValidationError as error:
+            return f"the input does not match what this handler takes: {error}"
+        return None
+
+    return check
+
+
+def input_schema(handler: TurnHandler) -> dict[str, Any]:
+    """The JSON schema of the input the handler takes (any object, if it declares none)."""
+    declared = input_type_of(handler)
+    if declared is None:
+        return {"type": "object", "description": "the turn's input, as the handler takes it"}
+    schema: dict[str, Any] = msgspec.json.schema(declared)
+    return schema

@@ -14,7 +14,7 @@ from api.reasons import INTERNAL, UNAVAILABLE
 from domain.identifiers import SessionId
 from domain.json import JsonValue
 from domain.ports import StoreUnavailable
-from domain.turn import OpenTurn, TurnCancelled, TurnFailed, TurnReply
+from domain.turn import OpenTurn, TurnCancelled, TurnFailed, TurnInvalid, TurnReply
 
 log = logging.getLogger("baton.turns")
 
@@ -38,7 +38,7 @@ class TurnCrashed:
     message: str
 
 
-TurnEnd = TurnReply | TurnFailed | TurnCancelled | TurnCrashed
+TurnEnd = TurnReply | TurnFailed | TurnCancelled | TurnInvalid | TurnCrashed
 LiveEvent = RecordEvent | DeltaEvent | TurnEnd
 
 # What a stream of a turn ends with when the replica stops under it: whatever the turn's
@@ -52,6 +52,8 @@ def turn_status(end: TurnEnd) -> str:
         return end.outcome.status
     if isinstance(end, TurnCancelled):
         return "cancelled"
+    if isinstance(end, TurnInvalid):
+        return "invalid-input"
     return "failed" if isinstance(end, TurnFailed) else "crashed"
 
 
@@ -121,10 +123,10 @@ class LiveTurn:
             # and is answered by the store (or, if it did commit, recovers the sealed token).
             log.warning("turn %s of session %s: %s", opened.number, opened.session_id, error)
             end = TurnCrashed(UNAVAILABLE, "the database became unavailable during the turn")
-        except Exception as error:
+        except Exception:
             log.exception("turn %s of session %s crashed", opened.number, opened.session_id)
-            message = f"{type(error).__name__}: the turn could not be completed"
-            end = TurnCrashed(INTERNAL, message)
+            # Never the exception's name or text: it is the server's, not the client's.
+            end = TurnCrashed(INTERNAL, "the turn could not be completed (a server error)")
         if on_end is not None:
             on_end(end)
         self._queue.put_nowait(end)

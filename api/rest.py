@@ -11,14 +11,14 @@ import msgspec
 from litestar import Request, Response, delete, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, HeaderParameter, JSONBody
+from litestar.params import FromPath, HeaderParameter
 
 from api.errors import ApiError
 from api.idempotency import KEY_HEADER, key_from_header
 from api.schemas import ErrorBody, TurnReplyBody
 from api.sse import EVENT_STREAM, stream_replay, stream_turn
 from api.turn_api import Opened, TurnApi
-from api.turn_input import SESSION_FIELD, split_turn_input, take_text
+from api.turn_input import SESSION_FIELD, decode_object, split_turn_input, take_text
 from api.wire import failure_of, turn_reply_body
 from domain.refusals import Refusal
 from domain.requests import CloseRequest, ContinueRequest, StartRequest
@@ -40,7 +40,6 @@ KeyHeader = Annotated[
         "the same key, token and input gets the committed turn's reply again",
     ),
 ]
-TurnInput = JSONBody[dict[str, Any]]
 AnyRequest = Request[Any, Any, Any]
 
 
@@ -97,16 +96,21 @@ async def answer(request: AnyRequest, opened: Opened, turns: TurnApi) -> TurnRes
     return Response(turn_reply_body(end), media_type=JSON)
 
 
+async def turn_body(request: AnyRequest) -> dict[str, Any]:
+    """The request's JSON object, read by the parser every transport shares (Litestar's own
+    would read a WebSocket frame's twin by other rules)."""
+    return decode_object(await request.body())
+
+
 @post("/v1/session", status_code=200, responses=RESPONSES, tags=["turns"])
 async def start_session(
     request: AnyRequest,
-    data: TurnInput,
     turns: NamedDependency[TurnApi],
     token_header: TokenHeader = None,
     key_header: KeyHeader = None,
 ) -> TurnResponse:
     """Start a session: the body is turn 1's input. The reply carries the first token."""
-    turn_input, token = split_turn_input(data, token_header)
+    turn_input, token = split_turn_input(await turn_body(request), token_header)
     session_id = take_text(turn_input, SESSION_FIELD)
     key = key_from_header(key_header, starting=True)
     opened = await turns.start(StartRequest(turn_input, token, session_id, key))
@@ -146,13 +150,12 @@ async def delete_session(
 async def continue_session(
     request: AnyRequest,
     session_id: FromPath[str],
-    data: TurnInput,
     turns: NamedDependency[TurnApi],
     token_header: TokenHeader = None,
     key_header: KeyHeader = None,
 ) -> TurnResponse:
     """Run the next turn, authorised by the current continuation token (single use)."""
-    turn_input, token = split_turn_input(data, token_header)
+    turn_input, token = split_turn_input(await turn_body(request), token_header)
     key = key_from_header(key_header, starting=False)
     opened = await turns.proceed(ContinueRequest(session_id, turn_input, token, key))
     return await answer(request, opened, turns)

@@ -1,17 +1,40 @@
 """Reading a turn request's JSON object: the handler's input and the protocol's fields.
 
-Shared by every transport, so a frame and a body are read by the same rules; which values
-count as presented is the domain's rule (domain/requests.py).
+One parser for every transport, so a REST body and a WebSocket frame are read by the same
+rules and refused for the same reasons: JSON (msgspec, which refuses NaN and Infinity), an
+object, and a value both databases store as it came (domain.json.input_problem). Which
+values count as presented is the domain's rule (domain/requests.py).
 """
 
 from typing import Any, cast
 
+import msgspec
+
 from api.errors import BAD_REQUEST, ApiError
-from domain.json import JsonObject
+from domain.json import MAX_DEPTH, JsonObject, input_problem
 from domain.requests import present, presented_token
 
 TOKEN_FIELD = "continuationToken"
 SESSION_FIELD = "sessionId"
+BODY, FRAME = "request body", "frame"
+
+
+def decode_object(raw: bytes | str, what: str = BODY) -> dict[str, Any]:
+    """A request's JSON object, or a bad request that says what is wrong with it."""
+    if not raw:
+        raise ApiError(BAD_REQUEST, f"{what} must be a JSON object")
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError as error:
+        raise ApiError(BAD_REQUEST, f"{what} is not JSON: {error}") from None
+    except RecursionError:
+        raise ApiError(BAD_REQUEST, f"{what} is nested deeper than {MAX_DEPTH} levels") from None
+    if not isinstance(value, dict):
+        raise ApiError(BAD_REQUEST, f"{what} must be a JSON object")
+    problem = input_problem(value)
+    if problem is not None:
+        raise ApiError(BAD_REQUEST, f"{what} cannot be stored: {problem}")
+    return value
 
 
 def take_text(body: dict[str, Any], field: str) -> str | None:

@@ -25,7 +25,14 @@ from api.idempotency import KEY_FIELD, checked_key
 from api.live import LiveTurn, TurnEnd
 from api.sessions import MAX_SEQ
 from api.turn_api import EventsView, Opened, TurnApi
-from api.turn_input import SESSION_FIELD, TOKEN_FIELD, split_turn_input, take_text
+from api.turn_input import (
+    FRAME,
+    SESSION_FIELD,
+    TOKEN_FIELD,
+    decode_object,
+    split_turn_input,
+    take_text,
+)
 from api.wire import error_object, event_object, outcome_object, refusal_object, stored_objects
 from domain.identifiers import SessionId, parse_session_id
 from domain.ports import StoreUnavailable
@@ -179,13 +186,7 @@ class Connection:
 def _parse(text: str | None) -> dict[str, Any]:
     if text is None:
         raise ApiError(BAD_REQUEST, "frames must be JSON text frames")
-    try:
-        frame = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ApiError(BAD_REQUEST, f"frame is not JSON: {error}") from None
-    if not isinstance(frame, dict):
-        raise ApiError(BAD_REQUEST, "frame must be a JSON object")
-    return frame
+    return decode_object(text, FRAME)
 
 
 @websocket(WS_PATH)

@@ -20,8 +20,8 @@ from domain.events import (
 )
 from domain.history import void_records
 from domain.outcomes import Contended, Finished, Parked
-from domain.refusals import Refusal
-from domain.turn import CANCELLED_ERROR, TurnCancelled, TurnFailed, TurnReply
+from domain.refusals import Refusal, RefusalReason
+from domain.turn import CANCELLED_ERROR, TurnCancelled, TurnFailed, TurnInvalid, TurnReply
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +53,14 @@ def turn_reply_body(reply: TurnReply) -> TurnReplyBody:
     return body
 
 
-def failure_of(end: TurnFailed | TurnCancelled | TurnCrashed) -> tuple[str, str]:
+def failure_of(end: TurnFailed | TurnCancelled | TurnInvalid | TurnCrashed) -> tuple[str, str]:
     """(reason, message) of a turn that ended without an outcome."""
     if isinstance(end, TurnFailed):
         return TURN_FAILED, f"turn failed: {end.message}"
     if isinstance(end, TurnCancelled):
         return CANCELLED, CANCELLED_ERROR
+    if isinstance(end, TurnInvalid):
+        return RefusalReason.INVALID_INPUT.value, end.message
     return end.reason, end.message
 
 
@@ -96,6 +98,7 @@ _RELEASED_AS = {
     ReleaseCause.TIMED_OUT: TURN_FAILED,
     ReleaseCause.CANCELLED: CANCELLED,
     ReleaseCause.SHUT_DOWN: UNAVAILABLE,
+    ReleaseCause.INVALID_INPUT: RefusalReason.INVALID_INPUT.value,
 }
 
 

@@ -108,8 +108,9 @@ def start_session(
         if isinstance(answer, Refusal):
             return refused(answer, state, seal.session_id, command.at)
         return Decision(answer, side_event=recovered(seal, RecoveredVia.REPLAY, command.at))
-    if state is not None:
+    if state is not None and state.session_id == command.session_id:
         raise ValueError(f"session {command.session_id} already exists")
+    # Otherwise `state` is the session an expired key once started: nothing to do with this.
     started = SessionStarted(
         session_id=command.session_id,
         seq=1,

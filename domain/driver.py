@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from domain import decisions, refusals
 from domain.commands import ClaimTurn, CloseSession, ReadSession, RequestCancel, StartSession
 from domain.decisions import CancelAnswer
-from domain.events import Lease
-from domain.handler import TurnHandler
+from domain.events import Lease, RequestRefused
+from domain.handler import InputCheck, TurnHandler
 from domain.identifiers import (
     RandomBytes,
     SessionId,
@@ -25,6 +25,7 @@ from domain.identifiers import (
     unseal_token,
     unseal_under_key,
 )
+from domain.json import JsonObject
 from domain.ports import SessionStore
 from domain.recovery import Idempotency, Replay, fingerprint, key_digest
 from domain.refusals import PRESENTED_ID_LIMIT, Refusal
@@ -53,6 +54,7 @@ class TurnServices:
     turn_timeout: float = 300.0  # a turn running longer is cancelled and released
     recovery_window: float = DAY  # how long a consumed token recovers its turn (6.2)
     cancel_poll_seconds: float = 2.0  # how often a running turn asks the store (6.5)
+    check_input: InputCheck | None = None  # the handler's declared input type, checked
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def lease(self, at: datetime) -> Lease:
@@ -97,6 +99,9 @@ class TurnDriver:
                 decisions.record_refusal(refusal, state=None, presented_id=shown, at=at)
             )
             return refusal
+        invalid = await self._refuse_input(request.input, None, at)
+        if invalid is not None:
+            return invalid
         idempotency = _idempotency(request.key, request)
         command = StartSession(
             session_id=new_session_id(int(at.timestamp() * 1000), self._services.random_bytes),
@@ -120,6 +125,9 @@ class TurnDriver:
         session_id = parse_session_id(request.session_id)
         if session_id is None:
             return await self._refuse_unknown(request.session_id, at)
+        invalid = await self._refuse_input(request.input, session_id, at)
+        if invalid is not None:
+            return invalid
         idempotency = _idempotency(request.key, request)
         command = ClaimTurn(
             session_id=session_id,
@@ -191,6 +199,23 @@ class TurnDriver:
 
     def _window_from(self, at: datetime) -> datetime:
         return at + timedelta(seconds=self._services.recovery_window)
+
+    async def _refuse_input(
+        self, input: JsonObject, session_id: SessionId | None, at: datetime
+    ) -> Refusal | None:
+        """Check the input against the handler's declared type before anything is claimed
+        (PROTOCOL section 4): a mismatch is refused, and that refusal is all that is kept."""
+        check = self._services.check_input
+        problem = check(input) if check is not None else None
+        if problem is None:
+            return None
+        refusal = refusals.invalid_input(problem)
+        await self._store.refuse(
+            RequestRefused(
+                session_id=session_id, turn=None, reason=refusal.reason, presented_id=None, at=at
+            )
+        )
+        return refusal
 
     async def _refuse_unknown(self, text: str, at: datetime) -> Refusal:
         refusal = refusals.unknown_session(text)

@@ -36,6 +36,7 @@ class ReleaseCause(StrEnum):
     TIMED_OUT = "timed-out"  # the turn ran past the turn timeout and was cancelled
     CANCELLED = "cancelled"  # the holder of the token cancelled it (PROTOCOL section 6.5)
     SHUT_DOWN = "shut-down"  # its replica stopped before it could finish
+    INVALID_INPUT = "invalid-input"  # the handler rejected the turn's input
 
 
 class RecoveredVia(StrEnum):

@@ -2,7 +2,7 @@
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from domain.identifiers import SessionId
 from domain.json import JsonObject, JsonValue
@@ -42,4 +42,40 @@ class Turn:
 
 
 TurnHandler = Callable[[Turn], Awaitable[HandlerOutcome]]
-"""An async callable: the turn in, Finished or Parked out. Raising fails the turn."""
+"""An async callable: the turn in, Finished or Parked out. Raising fails the turn; raising
+InvalidInput rejects the turn's input (PROTOCOL section 4)."""
+
+
+class InvalidInput(Exception):
+    """Raised by a handler whose turn's input it cannot take: the client's error, not the
+    handler's (422 invalid-input). Nothing commits and the token stays valid."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+INPUT_TYPE = "input_type"  # the attribute a handler declares its input's type in
+H = TypeVar("H")
+
+
+def takes(input_type: type) -> Callable[[H], H]:
+    """Declare the input a handler takes (a msgspec Struct, a dataclass, a TypedDict...):
+    Baton checks every turn's input against it before it claims the session, refuses what
+    does not match with 422 invalid-input, and publishes it in the OpenAPI schema."""
+
+    def declare(handler: H) -> H:
+        setattr(handler, INPUT_TYPE, input_type)
+        return handler
+
+    return declare
+
+
+def input_type_of(handler: object) -> type | None:
+    declared = getattr(handler, INPUT_TYPE, None)
+    return declared if isinstance(declared, type) else None
+
+
+InputCheck = Callable[[JsonObject], str | None]
+"""Why an input does not match the handler's declared type, or None (injected: the domain
+names the rule, a library checks it)."""

@@ -29,3 +29,44 @@ def is_json(value: object) -> bool:
         elif not isinstance(item, _SCALARS):
             return False
     return True
+
+
+# What a turn's input may hold (PROTOCOL section 3's bad-request, the same on every
+# transport and every database): a value either backend can store as it came, and every
+# layer can walk without recursion limits.
+MAX_DEPTH = 64
+INT_RANGE = range(-(2**63), 2**63)  # what both databases' JSON and msgspec take exactly
+
+
+def input_problem(value: object) -> str | None:
+    """Why `value` cannot be a turn's input, or None. NUL and lone surrogates in strings are
+    refused everywhere (PostgreSQL cannot store the one, UTF-8 cannot encode the other),
+    as are NaN and Infinity (not JSON), integers beyond 64 bits, and nesting deeper than
+    MAX_DEPTH."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, str):
+            problem = _string_problem(item)
+            if problem:
+                return problem
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "NaN and Infinity are not JSON numbers"
+        elif isinstance(item, int) and not isinstance(item, bool) and item not in INT_RANGE:
+            return "an integer beyond 64 bits"
+    return None
+
+
+def _string_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "a string holds a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a string holds a lone surrogate (not Unicode text)"
+    return None

@@ -15,6 +15,7 @@ class RefusalReason(StrEnum):
     CLOSED = "closed"
     UNEXPECTED_TOKEN = "unexpected-token"
     IDEMPOTENCY_MISMATCH = "idempotency-mismatch"  # PROTOCOL section 6.4
+    INVALID_INPUT = "invalid-input"  # PROTOCOL section 4, v1.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +55,7 @@ IDEMPOTENCY_MISMATCH = Refusal(
 KEY_SPENT = Refusal(
     RefusalReason.STALE_TOKEN, "the session this Idempotency-Key started has moved on"
 )
+
+
+def invalid_input(message: str) -> Refusal:
+    return Refusal(RefusalReason.INVALID_INPUT, message)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from domain.commands import AppendRecord, CommitTurn, ReleaseTurn, RenewClaim
 from domain.decisions import ClaimGranted
 from domain.events import CloseCause, ReleaseCause
-from domain.handler import Turn, TurnSink
+from domain.handler import InvalidInput, Turn, TurnSink
 from domain.identifiers import (
     SessionId,
     digest_token,
@@ -66,6 +66,16 @@ class TurnCancelled:
 
     session_id: SessionId
     turn: int
+
+
+@dataclass(frozen=True, slots=True)
+class TurnInvalid:
+    """The handler rejected the turn's input (InvalidInput): the client's error, 422.
+    Nothing committed, the token stays valid (PROTOCOL section 4)."""
+
+    session_id: SessionId
+    turn: int
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +133,7 @@ class OpenTurn:
         """A request to stop this turn reached this process: stop it at the next watch."""
         self._supervisor.request_stop()
 
-    async def run(self, sink: TurnSink) -> TurnReply | TurnFailed | TurnCancelled:
+    async def run(self, sink: TurnSink) -> TurnReply | TurnFailed | TurnCancelled | TurnInvalid:
         """Run the handler under its lease and timeout, then commit its outcome or release."""
         records: list[JsonValue] = []
         turn = Turn(
@@ -146,6 +156,9 @@ class OpenTurn:
         except TimedOut:
             message = f"the turn ran past its {self._services.turn_timeout:g} s timeout"
             return await self._fail(ReleaseCause.TIMED_OUT, message)
+        except InvalidInput as invalid:
+            await self._release(ReleaseCause.INVALID_INPUT, invalid.message)
+            return TurnInvalid(self.session_id, self.number, invalid.message)
         except asyncio.CancelledError:
             await self._release(ReleaseCause.SHUT_DOWN, "the replica stopped before the turn ended")
             raise

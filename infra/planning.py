@@ -66,13 +66,16 @@ def plan(loaded: Loaded, decision: Decision[Any]) -> WritePlan:
         forget = Forgetting(decision.after.session_id, decision.forget)
     if decision.after is None:
         return WritePlan(side=side, seal=seal, forget=forget)
-    heads, rows = loaded.heads, []
+    # The loaded session may be another than the one the events change: a keyed start whose
+    # key once started a session that has since expired starts a new one.
+    same = loaded.state is not None and loaded.state.session_id == decision.after.session_id
+    heads, rows = loaded.heads if same else ChainHeads(), []
     for event in decision.events:
         row = event_to_row(event)
         row["hash"], heads = heads.append(row)
         rows.append(row)
     projection = {**state_to_row(decision.after), **heads.as_row()}
-    version = loaded.state.version if loaded.state is not None else None
+    version = loaded.state.version if same and loaded.state is not None else None
     return WritePlan(tuple(rows), projection, version, side, seal, forget)
 
 
