@@ -17,6 +17,7 @@ from types import FrameType
 import uvicorn
 from litestar import Litestar
 
+from api.log_redaction import redact_queries
 from api.shutdown import ShutdownGate
 from infra.settings import Settings
 
@@ -68,6 +69,7 @@ def run_server(app: Litestar, settings: Settings) -> None:
         ws_max_size=settings.max_body_bytes,  # a larger frame closes the socket with 1009
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
     )
+    redact_queries()  # after uvicorn configured its logging, before it logs anything
     # Once it has shut down gracefully, uvicorn raises the signal it caught again, for the
     # handler it found; a stop that went well should end the process with status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
