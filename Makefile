@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: lint
+	@bash .ci/system-packages
 	$(BIN)/pytest
 
 # The benchmark suite: real servers, baselines measured in the same run, one table.

@@ -49,7 +49,7 @@ async def _sweep_forever(database: Database, window: float) -> None:
     while True:
         await asyncio.sleep(pause)
         try:
-            await database.sweep(utc_now())
+            await database.sweep(database.clock())
         except StoreUnavailable as error:
             log.warning("sweeping expired seals: %s", error)
 
@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
             services = TurnServices(
                 opened.store,
                 turn_handler,
-                utc_now,
+                opened.clock,  # leases on the database's time (infra/db_clock.py)
                 secrets.token_bytes,
                 owner=owner,
                 lease_seconds=settings.lease,
@@ -80,7 +80,7 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
             # A cancel asked on another replica stops the turn this one runs at once.
             opened.on_cancel(runner.cancel)
             following = Following(
-                opened.store, opened.notifier, opened.follow, utc_now, opened.poll_seconds
+                opened.store, opened.notifier, opened.follow, opened.clock, opened.poll_seconds
             )
             app.state.reader = opened.reader
             app.state.turns = TurnApi(

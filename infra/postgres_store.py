@@ -114,6 +114,13 @@ class PostgresSessionStore(CommandStore):
                 await conn.execute(statement, now)
 
     @unavailable_on_outage
+    async def database_time(self) -> datetime:
+        """The database's clock (clock_timestamp(): now, not the transaction's start)."""
+        async with self.pool.db.acquire() as conn:
+            now: datetime = await conn.fetchval("SELECT clock_timestamp()")
+            return now
+
+    @unavailable_on_outage
     async def follow(self, session_id: SessionId, until: datetime) -> None:
         """Have writes to the session wake its followers until `until` (NOTIFY)."""
         async with self.pool.db.acquire() as conn:

@@ -2,14 +2,16 @@
 on one pool (PostgreSQL) or one writer and one reader connection (SQLite), and the
 in-process notifier that wakes whoever waits on a session."""
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from domain.identifiers import SessionId
-from domain.ports import SessionStore
+from domain.ports import SessionStore, StoreUnavailable
 from infra.database import SQLITE, normalize_url
+from infra.db_clock import DatabaseClock
 from infra.history import SessionReader
 from infra.notifier import Notifier
 from infra.postgres_listener import PostgresListener
@@ -42,6 +44,8 @@ class Database:
     # How often a follower looks at the store when nothing woke it: PostgreSQL wakes
     # followers across replicas, SQLite's other processes cannot.
     poll_seconds: float = 0.25
+    # The time leases are computed and compared in (infra/db_clock.py).
+    clock: DatabaseClock = field(default_factory=DatabaseClock)
 
     def on_cancel(self, stop_turn: Callable[[str], object]) -> None:
         """Where a cancel request made on another replica arrives (PostgreSQL only; on
@@ -65,13 +69,18 @@ async def open_database(settings: Settings, *, listen: bool = False) -> AsyncIte
     pool = await PostgresPool(dsn, size=settings.db_pool_size).open()
     store = PostgresSessionStore(pool, notifier)
     listener = PostgresListener(dsn, notifier) if listen else None
-    if listener is not None:
+    clock = DatabaseClock(store.database_time)
+    if listener is not None:  # a server: keep its clock on the database's
         listener.start()
+        with contextlib.suppress(StoreUnavailable):
+            await clock.sync()  # a database still down comes up later; so does the offset
+        clock.start()
     try:
         yield Database(
-            store, PostgresReader(pool), notifier, store.sweep, store.follow, listener, 1.0
+            store, PostgresReader(pool), notifier, store.sweep, store.follow, listener, 1.0, clock
         )
     finally:
+        await clock.stop()
         if listener is not None:
             await listener.stop()
         await pool.dispose()

@@ -24,10 +24,17 @@ def free_port() -> int:
 
 
 class BatonServer:
-    def __init__(self, database_url: str, log_path: Path, *extra_args: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        log_path: Path,
+        *extra_args: str,
+        wrapper: tuple[str, ...] = (),
+    ) -> None:
         self.database_url = database_url
         self.log_path = log_path
         self.extra_args = extra_args
+        self.wrapper = wrapper  # a command the server runs under (faketime, say)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -46,7 +53,7 @@ class BatonServer:
         ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*command, *self.extra_args],
+                [*self.wrapper, *command, *self.extra_args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 # The repository on the path, so --handler can name a module under tests/.
