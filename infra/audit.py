@@ -16,7 +16,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.chain import ChainHeads, by_session, in_chain_order, link, row_payload, standalone
-from infra.tables import events, sessions
+from infra.tables import events, sessions, sessions_with_side_chains
 
 BATCH = 1000
 
@@ -109,7 +109,7 @@ def _session_events(session_ids: Sequence[str] | None) -> Select[Any]:
 
 
 def _projections(session_ids: Sequence[str] | None) -> Select[Any]:
-    query = select(sessions)
+    query = sessions_with_side_chains()
     if session_ids is not None:
         query = query.where(sessions.c.session_id.in_(session_ids))
     return query.order_by(sessions.c.session_id)

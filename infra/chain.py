@@ -91,7 +91,8 @@ def standalone(row: Mapping[Any, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ChainHeads:
-    """The ends of a session's two chains, as its projection row keeps them."""
+    """The ends of a session's two chains: its events' (the projection row's `head_hash`)
+    and its side chain's (the `side_chains` row: how many facts, the last one's hash)."""
 
     head_hash: str | None = None
     refusals: int = 0
@@ -109,15 +110,18 @@ class ChainHeads:
         return place, linked, replace(self, refusals=place, refusal_head=linked)
 
     def as_row(self) -> dict[str, Any]:
-        return {
-            "head_hash": self.head_hash,
-            "refusals": self.refusals,
-            "refusal_head": self.refusal_head,
-        }
+        """The heads as the projection row kept all of them until revision 0006 (for the
+        migrations before it, which write the schema of their time)."""
+        return {"head_hash": self.head_hash, **self.side_row()}
+
+    def side_row(self) -> dict[str, Any]:
+        """The side chain's heads, as the `side_chains` table keeps them."""
+        return {"refusals": self.refusals, "refusal_head": self.refusal_head}
 
     @classmethod
     def of(cls, row: Mapping[Any, Any]) -> "ChainHeads":
-        return cls(row["head_hash"], row["refusals"], row["refusal_head"])
+        """From a projection row joined with its side chain's (absent: no side facts)."""
+        return cls(row["head_hash"], row["refusals"] or 0, row["refusal_head"])
 
 
 # --------------------------------------------------------------- following a session's chains
@@ -153,7 +157,13 @@ class Folded:
     heads: ChainHeads
 
     def row(self) -> dict[str, Any]:
-        return {**state_to_row(self.state), **self.heads.as_row()}
+        """The projection row."""
+        return {**state_to_row(self.state), "head_hash": self.heads.head_hash}
+
+    def side_row(self) -> dict[str, Any] | None:
+        """The `side_chains` row, if the session has facts without a seq."""
+        heads = self.heads
+        return {"session_id": self.state.session_id, **heads.side_row()} if heads.refusals else None
 
 
 def fold_session(rows: Iterable[Mapping[Any, Any]]) -> Folded | None:

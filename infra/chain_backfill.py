@@ -3,10 +3,20 @@
 from collections.abc import Iterable
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import Connection, Select, select, update
 
 from infra.chain import ChainHeads, follow, in_chain_order, standalone
-from infra.tables import events, sessions
+from infra.tables import SessionIdType, events
+
+# The projection as it is at revision 0003 (later revisions move and add columns).
+sessions = sa.table(
+    "sessions",
+    sa.column("session_id", SessionIdType),
+    sa.column("head_hash"),
+    sa.column("refusals"),
+    sa.column("refusal_head"),
+)
 
 
 def _chain(conn: Connection, rows: Iterable[Any]) -> dict[str, Any]:

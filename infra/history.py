@@ -103,6 +103,11 @@ class SessionReader(Protocol):
 EVENT_COLUMNS = tuple(StoredEvent.__dataclass_fields__)
 _EVENT_SELECT = ", ".join(EVENT_COLUMNS)
 SUMMARY_COLUMNS = tuple(SessionSummary.__dataclass_fields__)
+# The refusal count lives in the session's side chain row, absent until its first refusal.
+_SUMMARY_SELECT = ", ".join(
+    "coalesce(c.refusals, 0) AS refusals" if name == "refusals" else f"s.{name}"
+    for name in SUMMARY_COLUMNS
+)
 
 SESSION_EVENTS = f"SELECT {_EVENT_SELECT} FROM events WHERE session_id = ? ORDER BY position"  # noqa: S608
 COUNT_SESSIONS = "SELECT count(*) FROM sessions"
@@ -137,22 +142,23 @@ def sessions_query(query: SessionFilter) -> tuple[str, list[tuple[str, Any]]]:
     where: list[str] = []
     params: list[tuple[str, Any]] = []
     if query.status is not None:
-        where.append("status = ?")
+        where.append("s.status = ?")
         params.append(("value", query.status.value))
     if query.created_after is not None:
-        where.append("created_at >= ?")
+        where.append("s.created_at >= ?")
         params.append(("time", query.created_after))
     if query.created_before is not None:
-        where.append("created_at < ?")
+        where.append("s.created_at < ?")
         params.append(("time", query.created_before))
     if query.after is not None:
-        where.append("session_id > ?")
+        where.append("s.session_id > ?")
         params.append(("id", session_id_cursor(query.after)))
     condition = f"WHERE {' AND '.join(where)} " if where else ""
     params.append(("value", query.limit + 1))
     sql = (
-        f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM sessions {condition}"  # noqa: S608
-        "ORDER BY session_id LIMIT ?"
+        f"SELECT {_SUMMARY_SELECT} FROM sessions AS s "  # noqa: S608 - fixed column names
+        f"LEFT JOIN side_chains AS c ON c.session_id = s.session_id {condition}"
+        "ORDER BY s.session_id LIMIT ?"
     )
     return sql, params
 

@@ -74,7 +74,7 @@ def plan(loaded: Loaded, decision: Decision[Any]) -> WritePlan:
         row = event_to_row(event)
         row["hash"], heads = heads.append(row)
         rows.append(row)
-    projection = {**state_to_row(decision.after), **heads.as_row()}
+    projection = {**state_to_row(decision.after), "head_hash": heads.head_hash}
     version = loaded.state.version if same and loaded.state is not None else None
     return WritePlan(tuple(rows), projection, version, side, seal, forget)
 

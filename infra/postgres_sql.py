@@ -4,7 +4,7 @@ Each statement is conditional and appends its event through a data-modifying CTE
 into the session's hash chain with sha256() (the link is defined in infra/chain.py).
 """
 
-from infra.tables import EVENT_FIELDS, SESSION_FIELDS, UPDATED_FIELDS
+from infra.tables import EVENT_FIELDS, LOAD_SESSION, SESSION_FIELDS, UPDATED_FIELDS
 
 SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
 
@@ -13,7 +13,9 @@ def _placeholders(count: int, first: int = 1) -> str:
     return ", ".join(f"${number}" for number in range(first, first + count))
 
 
-SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = $1"  # noqa: S608
+SELECT_SESSION = LOAD_SESSION + "$1"
+# Locks the projection row only: the side chain's row stays free for refusals meanwhile.
+LOCK_SESSION = SELECT_SESSION + " FOR UPDATE OF s"
 INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) "  # noqa: S608 - fixed column names
     f"VALUES ({_placeholders(len(EVENT_FIELDS))})"
@@ -28,7 +30,6 @@ UPDATE_SESSION = (
     + ", ".join(f"{field} = ${number}" for number, field in enumerate(UPDATED_FIELDS, start=2))
     + f" WHERE session_id = $1 AND version = ${len(UPDATED_FIELDS) + 2}"
 )
-UPDATE_REFUSALS = "UPDATE sessions SET refusals = $2, refusal_head = $3 WHERE session_id = $1"
 
 
 def linked(previous: str, seq: str, turn: str, payload: str) -> str:
@@ -135,15 +136,19 @@ SELECT seq, (SELECT count(*) FROM woken) AS woken FROM appended
 """  # noqa: S608 - composed of fixed SQL only
 
 # A fact without a seq (a refusal, a recovery) of a known session, linked into its side
-# chain. The update takes only the side chain's columns; the session's own row is locked
-# for as long as the statement runs, so its side facts line up however many arrive at once.
+# chain, whose heads are a row of their own: the session's projection row is read, never
+# updated nor locked, so a flood of refusals does not hold up its owner's turns. The side
+# chain's row lines the facts up, however many arrive at once.
 REFUSE = f"""
-WITH counted AS (
-    UPDATE sessions
-       SET refusals = refusals + 1,
-           refusal_head = {linked("refusal_head", "refusals + 1", "0", "$5")}
-     WHERE session_id = $1
- RETURNING session_id, refusals, refusal_head
+WITH known AS (
+    SELECT session_id FROM sessions WHERE session_id = $1
+), counted AS (
+    INSERT INTO side_chains AS c (session_id, refusals, refusal_head)
+    SELECT session_id, 1, {linked("NULL", "1", "0", "$5")} FROM known
+    ON CONFLICT (session_id) DO UPDATE
+       SET refusals = c.refusals + 1,
+           refusal_head = {linked("c.refusal_head", "c.refusals + 1", "0", "$5")}
+    RETURNING session_id, refusals, refusal_head
 )
 INSERT INTO events (session_id, refusal_seq, kind, data, recorded_at, hash)
 SELECT session_id, refusals, $2, $3, $4, refusal_head FROM counted
@@ -151,6 +156,7 @@ RETURNING refusal_seq
 """  # noqa: S608 - composed of fixed SQL only
 
 SEAL_COLUMNS = "lookup, session_id, turn, sealed, key_digest, fingerprint, expires_at"
+LOCK_LOOKUP = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 SELECT_SEAL = f"SELECT {SEAL_COLUMNS} FROM recovery WHERE lookup = $1"  # noqa: S608
 KEEP_SEAL = f"""
 INSERT INTO recovery ({SEAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)

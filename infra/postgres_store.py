@@ -53,12 +53,9 @@ from infra.command_store import CommandStore
 from infra.conflict import Conflict, retrying
 from infra.notifier import Notifier
 from infra.planning import Loaded, plan
+from infra.postgres_fast import fast_claim, fast_commit, fast_record, fast_renew
 from infra.postgres_pool import PostgresPool, unavailable_on_outage
 from infra.postgres_writes import (
-    fast_claim,
-    fast_commit,
-    fast_record,
-    fast_renew,
     history,
     load,
     load_seal,
@@ -81,7 +78,8 @@ class PostgresSessionStore(CommandStore):
     async def _execute(self, command: Command[T]) -> T:
         async def attempt() -> T:
             async with self.pool.db.acquire() as conn, conn.transaction():
-                seal = await load_seal(conn, command.seal_lookup)
+                starting = isinstance(command, StartSession)
+                seal = await load_seal(conn, command.seal_lookup, lock=starting)
                 loaded = await load(conn, command.subject(seal), lock=True, seal=seal)
                 decision = command.decide(loaded.state, seal)
                 await write(conn, plan(loaded, decision))

@@ -1,15 +1,16 @@
-"""The `sessions` projection rebuilt from the events alone, to prove it is derivable."""
+"""The `sessions` projection (and its `side_chains` heads) rebuilt from the events alone, to
+prove it is derivable."""
 
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from sqlalchemy import Column, MetaData, Table, delete, func, insert, select
+from sqlalchemy import Column, MetaData, Select, Table, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from infra.chain import Folded, by_session, fold_session, in_chain_order
 from infra.database import writing
-from infra.tables import events, sessions
+from infra.tables import events, sessions, sessions_with_side_chains, side_chains
 
 BATCH = 500  # rows read, and projection rows written, per round trip
 
@@ -43,18 +44,35 @@ async def rebuild_sessions(engine: AsyncEngine, on_event: Callable[[], None] | N
     (readers see the old projection until it commits); returns the count."""
     async with writing(engine).begin() as conn:
         await conn.execute(delete(sessions))
-        return await _fold_into(conn, sessions, on_event)
+        await conn.execute(delete(side_chains))
+        return await _fold_into(conn, on_event, sessions, side_chains)
 
 
 async def _fold_into(
-    conn: AsyncConnection, table: Table, on_event: Callable[[], None] | None
+    conn: AsyncConnection,
+    on_event: Callable[[], None] | None,
+    table: Table,
+    side_table: Table | None = None,
 ) -> int:
+    """Write each folded session to `table`, and its side chain's heads to `side_table`
+    (without one, into `table`'s own columns, as the stored rows join them)."""
     count = 0
     batch: list[dict[str, Any]] = []
+    side_batch: list[dict[str, Any]] = []
     async for folded in folded_sessions(conn, on_event):
-        batch.append(folded.row())
+        side = folded.side_row()
+        if side_table is None:
+            batch.append({**folded.row(), "refusals": None, "refusal_head": None, **(side or {})})
+        else:
+            batch.append(folded.row())
+            if side is not None:
+                side_batch.append(side)
         if len(batch) == BATCH:
             count += await _write(conn, table, batch)
+            if side_table is not None:
+                await _write(conn, side_table, side_batch)
+    if side_table is not None:
+        await _write(conn, side_table, side_batch)
     return count + await _write(conn, table, batch)
 
 
@@ -70,18 +88,20 @@ async def check_sessions(
     engine: AsyncEngine, on_event: Callable[[], None] | None = None
 ) -> list[str]:
     """Rebuild into a scratch table and compare: the sessions whose stored projection row
-    differs from the rebuilt one (or exists on one side only). Changes nothing else."""
-    # The projection's columns and types, without its constraints (whose names are taken).
+    (joined with its side chain's heads) differs from the rebuilt one (or exists on one side
+    only). Changes nothing else."""
+    # The joined columns and types, without the constraints (whose names are taken).
     scratch = Table(
         f"sessions_check_{secrets.token_hex(4)}",
         MetaData(),
         *(Column(column.name, column.type) for column in sessions.columns),
+        *(Column(column.name, column.type) for column in side_chains.columns[1:]),
     )
     async with writing(engine).begin() as conn:
         await conn.run_sync(scratch.create)
     try:
         async with writing(engine).begin() as conn:
-            await _fold_into(conn, scratch, on_event)
+            await _fold_into(conn, on_event, scratch)
         return await _differences(engine, scratch)
     finally:
         async with writing(engine).begin() as conn:
@@ -91,8 +111,8 @@ async def check_sessions(
 async def _differences(engine: AsyncEngine, scratch: Table) -> list[str]:
     """Merge the two tables in session order, comparing decoded rows."""
     differing: list[str] = []
-    stored = _rows(engine, sessions)
-    rebuilt = _rows(engine, scratch)
+    stored = _rows(engine, sessions_with_side_chains().order_by(sessions.c.session_id))
+    rebuilt = _rows(engine, select(scratch).order_by(scratch.c.session_id))
     left, right = await anext(stored, None), await anext(rebuilt, None)
     while left is not None or right is not None:
         left_id = str(left["session_id"]) if left is not None else None
@@ -110,8 +130,7 @@ async def _differences(engine: AsyncEngine, scratch: Table) -> list[str]:
     return differing
 
 
-async def _rows(engine: AsyncEngine, table: Table) -> AsyncIterator[dict[str, Any]]:
-    query = select(*table.columns).order_by(table.c.session_id)
+async def _rows(engine: AsyncEngine, query: Select[Any]) -> AsyncIterator[dict[str, Any]]:
     async with engine.connect() as conn:
         async for row in await conn.stream(query.execution_options(yield_per=BATCH)):
             yield dict(row._mapping)

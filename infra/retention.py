@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.state import SessionStatus
 from infra.database import writing
-from infra.tables import events, sessions
+from infra.tables import events, followers, recovery, sessions, side_chains
 
 BATCH = 500  # sessions removed per transaction
 
@@ -25,12 +25,14 @@ async def closed_before(engine: AsyncEngine, before: datetime) -> list[str]:
 
 
 async def remove_sessions(engine: AsyncEngine, session_ids: list[str]) -> int:
-    """Delete the sessions' events and projection rows; returns how many events went."""
+    """Delete the sessions' events, projection and side rows (and any recovery seal left);
+    returns how many events went."""
     removed = 0
     for start in range(0, len(session_ids), BATCH):
         chunk = session_ids[start : start + BATCH]
         async with writing(engine).begin() as conn:
             gone = await conn.execute(delete(events).where(events.c.session_id.in_(chunk)))
-            await conn.execute(delete(sessions).where(sessions.c.session_id.in_(chunk)))
+            for table in (sessions, side_chains, recovery, followers):
+                await conn.execute(delete(table).where(table.c.session_id.in_(chunk)))
             removed += gone.rowcount
     return removed

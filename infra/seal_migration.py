@@ -10,10 +10,22 @@ session's chains are linked again over the changed data, so `baton verify` holds
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import Connection, Select, insert, select, update
 
 from infra.chain import ChainHeads, follow, in_chain_order
-from infra.tables import events, recovery, sessions
+from infra.tables import SessionIdType, events, recovery
+
+# The projection as it is at revision 0005 (0006 moves the side chain's heads out of it).
+sessions = sa.table(
+    "sessions",
+    sa.column("session_id", SessionIdType),
+    sa.column("status"),
+    sa.column("turn"),
+    sa.column("head_hash"),
+    sa.column("refusals"),
+    sa.column("refusal_head"),
+)
 
 SEAL_FIELD = "sealedToken"
 WINDOW = timedelta(hours=24)  # BATON_RECOVERY_WINDOW's default

@@ -41,14 +41,14 @@ from infra.sqlite_values import (
     time_text,
 )
 from infra.sqlite_writer import SqliteWriter
-from infra.tables import EVENT_FIELDS, SESSION_FIELDS, UPDATED_FIELDS
+from infra.tables import EVENT_FIELDS, LOAD_SESSION, SESSION_FIELDS, UPDATED_FIELDS
 
 T = TypeVar("T")
 
 # The statements are public: the benchmark's SQL floor (bench/baselines/sql_floor_sqlite.py)
 # runs these very strings, so the two cannot drift apart.
 _SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
-SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?"  # noqa: S608
+SELECT_SESSION = LOAD_SESSION + "?"
 INSERT_SESSION = (
     f"INSERT INTO sessions ({_SESSION_COLUMNS}) "  # noqa: S608 - fixed column names
     f"VALUES ({', '.join('?' for _ in SESSION_FIELDS)})"
@@ -57,7 +57,11 @@ UPDATE_SESSION = (
     f"UPDATE sessions SET {', '.join(f'{field} = ?' for field in UPDATED_FIELDS)} "  # noqa: S608
     "WHERE session_id = ? AND version = ?"
 )
-UPDATE_REFUSALS = "UPDATE sessions SET refusals = ?, refusal_head = ? WHERE session_id = ?"
+KEEP_SIDE_HEADS = (
+    "INSERT INTO side_chains (session_id, refusals, refusal_head) VALUES (?, ?, ?) "
+    "ON CONFLICT (session_id) DO UPDATE "
+    "SET refusals = excluded.refusals, refusal_head = excluded.refusal_head"
+)
 INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) "  # noqa: S608 - fixed column names
     f"VALUES ({', '.join('?' for _ in EVENT_FIELDS)})"
@@ -231,4 +235,4 @@ def _insert_side(conn: sqlite3.Connection, side: SideRow) -> None:
     conn.execute(INSERT_EVENT, event_values(side.row))
     if side.heads is not None:
         heads, session_id = side.heads, db_id(side.row["session_id"])
-        conn.execute(UPDATE_REFUSALS, (heads.refusals, heads.refusal_head, session_id))
+        conn.execute(KEEP_SIDE_HEADS, (session_id, heads.refusals, heads.refusal_head))

@@ -4,6 +4,7 @@ These tables are the single source for the migrations; a test proves the two agr
 """
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -15,12 +16,14 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     TypeDecorator,
     UniqueConstraint,
     Uuid,
     false,
+    select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -114,12 +117,19 @@ sessions = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
     # The heads of the session's two hash chains, and how many refusals it has seen.
     Column("head_hash", String(DIGEST_LENGTH), nullable=True),
-    # The session's facts without a seq (refusals, recoveries): how many, and their chain's
-    # head (infra/chain.py).
-    Column("refusals", Integer, nullable=False, server_default="0"),
-    Column("refusal_head", String(DIGEST_LENGTH), nullable=True),
     # The running turn was asked to stop (PROTOCOL section 6.5).
     Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+)
+
+# The side chain of each session's facts without a seq (refusals, recoveries): how many,
+# and its head (infra/chain.py). Apart from the projection row, so that a flood of
+# refusals never updates or locks the row its owner's turns write.
+side_chains = Table(
+    "side_chains",
+    metadata,
+    Column("session_id", SessionIdType, primary_key=True),
+    Column("refusals", Integer, nullable=False),
+    Column("refusal_head", String(DIGEST_LENGTH), nullable=True),
 )
 
 # What recovery needs (PROTOCOL section 6.2): each committed turn's issued token, sealed
@@ -153,11 +163,23 @@ followers = Table(
 
 # The projection's columns in table order: the stores' hand-written SQL names them this way.
 SESSION_FIELDS = tuple(column.name for column in sessions.columns)
-# The columns a change of state writes; the refusal chain's heads move only with refusals.
+# A projection row joined with its side chain's heads: how every store loads a session.
+LOAD_SESSION = (
+    f"SELECT {', '.join(f's.{field}' for field in SESSION_FIELDS)}, "  # noqa: S608
+    "c.refusals, c.refusal_head FROM sessions AS s "
+    "LEFT JOIN side_chains AS c ON c.session_id = s.session_id WHERE s.session_id = "
+)
+
+
+def sessions_with_side_chains() -> Select[Any]:
+    """The projection rows joined with their side chains' heads (NULL: no side facts)."""
+    joined = sessions.outerjoin(side_chains, side_chains.c.session_id == sessions.c.session_id)
+    return select(sessions, side_chains.c.refusals, side_chains.c.refusal_head).select_from(joined)
+
+
+# The columns a change of state writes.
 UPDATED_FIELDS = tuple(
-    field
-    for field in SESSION_FIELDS
-    if field not in {"session_id", "created_at", "refusals", "refusal_head"}
+    field for field in SESSION_FIELDS if field not in {"session_id", "created_at"}
 )
 # The event table's columns a store writes (position and txid are the database's).
 EVENT_FIELDS = (

@@ -19,9 +19,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.audit import check_chains
-from infra.chain import fold_session, in_chain_order, time_text
+from infra.chain import Folded, fold_session, in_chain_order, time_text
 from infra.database import writing
-from infra.tables import events, sessions
+from infra.tables import events, sessions, side_chains
 
 FORMAT = "baton-export"
 VERSION = 1
@@ -115,16 +115,16 @@ def _sessions(parsed: Iterable[_Parsed]) -> Iterator[list[_Parsed]]:
         yield group
 
 
-def _fold(group: list[_Parsed]) -> dict[str, Any]:
-    """The projection row a session's events make, chain heads included."""
+def _fold(group: list[_Parsed]) -> Folded:
+    """The projection a session's events make, chain heads included."""
     folded = fold_session(line.row for line in group)
     if folded is None:
         raise ImportRefused(f"line {group[0].number}: a session with refusals but no events")
-    return folded.row()
+    return folded
 
 
-def check_file(lines: Iterable[str]) -> Iterator[tuple[list[_Parsed], dict[str, Any]]]:
-    """Each session of the file with its projection row, once its chains are checked (first:
+def check_file(lines: Iterable[str]) -> Iterator[tuple[list[_Parsed], Folded]]:
+    """Each session of the file with its projection, once its chains are checked (first:
     a tampered payload must be refused for what it is, not fail to decode)."""
     for group in _sessions(_parse(lines)):
         # The line number stands in for the position, so a broken link names its line.
@@ -152,9 +152,12 @@ async def import_sessions(engine: AsyncEngine, read: Reader) -> tuple[int, int]:
             raise ImportRefused(f"session {taken[0]} is already in this database")
         imported = 0
         with read() as second_pass:
-            async for rows, projection in _batches(check_file(second_pass)):
+            async for rows, folded in _batches(check_file(second_pass)):
                 await conn.execute(insert(events), rows)
-                await conn.execute(insert(sessions), projection)
+                await conn.execute(insert(sessions), [session.row() for session in folded])
+                sides = [side for session in folded if (side := session.side_row()) is not None]
+                if sides:
+                    await conn.execute(insert(side_chains), sides)
                 imported += len(rows)
     return len(session_ids), imported
 
@@ -169,10 +172,10 @@ async def _existing(conn: Any, session_ids: list[str]) -> list[str]:
 
 
 async def _batches(
-    checked: Iterator[tuple[list[_Parsed], dict[str, Any]]],
-) -> AsyncIterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    checked: Iterator[tuple[list[_Parsed], Folded]],
+) -> AsyncIterator[tuple[list[dict[str, Any]], list[Folded]]]:
     rows: list[dict[str, Any]] = []
-    projections: list[dict[str, Any]] = []
+    projections: list[Folded] = []
     for group, projection in checked:
         rows += [line.row for line in group]
         projections.append(projection)
