@@ -11,12 +11,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from domain.events import SessionClosed, SessionEvent, TurnCommitted, TurnReleased
+from domain.events import Lease, SessionClosed, SessionEvent, TurnCommitted, TurnReleased
 from domain.identifiers import SessionId
 from domain.ports import SessionStore
+from domain.state import SessionState
 from infra.notifier import Notifier, changed_within
 
 FOLLOWER_TTL = timedelta(seconds=30)  # how long a registration wakes us; renewed before
+
+
+@dataclass(frozen=True, slots=True)
+class Lapsed:
+    """The followed turn's lease lapsed unrenewed: its replica stopped or lost the database.
+    Its claim stands until a continue with the (still current) token takes it over."""
+
+    turn: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,22 +40,45 @@ class Following:
         """The session's stored events after seq `after`."""
         return await self.store.history(session_id, after=after)
 
-    async def follow(self, session_id: SessionId, after: int) -> AsyncIterator[SessionEvent]:
-        """The stored events after `after`, then, if a turn is in flight, its events as they
-        are stored, up to its outcome or error (or the session's close)."""
+    async def follow(
+        self, session: SessionState, after: int
+    ) -> AsyncIterator[list[SessionEvent] | Lapsed]:
+        """The stored events after `after`, then, if a turn was in flight in `session` (as
+        the read authorising this loaded it), its events as they are stored, up to its
+        outcome or error (or the session's close), or up to its lease lapsing unrenewed:
+        its replica is gone, and nothing would ever end the stream (Lapsed ends it).
+
+        In batches, as each read of the store returns them: a record is void or not by the
+        events stored after it, so a batch says so of its own records (api/wire.py) where a
+        lone event could not."""
+        session_id, claim, lease = session.session_id, session.claim, session.lease
+        if claim is None:
+            # Nothing in flight when asked: the replay is all there is, and no replica
+            # needs to wake this reader (so it writes nothing).
+            yield await self.store.history(session_id, after=after)
+            return
         with self.notifier.watching(session_id) as changed:
             registered = await self._register(session_id, None)
-            state = await self.store.load(session_id)
-            following = state.claim.turn if state is not None and state.claim else None
             while True:
                 changed.clear()
-                for event in await self.store.history(session_id, after=after):
-                    after = event.seq
-                    yield event
-                    if following is not None and _ends(event, following):
+                batch = await self.store.history(session_id, after=after)
+                ends = next((i for i, e in enumerate(batch) if _ends(e, claim.turn)), None)
+                if ends is not None:
+                    yield batch[: ends + 1]
+                    return
+                if batch:
+                    after = batch[-1].seq
+                    yield batch
+                if lease is not None and lease.lapsed(self.clock()):
+                    state = await self.store.load(session_id)
+                    if state is None:
+                        return  # removed meanwhile: nothing more will be stored
+                    if state.claim == claim and _lapsed(state.lease, self.clock()):
+                        yield Lapsed(claim.turn)
                         return
-                if following is None:
-                    return  # nothing in flight when asked: the replay is all there is
+                    # Renewed, taken over, or ended (the next read brings the end).
+                    lease = state.lease
+                    continue
                 await changed_within(changed, self.poll_seconds)
                 registered = await self._register(session_id, registered)
 
@@ -58,6 +90,10 @@ class Following:
         until = now + FOLLOWER_TTL
         await self.register(session_id, until)
         return until
+
+
+def _lapsed(lease: Lease | None, at: datetime) -> bool:
+    return lease is None or lease.lapsed(at)
 
 
 def _ends(event: SessionEvent, turn: int) -> bool:

@@ -4,15 +4,15 @@ On SIGTERM a replica closes its gate at once (new turns get 503 with Retry-After
 turns 503) but keeps its listener open while its turns run, for at most the grace period:
 a load balancer that polls /readyz can only see it turn 503 if the replica still answers,
 and requests already on their way get a 503 that says "retry elsewhere" instead of a
-refused connection. Once no turn runs (or the grace period is over) uvicorn shuts down as
-usual: it stops accepting, waits for open responses, and the lifespan cancels (and so
-releases) whatever turn is still running.
+refused connection. Once no turn runs, or the grace period is over and what still runs is
+cancelled (and so released, its stream ending with an error event, not cut), uvicorn shuts
+down as usual: it stops accepting and waits for the open responses to finish.
 """
 
 import math
 import signal
-from collections.abc import Sized
 from types import FrameType
+from typing import Protocol
 
 import uvicorn
 from litestar import Litestar
@@ -22,12 +22,20 @@ from api.shutdown import ShutdownGate
 from infra.settings import Settings
 
 
+class Turns(Protocol):
+    """The turns this replica runs (api.live.TurnRunner)."""
+
+    def __len__(self) -> int: ...
+
+    async def drain(self, grace_seconds: float) -> None: ...
+
+
 class GracefulServer(uvicorn.Server):
     def __init__(
         self,
         config: uvicorn.Config,
         gate: ShutdownGate | None,
-        running: Sized | None,
+        running: Turns | None,
         grace_seconds: float,
     ) -> None:
         super().__init__(config)
@@ -45,8 +53,12 @@ class GracefulServer(uvicorn.Server):
         if not stop or self.force_exit or self._gate is None:
             return stop
         remaining = self._gate.remaining(self._grace)
-        if self._running and len(self._running) and remaining > 0:
-            return False  # still draining: keep answering 503s and /readyz
+        if self._running is not None and len(self._running):
+            if remaining > 0:
+                return False  # still draining: keep answering 503s and /readyz
+            # Cancel now, while the turns' streams are still open to carry their ends:
+            # uvicorn would cancel the responses first, cutting them mid-body.
+            await self._running.drain(0)
         # What is left of the grace period is all uvicorn may wait for open responses.
         self.config.timeout_graceful_shutdown = max(1, math.ceil(remaining))
         return True

@@ -25,9 +25,10 @@ from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import Receive, Send
 
+from api.follow import Lapsed
 from api.live import LiveTurn
 from api.turn_api import EventsView
-from api.wire import event_object, outcome_object, stored_objects
+from api.wire import event_object, lapsed_object, outcome_object, stored_objects
 from domain.turn import TurnReply
 
 EVENT_STREAM = "text/event-stream"
@@ -76,11 +77,15 @@ async def _replay_frames(reply: TurnReply) -> AsyncIterator[bytes]:
 
 async def _stored_frames(view: EventsView, after: int, ping_seconds: float) -> AsyncIterator[bytes]:
     yield priming(after)
-    async for batch in _with_pings(view.follow(after), ping_seconds):
-        if batch is None:
+    async for followed in _with_pings(view.follow(after), ping_seconds):
+        if followed is None:
             yield PING
             continue
-        for body, seq in stored_objects([batch], view.recovered):
+        if isinstance(followed, Lapsed):
+            yield frame(lapsed_object(followed), None)
+            return
+        batch, recovered = followed
+        for body, seq in stored_objects(batch, recovered):
             yield frame(body, seq)
 
 

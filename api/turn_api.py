@@ -7,16 +7,17 @@ It never reaches the driver, the runner or the shutdown gate itself.
 """
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
-from api.follow import Following
+from api.follow import Following, Lapsed
 from api.live import LiveTurn, TurnRunner
 from api.shutdown import ShutdownGate
 from api.wire import RecoveredTurn
 from domain.decisions import CancelAnswer
 from domain.driver import Reading, TurnDriver
-from domain.events import RecoveredVia, SessionEvent
+from domain.events import RecoveredVia, SessionEvent, TurnCommitted
 from domain.identifiers import SessionId
 from domain.refusals import Refusal
 from domain.requests import (
@@ -33,20 +34,48 @@ from infra.notifier import changed_within
 Opened = LiveTurn | TurnReply | Refusal
 
 
+def _recovered(reading: Reading) -> RecoveredTurn | None:
+    token = reading.recovered_token
+    return RecoveredTurn(reading.state.turn, token) if token is not None else None
+
+
+def _commits(batch: list[SessionEvent], turn: int) -> bool:
+    return any(isinstance(event, TurnCommitted) and event.turn == turn for event in batch)
+
+
 @dataclass(frozen=True, slots=True)
 class EventsView:
     """A session's events a client may read: how to get them, and the recovered turn's
     token when the read recovered it (PROTOCOL sections 6.2 and 6.3)."""
 
-    session_id: SessionId
+    session: SessionState  # as the read loaded it
     recovered: RecoveredTurn | None
     following: Following
+    recover: Callable[[], Awaitable[RecoveredTurn | None]]  # read again with the token
+
+    @property
+    def session_id(self) -> SessionId:
+        return self.session.session_id
 
     async def replay(self, after: int) -> list[SessionEvent]:
         return await self.following.replay(self.session_id, after)
 
-    def follow(self, after: int) -> AsyncIterator[SessionEvent]:
-        return self.following.follow(self.session_id, after)
+    async def follow(
+        self, after: int
+    ) -> AsyncIterator[tuple[list[SessionEvent], RecoveredTurn | None] | Lapsed]:
+        """The events as Following gives them, each batch with the recovered turn its
+        outcome names. A client that lost a turn's stream resumes it with the token that
+        turn is consuming; once the turn commits, that token recovers the one it issued,
+        so the outcome the stream ends with carries it, as a read would (PROTOCOL 6.2)."""
+        running = self.session.claim
+        async for batch in self.following.follow(self.session, after):
+            if isinstance(batch, Lapsed):
+                yield batch
+                return
+            recovered = self.recovered
+            if recovered is None and running is not None and _commits(batch, running.turn):
+                recovered = await self.recover()
+            yield batch, recovered
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +110,15 @@ class TurnApi:
         )
         if isinstance(reading, Refusal):
             return reading
-        state, token = reading.state, reading.recovered_token
-        recovered = RecoveredTurn(state.turn, token) if token is not None else None
-        return EventsView(state.session_id, recovered, self.following)
+        return EventsView(
+            reading.state, _recovered(reading), self.following, partial(self._recover, request)
+        )
+
+    async def _recover(self, request: ReadRequest) -> RecoveredTurn | None:
+        reading = await self.driver.read(
+            ReadRequest(request.session_id, request.token, RecoveredVia.EVENTS)
+        )
+        return None if isinstance(reading, Refusal) else _recovered(reading)
 
     async def cancel(
         self, request: CancelRequest, wait_seconds: float

@@ -21,6 +21,7 @@ from litestar import WebSocket, get, websocket
 from litestar.di import NamedDependency
 
 from api.errors import BAD_REQUEST, UNAVAILABLE, UNAVAILABLE_MESSAGE, WEBSOCKETS_DISABLED, ApiError
+from api.follow import Lapsed
 from api.idempotency import KEY_FIELD, checked_key
 from api.live import LiveTurn, TurnEnd
 from api.sessions import MAX_SEQ
@@ -33,7 +34,14 @@ from api.turn_input import (
     split_turn_input,
     take_text,
 )
-from api.wire import error_object, event_object, outcome_object, refusal_object, stored_objects
+from api.wire import (
+    error_object,
+    event_object,
+    lapsed_object,
+    outcome_object,
+    refusal_object,
+    stored_objects,
+)
 from domain.identifiers import SessionId, parse_session_id
 from domain.ports import StoreUnavailable
 from domain.refusals import Refusal
@@ -149,8 +157,14 @@ class Connection:
 
     async def _follow(self, view: EventsView, after: int) -> None:
         try:
-            async for event in view.follow(after):
-                for body, _ in stored_objects([event], view.recovered):
+            async for followed in view.follow(after):
+                if isinstance(followed, Lapsed):
+                    await self._send(lapsed_object(followed))
+                    return
+                batch, recovered = followed
+                if recovered is not None:
+                    self._token = recovered.token
+                for body, _ in stored_objects(batch, recovered):
                     await self._send(body)
         finally:
             self._forwarding = None

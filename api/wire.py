@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from api.follow import Lapsed
 from api.live import DeltaEvent, LiveEvent, RecordEvent, TurnCrashed
 from api.reasons import CANCELLED, TURN_FAILED, UNAVAILABLE
 from api.schemas import TurnReplyBody
@@ -100,6 +101,16 @@ _RELEASED_AS = {
     ReleaseCause.SHUT_DOWN: UNAVAILABLE,
     ReleaseCause.INVALID_INPUT: RefusalReason.INVALID_INPUT.value,
 }
+
+
+def lapsed_object(lapsed: Lapsed) -> dict[str, Any]:
+    """How a followed turn whose lease lapsed ends a stream: not stored (no seq), and the
+    same reason a replica that stopped gives its own turn's stream."""
+    message = (
+        f"turn {lapsed.turn} stopped: its replica's lease lapsed; the continuationToken "
+        "is still current, so send the turn again"
+    )
+    return {**error_object(UNAVAILABLE, message), "turn": lapsed.turn}
 
 
 def stored_objects(

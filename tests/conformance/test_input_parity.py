@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import websockets
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.server import BatonServer
@@ -73,6 +73,17 @@ async def socket_reason(server: BatonServer, body: str) -> str:
                 return str(event["reason"])
 
 
+def names_a_session(body: str) -> bool:
+    """Whether the body names a session: a first WebSocket frame that does is a continue of
+    that session (PROTOCOL section 4), not a start, so the two are not the same request."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return False
+    named = value.get("sessionId") if isinstance(value, dict) else None
+    return isinstance(named, str) and named != ""
+
+
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -82,4 +93,5 @@ async def socket_reason(server: BatonServer, body: str) -> str:
 async def test_a_body_and_a_frame_are_answered_for_the_same_reason(
     server: BatonServer, body: str
 ) -> None:
+    assume(not names_a_session(body))
     assert await rest_reason(server, body) == await socket_reason(server, body)

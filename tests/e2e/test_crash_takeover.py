@@ -123,3 +123,41 @@ async def test_a_stalled_turn_whose_lease_lapsed_ends_contended(
     assert [event["turn"] for event in committed] == [1, 2]  # the stalled turn never committed
     assert [event["consumed"] for event in committed].count(digest_token(token)) == 1
     assert lifecycle(stored, 2) == ["claimed", "expired", "claimed", "committed"]
+
+
+async def test_a_stream_following_a_dead_replicas_turn_ends_once_its_lease_lapses(
+    database: str, tmp_path: Path
+) -> None:
+    """A client that lost its stream when the replica died resumes it elsewhere: the stream
+    must end (error unavailable, the token still current), not wait forever for an outcome
+    no one will write."""
+    doomed = replica(database, tmp_path, "doomed", lease="3").start()
+    async with httpx.AsyncClient() as client, probe(database) as engine:
+        started = (await client.post(f"{doomed.url}/v1/session", json={"message": "a"})).json()
+        session_id, token = started["sessionId"], started["continuationToken"]
+        sleeping = asyncio.create_task(
+            send(client, doomed, session_id, token, {"message": "/sleep", "seconds": 60})
+        )
+        await wait_for_status(engine, session_id, "in-flight")
+        doomed.kill()
+        with pytest.raises(httpx.TransportError):
+            await sleeping
+
+        with replica(database, tmp_path, "survivor") as survivor:
+            events = f"{survivor.url}/v1/session/{session_id}/events"
+            headers = {"Accept": "text/event-stream", "X-Continuation-Token": token}
+            # A guard, not a measurement: pings would keep a stream that never ends open.
+            async with (
+                asyncio.timeout(30),
+                client.stream("GET", events, headers=headers, timeout=30) as stream,
+            ):
+                assert stream.status_code == 200
+                body = (await stream.aread()).decode()
+            # The stream ended by itself: the last message is the unstored error.
+            last = [block for block in body.split("\r\n\r\n") if "data:" in block][-1]
+            assert "id:" not in last
+            assert "event: error" in last and '"reason":"unavailable"' in last, last
+            assert '"turn":2' in last
+            resumed = await send(client, survivor, session_id, token, {"message": "again"})
+        assert resumed.status_code == 200, resumed.text
+        assert resumed.json()["turn"] == 2
