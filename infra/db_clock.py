@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 log = logging.getLogger("baton.clock")
 RESYNC_SECONDS = 30.0
+SAMPLES = 3  # reads per sync; the first may pay for preparing the statement
 
 
 def utc_now() -> datetime:
@@ -39,13 +40,23 @@ class DatabaseClock:
         return self._local() + self.offset
 
     async def sync(self) -> None:
-        """Measure the offset again: the database's time against the local midpoint."""
+        """Measure the offset again, NTP-style: of a few reads, the one with the shortest
+        round trip bounds the database's time best, against the local midpoint. An offset
+        within that bound cannot be told from none (one machine, or well-synced ones), and
+        is taken as none, so measurement noise never moves this clock back and forth."""
         if self._read is None:
             return
-        before = self._local()
-        database = await self._read()
-        after = self._local()
-        self.offset = database - (before + (after - before) / 2)
+        best: tuple[timedelta, timedelta] | None = None  # (round trip, offset)
+        for _ in range(SAMPLES):
+            before = self._local()
+            database = await self._read()
+            after = self._local()
+            sample = (after - before, database - (before + (after - before) / 2))
+            if best is None or sample[0] < best[0]:
+                best = sample
+        assert best is not None  # noqa: S101 - SAMPLES > 0
+        round_trip, offset = best
+        self.offset = offset if abs(offset) > round_trip / 2 else timedelta(0)
 
     def start(self) -> None:
         if self._read is not None:
