@@ -1,17 +1,54 @@
 """The migrations build exactly the tables infra/tables.py declares, on both backends."""
 
+import json
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import delete, insert, inspect, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    insert,
+    inspect,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.commands import ReadSession
+from domain.events import (
+    Lease,
+    RequestRefused,
+    SessionEvent,
+    SessionStarted,
+    TurnClaimed,
+    TurnCommitted,
+)
+from domain.identifiers import SessionId, digest_token, mint_token, seal_token, unseal_token
+from domain.outcomes import Finished
+from domain.recovery import ReadAccess
+from domain.refusals import Refusal, RefusalReason
+from domain.state import SessionState, fold
+from infra.audit import check_chains, verify
+from infra.chain import ChainHeads
+from infra.codec import event_to_row, state_to_row
 from infra.database import create_engine, writing
 from infra.migrate import alembic_config, current_revision, head_revision, upgrade_to_head
 from infra.settings import Settings
-from infra.tables import events, metadata
+from infra.stores import open_database
+from infra.tables import DIGEST_LENGTH, events, metadata, recovery
 from tests.databases import fresh_database
 from tests.infra.test_store import now
 
@@ -73,3 +110,227 @@ async def test_a_pruned_position_is_never_handed_out_again(empty_engine) -> None
             .first()
         )
     assert after > newest
+
+
+# ---------------------------------------------------------------- 0005: seals leave the events
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SEAL_FIELD = "sealedToken"  # where a store before 0005 kept the next token, sealed
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@dataclass
+class OldSession:
+    """A session as a store at revision 0004 wrote it: its event rows (a commit that
+    consumed a token kept the token it issued, sealed, in its data), linked into the hash
+    chains over that data, and its projection row (without the columns 0005 adds)."""
+
+    session_id: SessionId
+    tokens: list[str] = field(default_factory=list)
+    domain_events: list[SessionEvent] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    heads: ChainHeads = field(default_factory=ChainHeads)
+    clock: float = 0
+
+    def _tick(self) -> datetime:
+        self.clock += 1
+        return at(self.clock)
+
+    def _append(self, event: SessionEvent, sealed: str | None = None) -> None:
+        row = event_to_row(event)
+        if sealed is not None:
+            row["data"] = {**row["data"], SEAL_FIELD: sealed}
+        row["refusal_seq"] = None
+        row["hash"], self.heads = self.heads.append(row)
+        self.domain_events.append(event)
+        self.rows.append(row)
+
+    @property
+    def state(self) -> SessionState:
+        return fold(self.domain_events)
+
+    def claim(self) -> None:
+        state = self.domain_events and self.state
+        at_ = self._tick()
+        lease = Lease("old-replica", at_ + timedelta(seconds=30))
+        if not state:
+            first = SessionStarted(
+                session_id=self.session_id, seq=1, turn=1, input={"m": 1}, lease=lease, at=at_
+            )
+            self._append(first)
+            return
+        self._append(
+            TurnClaimed(
+                session_id=self.session_id,
+                seq=state.version + 1,
+                turn=state.turn + 1,
+                input={"m": state.turn + 1},
+                lease=lease,
+                at=at_,
+            )
+        )
+
+    def commit(self) -> None:
+        state = self.state
+        assert state.claim is not None
+        consumed = self.tokens[-1] if self.tokens else None
+        issued = mint_token(secrets.token_bytes)
+        self._append(
+            TurnCommitted(
+                session_id=self.session_id,
+                seq=state.version + 1,
+                turn=state.claim.turn,
+                consumed=digest_token(consumed) if consumed else None,
+                issued=digest_token(issued),
+                outcome=Finished({"turn": state.claim.turn}),
+                at=self._tick(),
+            ),
+            sealed=seal_token(issued, consumed) if consumed else None,
+        )
+        self.tokens.append(issued)
+
+    def refuse(self) -> None:
+        refused = RequestRefused(
+            session_id=self.session_id,
+            turn=None,
+            reason=RefusalReason.STALE_TOKEN,
+            presented_id=None,
+            at=self._tick(),
+        )
+        row = event_to_row(refused)
+        row["refusal_seq"], row["hash"], self.heads = self.heads.refuse(row)
+        self.rows.append(row)
+
+    def projection(self) -> dict[str, Any]:
+        row = {**state_to_row(self.state), **self.heads.as_row()}
+        del row["cancel_requested"]  # added by 0005
+        return row
+
+    def commit_recorded_at(self, turn: int) -> datetime:
+        (committed,) = (
+            event
+            for event in self.domain_events
+            if isinstance(event, TurnCommitted) and event.turn == turn
+        )
+        return committed.at
+
+
+def old_session(turns: int, *, then_claim: bool = False) -> OldSession:
+    session = OldSession(SessionId(str(uuid.uuid4())))
+    for _ in range(turns):
+        session.claim()
+        session.commit()
+        session.refuse()  # the side chain is linked again too
+    if then_claim:
+        session.claim()
+    return session
+
+
+# The columns head no longer has where they were at 0004 (typed as 0004 typed them).
+COLUMNS_GONE_SINCE_0004: dict[str, Callable[[], Column[Any]]] = {
+    "refusals": lambda: Column("refusals", Integer, nullable=False, server_default="0"),
+    "refusal_head": lambda: Column("refusal_head", String(DIGEST_LENGTH), nullable=True),
+}
+
+
+def as_at_0004(conn: Connection, name: str) -> Table:
+    """A table as the database at 0004 has it, typed as infra/tables.py types it (SQLite
+    reflects neither uuids nor aware times), whatever head has moved since."""
+    there = [column["name"] for column in inspect(conn).get_columns(name)]
+    head = metadata.tables[name].columns
+    columns: list[Column[Any]] = [
+        Column(column, head[column].type, primary_key=head[column].primary_key)
+        if column in head
+        else COLUMNS_GONE_SINCE_0004[column]()
+        for column in there
+    ]
+    return Table(name, MetaData(), *columns)
+
+
+@pytest.fixture
+async def at_0004(backend: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A database at revision 0004, and its URL."""
+    with fresh_database(backend, tmp_path) as url:
+        engine = create_engine(Settings(database_url=url))
+        async with writing(engine).begin() as conn:
+            await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0004"))
+        yield url, engine
+        await engine.dispose()
+
+
+async def test_0005_moves_the_last_seal_out_of_the_events_and_relinks_the_chains(
+    at_0004: tuple[str, AsyncEngine],
+) -> None:
+    url, engine = at_0004
+    resting = old_session(3)  # idle after turn 3: its last seal still recovers turn 3
+    moved_on = old_session(2, then_claim=True)  # turn 3 claimed: its seal was spent
+    first_only = old_session(1)  # turn 1 consumed no token: nothing was sealed
+    old = (resting, moved_on, first_only)
+    async with writing(engine).begin() as conn:
+        old_events = await conn.run_sync(lambda sync: as_at_0004(sync, "events"))
+        old_sessions = await conn.run_sync(lambda sync: as_at_0004(sync, "sessions"))
+        for session in old:
+            await conn.execute(insert(old_sessions).values(**session.projection()))
+            for row in session.rows:
+                await conn.execute(insert(old_events).values(**row))
+    sealed_before = [row["data"][SEAL_FIELD] for row in resting.rows if SEAL_FIELD in row["data"]]
+    assert len(sealed_before) == 2  # turns 2 and 3
+    # The rows hold as 0004's chains (verify itself reads the tables of head).
+    for session in old:
+        chain, side = check_chains(session.rows)
+        assert (chain.broken, side.broken) == (None, None)
+
+    assert await upgrade_to_head(engine) == "0004"
+
+    async with engine.connect() as conn:
+        data = [
+            row.data
+            for row in await conn.execute(
+                select(events.c.data).where(
+                    events.c.session_id.in_([session.session_id for session in old])
+                )
+            )
+        ]
+        kept = [dict(row._mapping) for row in await conn.execute(select(recovery))]
+    assert len(data) == sum(len(session.rows) for session in old)
+    assert all(SEAL_FIELD not in item for item in data)
+    assert not any(sealed in json.dumps(data) for sealed in sealed_before)
+    assert kept == [
+        {
+            "lookup": digest_token(resting.tokens[1]),
+            "session_id": resting.session_id,
+            "turn": 3,
+            "sealed": seal_token(resting.tokens[2], resting.tokens[1]),
+            "key_digest": None,
+            "fingerprint": None,
+            "expires_at": resting.commit_recorded_at(3) + timedelta(hours=24),
+        }
+    ]
+    assert [broken async for broken in verify(engine)] == []
+
+    # The moved seal recovers turn 3 for the token it consumed, as the new store reads it.
+    async with open_database(Settings(database_url=url)) as database:
+        access = await database.store.read(
+            ReadSession(
+                session_id=resting.session_id,
+                at=at(60),
+                presented=digest_token(resting.tokens[1]),
+            )
+        )
+        assert isinstance(access, ReadAccess)
+        assert access.recovered is not None
+        assert access.recovered.sealed is not None
+        assert unseal_token(access.recovered.sealed, resting.tokens[1]) == resting.tokens[2]
+        spent = await database.store.read(
+            ReadSession(
+                session_id=moved_on.session_id,
+                at=at(60),
+                presented=digest_token(moved_on.tokens[0]),
+            )
+        )
+        assert isinstance(spent, Refusal)
+        assert spent.reason is RefusalReason.STALE_TOKEN
+    assert [broken async for broken in verify(engine)] == []  # the recovery is linked too

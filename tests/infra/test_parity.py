@@ -8,25 +8,42 @@ against the in-memory store, which is nothing but the domain's decisions and fol
 against each SQL store, with the same ids, times and tokens. The events, the refusals and
 the projection row must come out identical; a fast path whose condition drifts from the
 domain's rule shows up here as a difference.
+
+Recovery (PROTOCOL section 6) is scripted too: keyed starts and their replays, keyed retries
+of continues, cancel requests, reads that recover a turn. There the facts without a seq
+(refusals and recoveries) and the recovery rows (the fake's `seals`) must agree as well.
 """
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.commands import ClaimTurn, CommitTurn, ReadSession, StartSession
 from domain.decisions import ClaimGranted
-from domain.events import CloseCause, Lease, ReleaseCause, RequestRefused, SessionEvent
+from domain.events import (
+    CloseCause,
+    Lease,
+    Recovered,
+    RecoveredVia,
+    ReleaseCause,
+    RequestRefused,
+    SessionEvent,
+)
 from domain.identifiers import SessionId, TokenDigest, digest_token
+from domain.json import JsonObject
 from domain.outcomes import Finished, Parked
 from domain.ports import SessionStore
+from domain.recovery import Idempotency, Seal, fingerprint, key_digest
 from domain.state import Claim, SessionState
-from infra.codec import row_to_session_event
-from infra.tables import events
+from infra.codec import event_to_row, row_to_session_event
+from infra.planning import seal_row
+from infra.tables import events, recovery
 from tests import store_calls as calls
 from tests.domain.fakes import InMemorySessionStore
 
@@ -48,6 +65,8 @@ class Script:
 
     session_id: SessionId
     answers: list[object]
+    # Sessions besides the final one that the history touched, compared as well.
+    others: list[SessionId] = field(default_factory=list)
 
     @property
     def tokens(self) -> list[TokenDigest]:
@@ -193,7 +212,7 @@ async def closing(store: SessionStore, script: Script) -> None:
             close=CloseCause.START_FAILED,
         )
     )
-    second = Script(script.other("second"), script.answers)
+    second = Script(script.other("second"), script.answers, script.others)
     claim = await second.started(store)
     await second.commit(store, claim, None, tokens[0], 2)
     await second.step(calls.close(store, second.session_id, tokens[5], at(3)))  # stale
@@ -203,12 +222,208 @@ async def closing(store: SessionStore, script: Script) -> None:
     script.session_id, script.answers = second.session_id, second.answers
 
 
+# ---------------------------------------------------------------- recovery (PROTOCOL 6)
+
+# The seals' window, far beyond the scripted clock: a server that shares the database sweeps
+# the seals whose window has passed by the wall clock, and must not touch these mid-history.
+WINDOW = timedelta(days=365 * 30)
+INPUT: JsonObject = {"message": "hi"}
+
+
+def key_of(script: Script) -> str:
+    """The history's Idempotency-Key: its own, as keys live as long as their seals."""
+    return f"key:{script.tokens[7]}"
+
+
+def keyed(script: Script, input: JsonObject = INPUT, key: str | None = None) -> Idempotency:
+    return Idempotency(key_digest(key or key_of(script)), fingerprint(input))
+
+
+async def keyed_start(
+    store: SessionStore, script: Script, session_id: SessionId, when: float, input: JsonObject
+) -> object:
+    command = StartSession(
+        session_id=session_id,
+        at=at(when),
+        input=input,
+        lease=lease("a", when + 30),
+        idempotency=keyed(script, input),
+        seal_until=at(when) + WINDOW,
+    )
+    return await script.step(store.start(command))
+
+
+async def keyed_claim(
+    store: SessionStore,
+    script: Script,
+    token: TokenDigest,
+    when: float,
+    idempotency: Idempotency | None,
+    input: JsonObject = INPUT,
+) -> object:
+    command = ClaimTurn(
+        session_id=script.session_id,
+        at=at(when),
+        presented=token,
+        input=input,
+        lease=lease("a", when + 30),
+        idempotency=idempotency,
+    )
+    return await script.step(store.claim(command))
+
+
+async def sealed_commit(
+    store: SessionStore,
+    script: Script,
+    claim: Claim,
+    consumed: TokenDigest | None,
+    issued: TokenDigest,
+    when: float,
+    idempotency: Idempotency | None,
+) -> None:
+    """A commit that keeps the issued token sealed, as a running turn's does: under the
+    consumed token, or (turn 1 of a keyed start) under the key."""
+    lookup = consumed if consumed is not None else key_digest(key_of(script))
+    seal = Seal(
+        lookup=lookup,
+        session_id=script.session_id,
+        turn=claim.turn,
+        sealed=f"sealed:{issued[:20]}",
+        idempotency=idempotency,
+        expires_at=at(when) + WINDOW,
+    )
+    command = CommitTurn(
+        session_id=script.session_id,
+        at=at(when),
+        claim=claim,
+        consumed=consumed,
+        issued=issued,
+        outcome=Finished({"at": when}, state={"turns": when}),
+        seal=seal,
+    )
+    await script.step(store.commit(command))
+
+
+async def read(
+    store: SessionStore,
+    script: Script,
+    token: TokenDigest | None,
+    when: float,
+    via: RecoveredVia = RecoveredVia.READ,
+) -> None:
+    command = ReadSession(session_id=script.session_id, at=at(when), presented=token, via=via)
+    await script.step(store.read(command))
+
+
+async def keyed_starts_and_their_replays(store: SessionStore, script: Script) -> None:
+    tokens = script.tokens
+    granted = await keyed_start(store, script, script.session_id, 0, INPUT)
+    assert isinstance(granted, ClaimGranted)
+    retry = script.other("retry")
+    await keyed_start(store, script, retry, 1, INPUT)  # still running: in-flight
+    await keyed_start(store, script, retry, 1, {"message": "other"})  # mismatch
+    await sealed_commit(store, script, granted.claim, None, tokens[0], 2, keyed(script))
+    await keyed_start(store, script, retry, 3, INPUT)  # replayed
+    claim = await keyed_claim(store, script, tokens[0], 4, keyed(script))  # the fast path
+    assert isinstance(claim, ClaimGranted)
+    await keyed_claim(store, script, tokens[0], 5, keyed(script))  # its own retry: in-flight
+    await sealed_commit(store, script, claim.claim, tokens[0], tokens[1], 6, keyed(script))
+    await keyed_claim(store, script, tokens[0], 7, keyed(script))  # replayed
+    await keyed_claim(store, script, tokens[0], 8, keyed(script, {"message": "else"}))  # mismatch
+    await keyed_claim(store, script, tokens[0], 9, keyed(script, key="another-key-of-22-chars"))
+    await keyed_claim(store, script, tokens[0], 10, None)  # stale without a key
+    await keyed_start(store, script, retry, 11, INPUT)  # the key is spent
+    # Past the window, the consumed token replays nothing.
+    await keyed_claim(store, script, tokens[0], 12 + WINDOW.total_seconds(), keyed(script))
+    third = await keyed_claim(store, script, tokens[1], 13, keyed(script))
+    assert isinstance(third, ClaimGranted)
+    await keyed_claim(store, script, tokens[0], 14, keyed(script))  # its seal erased: stale
+    script.others.append(retry)
+
+
+async def a_failed_keyed_start_frees_its_key(store: SessionStore, script: Script) -> None:
+    failing = script.other("failing")
+    granted = await keyed_start(store, script, failing, 0, INPUT)
+    assert isinstance(granted, ClaimGranted)
+    await script.step(
+        calls.release(
+            store,
+            failing,
+            granted.claim,
+            ReleaseCause.FAILED,
+            "boom",
+            at(1),
+            close=CloseCause.START_FAILED,
+        )
+    )
+    again = await keyed_start(store, script, script.session_id, 2, INPUT)
+    assert isinstance(again, ClaimGranted)
+    await sealed_commit(store, script, again.claim, None, script.tokens[0], 3, keyed(script))
+    script.others.append(failing)
+
+
+async def cancel_requests(store: SessionStore, script: Script) -> None:
+    tokens = script.tokens
+    first = await script.started(store)
+    await script.step(calls.cancel(store, script.session_id, tokens[0], at(1)))  # none yet
+    await script.commit(store, first, None, tokens[0], 2)
+    await script.step(calls.cancel(store, script.session_id, tokens[0], at(3)))  # idle
+    claim = await script.claimed(store, tokens[0], 4)
+    assert claim is not None
+    await script.step(calls.cancel(store, script.session_id, tokens[0], at(5)))
+    await script.step(calls.cancel(store, script.session_id, tokens[0], at(6)))  # asked once
+    await script.step(calls.cancel(store, script.session_id, tokens[5], at(7)))  # stale
+    await script.step(calls.cancel(store, script.session_id, None, at(7)))  # missing
+    await script.step(calls.append_record(store, script.session_id, claim, "r", at(8)))
+    await script.step(
+        calls.release(store, script.session_id, claim, ReleaseCause.CANCELLED, "stop", at(9))
+    )
+    retry = await script.claimed(store, tokens[0], 10)
+    assert retry is not None
+    await script.step(calls.cancel(store, script.session_id, tokens[0], at(11)))
+    await script.commit(store, retry, tokens[0], tokens[1], 12)  # the commit clears it
+    await script.step(calls.close(store, script.session_id, tokens[1], at(13)))
+    await script.step(calls.cancel(store, script.session_id, tokens[1], at(14)))  # closed
+    ghost = script.other("ghost")
+    await script.step(calls.cancel(store, ghost, tokens[1], at(15)))
+
+
+async def reads_that_recover(store: SessionStore, script: Script) -> None:
+    tokens = script.tokens
+    first = await script.started(store)
+    await read(store, script, tokens[0], 1)  # no token exists yet: stale
+    await script.commit(store, first, None, tokens[0], 2)
+    await read(store, script, tokens[0], 3)  # current
+    await read(store, script, None, 3)  # missing
+    claim = await script.claimed(store, tokens[0], 4)
+    assert claim is not None
+    await read(store, script, tokens[0], 5)  # never in-flight
+    await sealed_commit(store, script, claim, tokens[0], tokens[1], 6, None)
+    await read(store, script, tokens[0], 7)  # recovered
+    await read(store, script, tokens[0], 8, RecoveredVia.EVENTS)  # recovered
+    await read(store, script, tokens[5], 9)  # forged
+    await read(store, script, tokens[0], 10 + WINDOW.total_seconds())  # past the window
+    await read(store, script, tokens[1], 11)
+    next_claim = await script.claimed(store, tokens[1], 12)
+    assert next_claim is not None
+    await read(store, script, tokens[0], 13)  # its seal erased: stale
+    await sealed_commit(store, script, next_claim, tokens[1], tokens[2], 14, None)
+    await read(store, script, tokens[1], 15)  # recovers turn 3
+    await script.step(calls.close(store, script.session_id, tokens[2], at(16)))
+    await read(store, script, tokens[2], 17)  # closed
+    await read(store, script, tokens[1], 17)  # closed too, to the consumed token's holder
+
+
 HISTORIES = [
     rotations_records_and_a_failed_turn,
     refusals_in_every_order,
     a_lapsed_lease_taken_over,
     a_commit_naming_another_token,
     closing,
+    keyed_starts_and_their_replays,
+    a_failed_keyed_start_frees_its_key,
+    cancel_requests,
+    reads_that_recover,
 ]
 
 
@@ -237,6 +452,34 @@ def fake_refusals(fake: InMemorySessionStore, session_id: SessionId) -> list[obj
     return [(event.reason.value, event.at) for event in refused]
 
 
+async def sql_side_events(engine: AsyncEngine, session_id: SessionId) -> list[object]:
+    """The session's facts without a seq (refusals and recoveries), in their chain's order."""
+    query = (
+        select(events.c.kind, events.c.turn, events.c.data, events.c.recorded_at)
+        .where(events.c.session_id == session_id, events.c.seq.is_(None))
+        .order_by(events.c.refusal_seq)
+    )
+    async with engine.connect() as conn:
+        return [tuple(row) for row in await conn.execute(query)]
+
+
+def fake_side_events(fake: InMemorySessionStore, session_id: SessionId) -> list[object]:
+    side = [event for event in fake.events if isinstance(event, RequestRefused | Recovered)]
+    rows = [event_to_row(event) for event in side if event.session_id == session_id]
+    return [(row["kind"], row["turn"], row["data"], row["recorded_at"]) for row in rows]
+
+
+async def sql_seals(engine: AsyncEngine, session_id: SessionId) -> list[dict[str, Any]]:
+    query = select(recovery).where(recovery.c.session_id == session_id).order_by(recovery.c.lookup)
+    async with engine.connect() as conn:
+        return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+def fake_seals(fake: InMemorySessionStore, session_id: SessionId) -> list[dict[str, Any]]:
+    kept = [seal_row(seal) for seal in fake.seals.values() if seal.session_id == session_id]
+    return sorted(kept, key=lambda row: str(row["lookup"]))
+
+
 @pytest.mark.parametrize("history", HISTORIES, ids=[h.__name__ for h in HISTORIES])
 async def test_the_store_writes_what_the_domain_decides(
     history: History, store: SessionStore, engine: AsyncEngine
@@ -248,11 +491,14 @@ async def test_the_store_writes_what_the_domain_decides(
     await history(store, got)
 
     assert got.answers == expected.answers  # every step answered alike
-    final = got.session_id
-    assert await sql_events(engine, final) == fake.session_events(final)
-    assert await sql_refusals(engine, final) == fake_refusals(fake, final)
-    sql_state: SessionState | None = await store.load(final)
-    assert sql_state == await fake.load(final)
+    assert got.others == expected.others
+    for session in (got.session_id, *got.others):
+        assert await sql_events(engine, session) == fake.session_events(session)
+        assert await sql_refusals(engine, session) == fake_refusals(fake, session)
+        assert await sql_side_events(engine, session) == fake_side_events(fake, session)
+        assert await sql_seals(engine, session) == fake_seals(fake, session)
+        sql_state: SessionState | None = await store.load(session)
+        assert sql_state == await fake.load(session)
 
 
 async def test_a_refusal_that_names_no_session_is_recorded_alike(
