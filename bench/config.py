@@ -10,7 +10,8 @@ DEFAULT_OUTPUT = RESULTS_DIR / "latest.json"  # git-ignored: every run overwrite
 
 # The load shapes of issue 4; every mode runs all of them, only for less time.
 BUFFERED_CONCURRENCY = (1, 16, 64)
-STREAM_CONCURRENCY = 16  # SSE, WebSocket, start-only, and the baselines' reference point
+STREAM_CONCURRENCY = 16  # SSE, WebSocket, start-only, keyed, resume, retry; the baselines'
+# reference point
 PEAK_RSS_CONCURRENCY = 64
 RACE_WIDTH = 50  # concurrent continues presenting one token, per round
 # The store-appends comparison runs one writer per store, then this many; its goal is judged

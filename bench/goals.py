@@ -1,6 +1,7 @@
-"""The goals of issue 4, each measured from the run's rows: the measured value, the goal,
-whether it was met, and the keys of the rows it was computed from (so a verdict can be
-traced to its numbers). tests/test_bench_goals.py pins every comparator, threshold and row.
+"""The goals of issue 4 (and of issue 11: the cost of recovery), each measured from the
+run's rows: the measured value, the goal, whether it was met, and the keys of the rows it was
+computed from (so a verdict can be traced to its numbers). tests/test_bench_goals.py pins
+every comparator, threshold and row. A goal not met is a finding, not a failed run.
 """
 
 import operator
@@ -13,11 +14,14 @@ from bench.rows import (
     BACKENDS,
     BATON_STORE,
     BUFFERED,
+    BUFFERED_KEYED,
     HTTP_FLOOR,
+    IDEMPOTENT_RETRY,
     NO_BACKEND,
     PEER_EVENTSOURCING,
     POSTGRESQL,
     REPLAY,
+    RESUME,
     SQL_FLOOR_PG,
     SQL_FLOOR_PG_LEGACY,
     SQL_FLOOR_SQLITE,
@@ -64,6 +68,10 @@ SQLITE_FLOOR_TARGET = 0.4
 HTTP_FLOOR_TARGET = 0.25
 APPENDS_TARGETS = ((POSTGRESQL, 3.0), (SQLITE, 1.5))
 STREAMED_TARGET = 0.8
+# Issue 11: an Idempotency-Key on every turn costs buffered turns at most 10%, and a resumed
+# stream or an idempotent retry costs no more than a turn (issue 15 judges them too).
+KEYED_TARGET = 0.9
+RECOVERY_TARGET = 1.0
 
 
 def _judge(
@@ -89,7 +97,8 @@ def _rate_ratio(goal: str, rows: Rows, top: RowKey, bottom: RowKey, target: floa
     a, b = rows.get(top), rows.get(bottom)
     if a is None or b is None or b.rate <= 0:
         return _judge(goal, None, ">=", target, "x", "missing row", (top, bottom))
-    detail = f"{_label(top)} {a.rate:.0f} / {_label(bottom)} {b.rate:.0f} {b.unit}"
+    top_unit = "" if a.unit == b.unit else f" {a.unit}"
+    detail = f"{_label(top)} {a.rate:.0f}{top_unit} / {_label(bottom)} {b.rate:.0f} {b.unit}"
     return _judge(goal, a.rate / b.rate, ">=", target, "x", detail, (top, bottom))
 
 
@@ -205,6 +214,32 @@ def _streamed_ratios(rows: Rows) -> list[Ratio]:
     ]
 
 
+def _recovery_ratios(rows: Rows) -> list[Ratio]:
+    """Issue 11, against buffered c16 on the same backend (the same server, the same run)."""
+    keyed = [
+        _rate_ratio(
+            f"{backend} buffered-keyed c16 >= {KEYED_TARGET:g} x buffered c16",
+            rows,
+            (BUFFERED_KEYED, backend, C16),
+            (BUFFERED, backend, C16),
+            KEYED_TARGET,
+        )
+        for backend in BACKENDS
+    ]
+    recovered = [
+        _rate_ratio(
+            f"{backend} {name} c16 >= {RECOVERY_TARGET:g} x buffered c16",
+            rows,
+            (name, backend, C16),
+            (BUFFERED, backend, C16),
+            RECOVERY_TARGET,
+        )
+        for backend in BACKENDS
+        for name in (RESUME, IDEMPOTENT_RETRY)
+    ]
+    return [*keyed, *recovered]
+
+
 def evaluate(measured: list[Row]) -> list[Ratio]:
     rows: Rows = {row.key: row for row in measured}
     return [
@@ -213,6 +248,7 @@ def evaluate(measured: list[Row]) -> list[Ratio]:
         *_append_ratios(rows),
         _p50_budget(rows),
         *_streamed_ratios(rows),
+        *_recovery_ratios(rows),
         *(_peak_rss(rows, backend) for backend in BACKENDS),
         *(_replay_rss(rows, backend) for backend in BACKENDS),
     ]

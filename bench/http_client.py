@@ -26,6 +26,7 @@ class ProtocolError(Exception):
 class Response:
     status: int
     body: bytes
+    head: bytes  # the status line and headers, lower-cased
 
 
 def request_bytes(
@@ -113,7 +114,7 @@ class HttpConnection:
         else:
             body = await self.read_sized_body(head)
         await self.finish(head)
-        return Response(status, body)
+        return Response(status, body, head)
 
     def is_chunked(self, head: bytes) -> bool:
         return _CHUNKED in head

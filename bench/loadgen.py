@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from bench.clients import EchoClient, RestClient, StartClient, VirtualClient, WebSocketClient
+from bench.clients import (
+    EchoClient,
+    RestClient,
+    ResumeClient,
+    RetryClient,
+    StartClient,
+    VirtualClient,
+    WebSocketClient,
+)
 from bench.measure import ERROR, OK, Tally, Window, clock
 from bench.race import run_race
 
@@ -24,9 +32,12 @@ SLACK_SECONDS = 60.0  # setup and tear-down of a scenario, on a slow and shared 
 # workload -> (client factory, the unit of its rate)
 WORKLOADS: dict[str, tuple[Callable[[str, int], VirtualClient], str]] = {
     "buffered": (RestClient, "turns/s"),
+    "buffered-keyed": (lambda host, port: RestClient(host, port, keyed=True), "turns/s"),
     "sse": (lambda host, port: RestClient(host, port, stream=True), "turns/s"),
     "websocket": (WebSocketClient, "turns/s"),
     "start": (StartClient, "turns/s"),
+    "resume": (ResumeClient, "streams/s"),
+    "retry": (RetryClient, "replays/s"),
     "echo": (EchoClient, "req/s"),
 }
 RACE = "race"

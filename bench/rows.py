@@ -5,10 +5,15 @@ from typing import Any
 
 # Row names: Baton's scenarios, then the baselines.
 BUFFERED = "buffered"
+BUFFERED_KEYED = "buffered-keyed"  # buffered turns, each with a fresh Idempotency-Key
 SSE = "sse"
 WEBSOCKET = "websocket"
 RACE = "race"
 START = "start"
+# Recovery (PROTOCOL section 6), on an idle session whose last turn committed: a resumed
+# stream of that turn's events, and an idempotent retry of that turn, answered from the store.
+RESUME = "resume"
+IDEMPOTENT_RETRY = "idempotent-retry"
 HTTP_FLOOR = "http-floor"
 SQL_FLOOR_PG = "sql-floor-pg"  # the PostgreSQL store's own statements, driven by pgbench
 # The ten-round-trip transactions sql-floor-pg used to run, kept for comparison only.

@@ -37,9 +37,13 @@ ON_SHARED_SERVER = (
         for c in BUFFERED_CONCURRENCY
         if c != PEAK_RSS_CONCURRENCY
     ),
+    # Right after buffered c16, on the same warm server: the pair its goal compares.
+    Scenario(rows.BUFFERED_KEYED, "buffered-keyed", STREAM_CONCURRENCY),
     Scenario(rows.SSE, "sse", STREAM_CONCURRENCY),
     Scenario(rows.WEBSOCKET, "websocket", STREAM_CONCURRENCY),
     Scenario(rows.START, "start", STREAM_CONCURRENCY),
+    Scenario(rows.RESUME, "resume", STREAM_CONCURRENCY),
+    Scenario(rows.IDEMPOTENT_RETRY, "retry", STREAM_CONCURRENCY),
     Scenario(rows.RACE, RACE, RACE_WIDTH),
 )
 ON_OWN_SERVER = Scenario(rows.BUFFERED, "buffered", PEAK_RSS_CONCURRENCY)

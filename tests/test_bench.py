@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from bench.wire import SseParser
 from tests.databases import IN_CI, require_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,10 +25,13 @@ BATON_ROWS = {
         ("buffered", 1),
         ("buffered", 16),
         ("buffered", 64),
+        ("buffered-keyed", 16),
         ("sse", 16),
         ("websocket", 16),
         ("race", 50),
         ("start", 16),
+        ("resume", 16),
+        ("idempotent-retry", 16),
         ("peer-eventsourcing", 1),
         ("peer-eventsourcing", 16),
         ("baton-store", 1),
@@ -47,8 +51,9 @@ BASELINE_ROWS = {
 }
 SmokeRun = tuple[dict[str, Any], str]  # the results JSON, and the printed table
 # The seven goals of issue 4 and replay's memory (issue 6), per backend where they say so,
-# and the PostgreSQL ratio against the legacy floor (for comparison).
-GOALS = 16
+# the PostgreSQL ratio against the legacy floor (for comparison), and issue 11's three per
+# backend (keyed turns, resumed streams, idempotent retries against buffered turns).
+GOALS = 22
 
 
 def require_pgbench() -> None:
@@ -94,6 +99,23 @@ def test_every_row_is_measured_without_errors(smoke_run: SmokeRun) -> None:
 
 
 @pytest.mark.e2e
+def test_the_recovery_rows_are_refused_nothing(smoke_run: SmokeRun) -> None:
+    """Keyed turns commit; every resumed stream replays the last turn's outcome and every
+    retry is answered as replayed (a client counts anything else as an error)."""
+    results, _ = smoke_run
+    rows = {(row["name"], row["backend"], row["concurrency"]): row for row in results["rows"]}
+    for backend in ("sqlite", "postgresql"):
+        for name, unit in (
+            ("buffered-keyed", "turns/s"),
+            ("resume", "streams/s"),
+            ("idempotent-retry", "replays/s"),
+        ):
+            row = rows[(name, backend, 16)]
+            assert row["unit"] == unit, (name, backend)
+            assert row["refusals"] == {}, (name, backend)
+
+
+@pytest.mark.e2e
 def test_every_race_round_has_exactly_one_winner(smoke_run: SmokeRun) -> None:
     results, _ = smoke_run
     races = [row for row in results["rows"] if row["name"] == "race"]
@@ -124,3 +146,39 @@ def test_every_ratio_is_measured_and_the_table_is_printed(smoke_run: SmokeRun) -
         assert machine[fact], fact
     assert results["timestamp"]
     assert results["durations"]["mode"] == "smoke"
+
+
+# ------------------------------------------------------------------ the load generator's SSE
+
+PRIMED_STREAM = (
+    b"id: 3\r\nretry: 1000\r\n\r\n"  # the priming message: an id, no data
+    b": ping\r\n\r\n"
+    b'id: 4\r\nevent: record\r\ndata: {"type":"record"}\r\n\r\n'
+    b'id: 5\r\nevent: outcome\r\ndata: {"type":"outcome"}\r\n\r\n'
+)
+
+
+def test_the_sse_parser_skips_the_priming_message_but_keeps_its_id() -> None:
+    parser = SseParser()
+    assert parser.feed(PRIMED_STREAM) == [
+        ("record", b'{"type":"record"}'),
+        ("outcome", b'{"type":"outcome"}'),
+    ]
+    assert (parser.first_id, parser.last_id) == ("3", "5")
+
+
+@pytest.mark.parametrize("size", [1, 2, 7])
+def test_the_sse_parser_reads_a_stream_split_anywhere(size: int) -> None:
+    """Chunks may end mid-line, mid-CR-LF or right after the priming message."""
+    parser = SseParser()
+    events = []
+    for start in range(0, len(PRIMED_STREAM), size):
+        events += parser.feed(PRIMED_STREAM[start : start + size])
+    assert [event for event, _ in events] == ["record", "outcome"]
+    assert (parser.first_id, parser.last_id) == ("3", "5")
+
+
+def test_a_primed_stream_without_events_yields_none() -> None:
+    parser = SseParser()
+    assert parser.feed(b"id: 7\r\nretry: 1000\r\n\r\n") == []
+    assert (parser.first_id, parser.last_id) == ("7", "7")

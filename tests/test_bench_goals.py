@@ -77,6 +77,27 @@ RATE_GOALS = [
         for backend in ("sqlite", "postgresql")
         for streamed in ("sse", "websocket")
     ),
+    # Issue 11: an Idempotency-Key on every turn costs at most 10%; a resumed stream and an
+    # idempotent retry cost no more than a turn. Each against buffered c16 of its own backend.
+    *(
+        RateGoal(
+            f"{backend} buffered-keyed c16 >= 0.9 x buffered c16",
+            ("buffered-keyed", backend, 16),
+            ("buffered", backend, 16),
+            0.9,
+        )
+        for backend in ("sqlite", "postgresql")
+    ),
+    *(
+        RateGoal(
+            f"{backend} {recovery} c16 >= 1 x buffered c16",
+            (recovery, backend, 16),
+            ("buffered", backend, 16),
+            1.0,
+        )
+        for backend in ("sqlite", "postgresql")
+        for recovery in ("resume", "idempotent-retry")
+    ),
 ]
 # Shown next to the goals, for comparison with the figures judged before the floor was fixed.
 LEGACY = RateGoal(
@@ -186,6 +207,21 @@ def test_the_floors_compare_c16_with_c16_and_not_with_c1() -> None:
     ratios = evaluate(_rows(rates))
     assert _find(ratios, RATE_GOALS[0].goal).met is False
     assert _find(ratios, RATE_GOALS[1].goal).met is False
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_recovery_goals_compare_with_buffered_c16_on_their_own_backend(backend: str) -> None:
+    """Recovery slower than a turn on this backend, buffered slower still on the other one:
+    a goal dividing by the other backend's buffered c16 (or by c1, or c64) would be met."""
+    other = next(name for name in BACKENDS if name != backend)
+    rates = dict.fromkeys(EVERY_ROW, 1000.0)
+    rates[("buffered", backend, 16)] = 2000.0
+    rates[("buffered", other, 16)] = 1.0
+    rates[("buffered", backend, 1)] = rates[("buffered", backend, 64)] = 1.0
+    ratios = evaluate(_rows(rates))
+    for name, target in (("buffered-keyed", "0.9"), ("resume", "1"), ("idempotent-retry", "1")):
+        ratio = _find(ratios, f"{backend} {name} c16 >= {target} x buffered c16")
+        assert (ratio.measured, ratio.met) == (0.5, False)
 
 
 def test_only_the_legacy_comparison_is_informational() -> None:
