@@ -1,5 +1,5 @@
 # Two commands for a newcomer: `make serve` and `make test`. Both bootstrap .venv
-# themselves and reinstall it whenever pyproject.toml changes.
+# themselves and reinstall it whenever a pyproject.toml changes.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,11 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: serve test lint format bench chaos mutants clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Baton needs Python 3.11 or newer; set PYTHON=...")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'  # make test smoke-runs the bench
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]' -e './client[ws,chat]'  # make test smoke-runs the bench
 	@touch $(STAMP)
 
 serve: $(STAMP)
@@ -20,7 +20,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict domain infra api
+	$(BIN)/mypy --strict domain infra api client/baton_client
 	$(BIN)/lint-imports
 
 test: lint
