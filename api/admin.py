@@ -63,6 +63,7 @@ class EventBody(msgspec.Struct, kw_only=True, rename="camel"):
     issued: str | None
     data: Any
     recorded_at: datetime
+    principal: str | None  # who caused it (api/auth.py), as its data records
     hash: str | None
 
 
@@ -84,6 +85,7 @@ class SessionBody(msgspec.Struct, kw_only=True, rename="camel"):
     updated_at: datetime
     refusals: int
     last_outcome: Any
+    owner: str | None  # the principal that started it; None: no authentication then
 
 
 class SessionPageBody(msgspec.Struct):
@@ -96,17 +98,23 @@ class FeedPageBody(msgspec.Struct):
     next: str | None
 
 
-_EVENT_FIELDS = EventBody.__struct_fields__
+_EVENT_FIELDS = tuple(name for name in EventBody.__struct_fields__ if name != "principal")
+
+
+def principal_in(data: Any) -> str | None:
+    """Who caused an event: its data names them (domain/events.py), when anyone was asked."""
+    principal = data.get("principal") if isinstance(data, dict) else None
+    return principal if isinstance(principal, str) else None
 
 
 def event_body(event: StoredEvent) -> EventBody:
-    return EventBody(**{name: getattr(event, name) for name in _EVENT_FIELDS})
+    fields = {name: getattr(event, name) for name in _EVENT_FIELDS}
+    return EventBody(**fields, principal=principal_in(event.data))
 
 
 def history_event_body(event: HistoryEvent) -> HistoryEventBody:
-    return HistoryEventBody(
-        **{name: getattr(event, name) for name in _EVENT_FIELDS}, void=event.void
-    )
+    fields = {name: getattr(event, name) for name in _EVENT_FIELDS}
+    return HistoryEventBody(**fields, principal=principal_in(event.data), void=event.void)
 
 
 def _session_body(summary: SessionSummary) -> SessionBody:

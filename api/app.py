@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components
 
 from api.admin import admin_routes
+from api.auth import authentication, openapi_security
 from api.errors import EXCEPTION_HANDLERS
 from api.follow import Following
 from api.handlers import input_check, load_handler
@@ -101,7 +103,10 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
         return ready
 
     websocket_route = turns_socket if settings.websockets else websockets_disabled
-    app = Litestar(
+    # The turn API: the routes that authenticate, when principals are on (api/auth.py).
+    security = openapi_security(settings)
+    turn_api = Router(
+        path="/",
         route_handlers=[
             start_session,
             continue_session,
@@ -110,6 +115,13 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
             session_events,
             cancel_turn,
             websocket_route,
+        ],
+        middleware=authentication(settings),
+        security=security.requirement,
+    )
+    app = Litestar(
+        route_handlers=[
+            turn_api,
             healthz,
             readyz,
             metrics_text,
@@ -122,7 +134,12 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
         },
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="Baton", version=VERSION, path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Baton",
+            version=VERSION,
+            path="/schema",
+            components=Components(security_schemes=security.schemes),
+        ),
         state=State(
             {"metrics": metrics, "head_revision": head_revision(), "gate": gate, "runner": runner}
         ),

@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import importlib
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -63,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     for operator in add_commands(commands):
         _database_option(operator)
 
+    chat = commands.add_parser(
+        "chat",
+        add_help=False,  # --help is the chat's own
+        help="chat with the demo handler at a URL: baton-chat, from baton-client[chat]",
+    )
+    chat.add_argument("arguments", nargs=argparse.REMAINDER)
+    chat.set_defaults(run=lambda _, args: _chat(args.arguments))
+
     history = commands.add_parser("history", help="print a session's stored events")
     add_history_arguments(history)
     _database_option(history)
@@ -86,6 +95,18 @@ async def _migrate(settings: Settings) -> None:
         print(
             f"baton: database schema migrated from {before or 'empty'} to {head}", file=sys.stderr
         )
+
+
+def _chat(arguments: list[str]) -> int:
+    """`baton chat` is baton-chat, which lives in the client distribution: a chat is a
+    client, and a user chatting with a remote Baton needs no server installed."""
+    try:
+        chat = importlib.import_module("baton_client.chat")
+    except ImportError:
+        print("baton: error: baton chat needs pip install 'baton-client[chat]'", file=sys.stderr)
+        return 2
+    status: int = chat.main(arguments)
+    return status
 
 
 def _serve(settings: Settings) -> None:

@@ -16,6 +16,7 @@ from api.reasons import (
     INTERNAL,
     TOO_LARGE,
     TURN_FAILED,
+    UNAUTHENTICATED,
     UNAUTHORIZED,
     UNAVAILABLE,
     WEBSOCKETS_DISABLED,
@@ -36,6 +37,7 @@ __all__ = [
     "INTERNAL",
     "TOO_LARGE",
     "TURN_FAILED",
+    "UNAUTHENTICATED",
     "UNAUTHORIZED",
     "UNAVAILABLE",
     "WEBSOCKETS_DISABLED",
@@ -61,6 +63,7 @@ STATUS_BY_REASON: dict[str, int] = {
     UNAVAILABLE: 503,
     WEBSOCKETS_DISABLED: 426,
     UNAUTHORIZED: 401,
+    UNAUTHENTICATED: 401,
 }
 
 
@@ -87,6 +90,7 @@ HINTS: dict[str, dict[str, str]] = {
     RefusalReason.CLOSED: NEVER_RETRY,
     RefusalReason.IDEMPOTENCY_MISMATCH: NEVER_RETRY,
     UNAUTHORIZED: {"WWW-Authenticate": "Bearer"},  # RFC 6750: say which scheme is wanted
+    UNAUTHENTICATED: {"WWW-Authenticate": 'Bearer realm="baton"'},
 }
 
 

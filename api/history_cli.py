@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from api.admin import history_event_body
+from api.admin import history_event_body, principal_in
 from domain.events import EventKind
 from infra.database import SQLITE, normalize_url
 from infra.history import HistoryEvent
@@ -67,7 +67,9 @@ def as_json(history: list[HistoryEvent]) -> str:
 def line_of(event: HistoryEvent) -> str:
     at = event.recorded_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     turn = f"turn {event.turn}" if event.turn is not None else "-"
-    return f"{event.position:>8}  {at}  {event.kind:<9}  {turn:<8}  {summary_of(event)}".rstrip()
+    principal = principal_in(event.data)
+    summary = summary_of(event) + (f"  by {principal}" if principal is not None else "")
+    return f"{event.position:>8}  {at}  {event.kind:<9}  {turn:<8}  {summary}".rstrip()
 
 
 def abbreviated(value: Any) -> str:

@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter
 
+from api.auth import principal_of
 from api.errors import ApiError
 from api.idempotency import KEY_HEADER, key_from_header
 from api.schemas import ErrorBody, TurnReplyBody
@@ -113,7 +114,9 @@ async def start_session(
     turn_input, token = split_turn_input(await turn_body(request), token_header)
     session_id = take_text(turn_input, SESSION_FIELD)
     key = key_from_header(key_header, starting=True)
-    opened = await turns.start(StartRequest(turn_input, token, session_id, key))
+    opened = await turns.start(
+        StartRequest(turn_input, token, session_id, key, principal_of(request))
+    )
     return await answer(request, opened, turns)
 
 
@@ -130,12 +133,13 @@ class ClosedBody(msgspec.Struct, rename="camel"):
     tags=["turns"],
 )
 async def delete_session(
+    request: AnyRequest,
     session_id: FromPath[str],
     turns: NamedDependency[TurnApi],
     token_header: TokenHeader = None,
 ) -> ClosedBody:
     """Close a session with its current token: later continues get 410 closed."""
-    closed = await turns.close(CloseRequest(session_id, token_header))
+    closed = await turns.close(CloseRequest(session_id, token_header, principal_of(request)))
     if isinstance(closed, Refusal):
         raise ApiError.refused(closed)
     return ClosedBody(session_id=closed.session_id, status=closed.status.value, turn=closed.turn)
@@ -157,5 +161,7 @@ async def continue_session(
     """Run the next turn, authorised by the current continuation token (single use)."""
     turn_input, token = split_turn_input(await turn_body(request), token_header)
     key = key_from_header(key_header, starting=False)
-    opened = await turns.proceed(ContinueRequest(session_id, turn_input, token, key))
+    opened = await turns.proceed(
+        ContinueRequest(session_id, turn_input, token, key, principal_of(request))
+    )
     return await answer(request, opened, turns)

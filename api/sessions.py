@@ -14,6 +14,7 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
+from api.auth import principal_of
 from api.errors import BAD_REQUEST, ApiError
 from api.rest import JSON, RESPONSES, TokenHeader, wants_stream
 from api.schemas import ErrorBody
@@ -90,11 +91,16 @@ READ_RESPONSES = {code: spec for code, spec in RESPONSES.items() if code in {400
 
 @get("/v1/session/{session_id:str}", responses=READ_RESPONSES, tags=["sessions"])
 async def read_session(
-    session_id: FromPath[str], turns: NamedDependency[TurnApi], token_header: TokenHeader = None
+    request: AnyRequest,
+    session_id: FromPath[str],
+    turns: NamedDependency[TurnApi],
+    token_header: TokenHeader = None,
 ) -> SessionBody:
     """The session, for its current token, or for the token its last turn consumed (then its
     last outcome carries the token that turn issued). Consumes nothing."""
-    reading = await turns.read(ReadRequest(session_id, token_header))
+    reading = await turns.read(
+        ReadRequest(session_id, token_header, principal=principal_of(request))
+    )
     if isinstance(reading, Refusal):
         raise ApiError.refused(reading)
     return session_body(reading.state, reading.recovered_token)
@@ -122,7 +128,9 @@ async def session_events(
 ) -> Response[Any]:
     """The session's stored events after a seq, as turn event objects with their seqs."""
     start = seq_after(after, last_event_id)
-    view = await turns.events(ReadRequest(session_id, token_header))
+    view = await turns.events(
+        ReadRequest(session_id, token_header, principal=principal_of(request))
+    )
     if isinstance(view, Refusal):
         raise ApiError.refused(view)
     if wants_stream(request):
@@ -143,6 +151,7 @@ async def session_events(
     tags=["sessions"],
 )
 async def cancel_turn(
+    request: AnyRequest,
     session_id: FromPath[str],
     turns: NamedDependency[TurnApi],
     token_header: TokenHeader = None,
@@ -150,7 +159,8 @@ async def cancel_turn(
 ) -> Response[SessionBody]:
     """Stop the session's running turn, wherever it runs; the token stays valid. 200 once the
     turn has stopped (or if none was running), 202 if it has not within `wait` seconds."""
-    cancelled = await turns.cancel(CancelRequest(session_id, token_header), wait)
+    asked = CancelRequest(session_id, token_header, principal_of(request))
+    cancelled = await turns.cancel(asked, wait)
     if isinstance(cancelled, Refusal):
         raise ApiError.refused(cancelled)
     state, stopped = cancelled

@@ -106,7 +106,7 @@ class TurnApi:
         """Authorise a read of the session's events (with the token it consumed, its last
         turn's outcome then carries the token that turn issued)."""
         reading = await self.driver.read(
-            ReadRequest(request.session_id, request.token, RecoveredVia.EVENTS)
+            ReadRequest(request.session_id, request.token, RecoveredVia.EVENTS, request.principal)
         )
         if isinstance(reading, Refusal):
             return reading
@@ -116,7 +116,7 @@ class TurnApi:
 
     async def _recover(self, request: ReadRequest) -> RecoveredTurn | None:
         reading = await self.driver.read(
-            ReadRequest(request.session_id, request.token, RecoveredVia.EVENTS)
+            ReadRequest(request.session_id, request.token, RecoveredVia.EVENTS, request.principal)
         )
         return None if isinstance(reading, Refusal) else _recovered(reading)
 
@@ -151,9 +151,11 @@ class TurnApi:
     async def close(self, request: CloseRequest) -> SessionState | Refusal:
         return await self.driver.close(request)
 
-    async def refuse_in_flight(self, session_id: SessionId) -> Refusal:
+    async def refuse_in_flight(
+        self, session_id: SessionId, principal: str | None = None
+    ) -> Refusal:
         """A turn refused because the caller knows its session's claim is held."""
-        return await self.driver.refuse_in_flight(session_id)
+        return await self.driver.refuse_in_flight(session_id, principal)
 
     def _launched(self, opened: OpenTurn | TurnReply | Refusal) -> Opened:
         return self.runner.launch(opened) if isinstance(opened, OpenTurn) else opened

@@ -20,6 +20,7 @@ from typing import Any
 from litestar import WebSocket, get, websocket
 from litestar.di import NamedDependency
 
+from api.auth import principal_of
 from api.errors import BAD_REQUEST, UNAVAILABLE, UNAVAILABLE_MESSAGE, WEBSOCKETS_DISABLED, ApiError
 from api.follow import Lapsed
 from api.idempotency import KEY_FIELD, checked_key
@@ -62,6 +63,7 @@ class Connection:
         self._forwarding: asyncio.Task[None] | None = None
         self._starting = False
         self._send_lock = asyncio.Lock()
+        self._principal = principal_of(socket)  # authenticated at the upgrade (api/auth.py)
 
     @property
     def _busy(self) -> bool:
@@ -111,14 +113,18 @@ class Connection:
         if self._session_id is None:
             key = checked_key(turn_input.pop(KEY_FIELD, None), starting=named is None)
             if named is None:
-                return await self._turns.start(StartRequest(turn_input, token, key=key))
-            return await self._turns.proceed(ContinueRequest(named, turn_input, token, key))
+                start = StartRequest(turn_input, token, key=key, principal=self._principal)
+                return await self._turns.start(start)
+            request = ContinueRequest(named, turn_input, token, key, self._principal)
+            return await self._turns.proceed(request)
         key = checked_key(turn_input.pop(KEY_FIELD, None), starting=False)
         self._check_bound(named)
         if self._busy and token is None:
             # Its own turn holds the claim: the single-claim rule, answered without queueing.
-            return await self._turns.refuse_in_flight(self._session_id)
-        request = ContinueRequest(self._session_id, turn_input, token or self._token, key)
+            return await self._turns.refuse_in_flight(self._session_id, self._principal)
+        request = ContinueRequest(
+            self._session_id, turn_input, token or self._token, key, self._principal
+        )
         return await self._turns.proceed(request)
 
     def _check_bound(self, named: str | None) -> None:
@@ -129,7 +135,8 @@ class Connection:
     async def _cancel(self) -> None:
         if self._session_id is None:
             raise ApiError(BAD_REQUEST, "nothing to cancel: this connection has no session")
-        stopped = await self._turns.cancel(CancelRequest(self._session_id, self._token), 0)
+        asked = CancelRequest(self._session_id, self._token, self._principal)
+        stopped = await self._turns.cancel(asked, 0)
         if isinstance(stopped, Refusal):
             await self._send(refusal_object(stopped))
 
@@ -147,7 +154,7 @@ class Connection:
             named, token = self._session_id, token or self._token
         if named is None:
             raise ApiError(BAD_REQUEST, "a frame that resumes names its sessionId")
-        view = await self._turns.events(ReadRequest(named, token))
+        view = await self._turns.events(ReadRequest(named, token, principal=self._principal))
         if isinstance(view, Refusal):
             await self._send(refusal_object(view))
             return

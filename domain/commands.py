@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from domain import decisions, holding
+from domain import decisions, holding, session_decisions
 from domain.decisions import CancelAnswer, ClaimGranted, Decision
 from domain.events import (
     ClaimRenewed,
@@ -38,6 +38,9 @@ class Command(Generic[A]):
 
     session_id: SessionId
     at: datetime
+    # Who asks (domain/principals.py): the decision sees the session as they may, and
+    # every event it records names them. None: the server authenticates no one.
+    principal: str | None = None
 
     @property
     def seal_lookup(self) -> str | None:
@@ -161,7 +164,7 @@ class CloseSession(Command[SessionState | Refusal]):
     def decide(
         self, state: SessionState | None, seal: Seal | None = None
     ) -> Decision[SessionState | Refusal]:
-        return decisions.close_session(self, state)
+        return session_decisions.close_session(self, state)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,7 +176,7 @@ class RequestCancel(Command[CancelAnswer | Refusal]):
     def decide(
         self, state: SessionState | None, seal: Seal | None = None
     ) -> Decision[CancelAnswer | Refusal]:
-        return decisions.request_cancel(self, state)
+        return session_decisions.request_cancel(self, state)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,4 +193,4 @@ class ReadSession(Command[ReadAccess | Refusal]):
     def decide(
         self, state: SessionState | None, seal: Seal | None = None
     ) -> Decision[ReadAccess | Refusal]:
-        return decisions.read_session(self, state, seal)
+        return session_decisions.read_session(self, state, seal)

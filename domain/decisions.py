@@ -16,24 +16,20 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from domain import refusals
 from domain.events import (
-    CancelRequested,
     ClaimExpired,
-    CloseCause,
     RecoveredVia,
     RequestRefused,
-    SessionClosed,
     SessionEvent,
     SessionStarted,
     SideEvent,
     TurnClaimed,
 )
 from domain.identifiers import SessionId, TokenDigest
+from domain.principals import visible_to
 from domain.recovery import (
     Forget,
-    ReadAccess,
     Replay,
     Seal,
-    authorise_read,
     recovered,
     replay_or_refuse,
     replay_start,
@@ -42,7 +38,11 @@ from domain.refusals import Refusal, RefusalReason
 from domain.state import Claim, SessionState, SessionStatus, fold
 
 if TYPE_CHECKING:  # the commands call these functions; the import runs the other way
-    from domain.commands import ClaimTurn, CloseSession, ReadSession, RequestCancel, StartSession
+    from domain.commands import (
+        ClaimTurn,
+        Command,
+        StartSession,
+    )
 
 FIRST_TURN = 1
 A = TypeVar("A", covariant=True)
@@ -88,9 +88,15 @@ def changed(answer: T, events: tuple[SessionEvent, ...], state: SessionState | N
 
 
 def refused(
-    refusal: Refusal, state: SessionState | None, session_id: str, at: datetime
+    refusal: Refusal,
+    state: SessionState | None,
+    session_id: str,
+    at: datetime,
+    principal: str | None = None,
 ) -> Decision[Refusal]:
-    recorded = record_refusal(refusal, state=state, presented_id=session_id, at=at)
+    recorded = record_refusal(
+        refusal, state=state, presented_id=session_id, at=at, principal=principal
+    )
     return Decision(refusal, side_event=recorded)
 
 
@@ -106,8 +112,9 @@ def start_session(
     if key is not None and seal is not None and command.at < seal.expires_at:
         answer = replay_start(key, seal, state, command.at)
         if isinstance(answer, Refusal):
-            return refused(answer, state, seal.session_id, command.at)
-        return Decision(answer, side_event=recovered(seal, RecoveredVia.REPLAY, command.at))
+            return refused(answer, state, seal.session_id, command.at, command.principal)
+        replayed = recovered(seal, RecoveredVia.REPLAY, command.at, command.principal)
+        return Decision(answer, side_event=replayed)
     if state is not None and state.session_id == command.session_id:
         raise ValueError(f"session {command.session_id} already exists")
     # Otherwise `state` is the session an expired key once started: nothing to do with this.
@@ -118,6 +125,7 @@ def start_session(
         input=command.input,
         lease=command.lease,
         at=command.at,
+        principal=command.principal,
     )
     after = fold([started])
     kept = None
@@ -151,16 +159,16 @@ def claim_turn(
     and the presented (still current) token claims as usual. A retry of a turn that
     committed, with its Idempotency-Key, gets that turn's reply (PROTOCOL section 6.4).
     """
-    checked = _authorise(state, command.session_id, command.presented, command.at)
+    state = visible_to(state, command.principal)
+    checked = authorise(state, command, command.presented)
     if checked is refusals.STALE_TOKEN and command.idempotency is not None:
         replay = replay_or_refuse(command.idempotency, seal, state, command.at)
         if isinstance(replay, Replay):
-            return Decision(
-                replay, side_event=recovered(replay.seal, RecoveredVia.REPLAY, command.at)
-            )
+            replayed = recovered(replay.seal, RecoveredVia.REPLAY, command.at, command.principal)
+            return Decision(replay, side_event=replayed)
         checked = replay
     if isinstance(checked, Refusal):
-        return refused(checked, state, command.session_id, command.at)
+        return refused(checked, state, command.session_id, command.at, command.principal)
     current, expired = checked
     claimed = TurnClaimed(
         session_id=command.session_id,
@@ -169,6 +177,7 @@ def claim_turn(
         input=command.input,
         lease=command.lease,
         at=command.at,
+        principal=command.principal,
     )
     events: tuple[SessionEvent, ...] = (expired, claimed) if expired else (claimed,)
     after = fold(events, current)
@@ -176,16 +185,17 @@ def claim_turn(
     return Decision(ClaimGranted(claimed, after), events, after, forget=Forget.NEXT_TOKENS)
 
 
-def _authorise(
+def authorise(
     state: SessionState | None,
-    session_id: SessionId,
+    command: Command[object],
     presented: TokenDigest | None,
-    at: datetime,
     *,
     in_flight_refused: bool = True,
 ) -> tuple[SessionState, ClaimExpired | None] | Refusal:
-    """The checks of PROTOCOL section 3, in order, for anything the current token may do;
-    a claim whose lease lapsed gives way (the expiry to record comes back with the state)."""
+    """The checks of PROTOCOL section 3, in order, for anything the current token may do
+    (`state` as the command's principal sees it); a claim whose lease lapsed gives way (the
+    expiry to record, caused by this command, comes back with the state)."""
+    session_id, at = command.session_id, command.at
     if state is None:
         return refusals.unknown_session(session_id)
     if presented is None:
@@ -202,94 +212,48 @@ def _authorise(
             turn=state.claim.turn,
             owner=state.lease.owner,
             at=at,
+            principal=command.principal,
         )
     if state.status is SessionStatus.CLOSED:
         return refusals.closed(session_id)
     return state, expired
 
 
-# --------------------------------------------------------------- closing, cancelling, reading
-
-
-def close_session(
-    command: CloseSession, state: SessionState | None, seal: Seal | None = None
-) -> Decision[SessionState | Refusal]:
-    """Close a session for the holder of its current token: after that every continue is
-    refused `closed` (to that holder) or `stale-token` (to anyone else)."""
-    checked = _authorise(state, command.session_id, command.presented, command.at)
-    if isinstance(checked, Refusal):
-        return refused(checked, state, command.session_id, command.at)
-    current, expired = checked
-    closing = SessionClosed(
-        session_id=command.session_id,
-        seq=current.version + (2 if expired else 1),
-        turn=current.turn,
-        cause=CloseCause.CLIENT,
-        at=command.at,
-    )
-    events: tuple[SessionEvent, ...] = (expired, closing) if expired else (closing,)
-    after = fold(events, current)
-    return Decision(after, events, after)
-
-
-def request_cancel(
-    command: RequestCancel, state: SessionState | None, seal: Seal | None = None
-) -> Decision[CancelAnswer | Refusal]:
-    """Ask the running turn to stop (PROTOCOL section 6.5): the current token may, though
-    a turn holds the claim; an idle session has nothing to stop; asking twice is asking
-    once."""
-    checked = _authorise(
-        state, command.session_id, command.presented, command.at, in_flight_refused=False
-    )
-    if isinstance(checked, Refusal):
-        return refused(checked, state, command.session_id, command.at)
-    current, _ = checked
-    if current.claim is None:
-        return Decision(CancelAnswer(current, pending=False))
-    if current.cancel_requested:
-        return Decision(CancelAnswer(current, pending=True))
-    asked = CancelRequested(
-        session_id=current.session_id,
-        seq=current.version + 1,
-        turn=current.claim.turn,
-        at=command.at,
-    )
-    after = fold([asked], current)
-    return Decision(CancelAnswer(after, pending=True), (asked,), after)
-
-
-def read_session(
-    command: ReadSession, state: SessionState | None, seal: Seal | None
-) -> Decision[ReadAccess | Refusal]:
-    """A read (PROTOCOL sections 6.1-6.3); a recovery with the consumed token is a fact."""
-    access = authorise_read(state, command.session_id, command.presented, seal, command.at)
-    if isinstance(access, Refusal):
-        return refused(access, state, command.session_id, command.at)
-    if access.recovered is None:
-        return Decision(access)
-    return Decision(access, side_event=recovered(access.recovered, command.via, command.at))
-
-
 # --------------------------------------------------------------- refusals
 
 
-def refusal_for(session_id: SessionId, refusal: Refusal, at: datetime) -> RequestRefused:
+def refusal_for(
+    session_id: SessionId, refusal: Refusal, at: datetime, principal: str | None = None
+) -> RequestRefused:
     """The audit fact for a refusal of a known session decided without reading it."""
     return RequestRefused(
-        session_id=session_id, turn=None, reason=refusal.reason, presented_id=None, at=at
+        session_id=session_id,
+        turn=None,
+        reason=refusal.reason,
+        presented_id=None,
+        at=at,
+        principal=principal,
     )
 
 
 def record_refusal(
-    refusal: Refusal, *, state: SessionState | None, presented_id: str | None, at: datetime
+    refusal: Refusal,
+    *,
+    state: SessionState | None,
+    presented_id: str | None,
+    at: datetime,
+    principal: str | None = None,
 ) -> RequestRefused:
-    """The audit fact for a refusal. It takes no seq, so the session's version stays put."""
+    """The audit fact for a refusal. It takes no seq, so the session's version stays put.
+    A session its principal may not see is not named: the refusal stands alone, as for an
+    unknown id (with the id as presented)."""
     return RequestRefused(
         session_id=state.session_id if state else None,
         turn=None,
         reason=refusal.reason,
         presented_id=None if state else presented_id,
         at=at,
+        principal=principal,
     )
 
 

@@ -27,6 +27,7 @@ from domain.identifiers import (
 )
 from domain.json import JsonObject
 from domain.ports import SessionStore
+from domain.principals import visible_to
 from domain.recovery import Idempotency, Replay, fingerprint, key_digest
 from domain.refusals import PRESENTED_ID_LIMIT, Refusal
 from domain.replies import stored_reply
@@ -96,12 +97,14 @@ class TurnDriver:
         if refusal is not None:
             shown = request.session_id[:PRESENTED_ID_LIMIT] if request.session_id else None
             await self._store.refuse(
-                decisions.record_refusal(refusal, state=None, presented_id=shown, at=at)
+                decisions.record_refusal(
+                    refusal, state=None, presented_id=shown, at=at, principal=request.principal
+                )
             )
             return refusal
-        invalid = await self._refuse_input(request.input, None, at)
-        if invalid is not None:
-            return invalid
+        problem = self._input_problem(request.input)
+        if problem is not None:
+            return await self._refuse_input(problem, None, request.principal, at)
         idempotency = _idempotency(request.key, request)
         command = StartSession(
             session_id=new_session_id(int(at.timestamp() * 1000), self._services.random_bytes),
@@ -110,6 +113,7 @@ class TurnDriver:
             lease=self._services.lease(at),
             idempotency=idempotency,
             seal_until=self._window_from(at) if idempotency else None,
+            principal=request.principal,
         )
         opened = await self._store.start(command)
         if isinstance(opened, Refusal):
@@ -117,17 +121,17 @@ class TurnDriver:
         if isinstance(opened, Replay):
             assert request.key is not None  # noqa: S101 - a replay needs a key to match
             return await self._replay(opened, unseal_under_key, request.key)
-        credentials = Credentials(None, request.key, idempotency)
+        credentials = Credentials(None, request.key, idempotency, request.principal)
         return OpenTurn(self._services, opened, request.input, credentials)
 
     async def open_continue(self, request: ContinueRequest) -> Opened:
         at = self._clock()
         session_id = parse_session_id(request.session_id)
         if session_id is None:
-            return await self._refuse_unknown(request.session_id, at)
-        invalid = await self._refuse_input(request.input, session_id, at)
-        if invalid is not None:
-            return invalid
+            return await self._refuse_unknown(request.session_id, request.principal, at)
+        problem = self._input_problem(request.input)
+        if problem is not None:
+            return await self._refuse_input(problem, session_id, request.principal, at)
         idempotency = _idempotency(request.key, request)
         command = ClaimTurn(
             session_id=session_id,
@@ -136,6 +140,7 @@ class TurnDriver:
             input=request.input,
             lease=self._services.lease(at),
             idempotency=idempotency,
+            principal=request.principal,
         )
         opened = await self._store.claim(command)
         if isinstance(opened, Refusal):
@@ -143,7 +148,7 @@ class TurnDriver:
         if isinstance(opened, Replay):
             assert request.token is not None  # noqa: S101 - a replay needs the consumed token
             return await self._replay(opened, unseal_token, request.token)
-        credentials = Credentials(request.token, request.key, idempotency)
+        credentials = Credentials(request.token, request.key, idempotency, request.principal)
         return OpenTurn(self._services, opened, request.input, credentials)
 
     async def read(self, request: ReadRequest) -> Reading | Refusal:
@@ -151,9 +156,15 @@ class TurnDriver:
         at = self._clock()
         session_id = parse_session_id(request.session_id)
         if session_id is None:
-            return await self._refuse_unknown(request.session_id, at)
+            return await self._refuse_unknown(request.session_id, request.principal, at)
         presented = digest_token(request.token) if request.token else None
-        command = ReadSession(session_id=session_id, at=at, presented=presented, via=request.via)
+        command = ReadSession(
+            session_id=session_id,
+            at=at,
+            presented=presented,
+            via=request.via,
+            principal=request.principal,
+        )
         access = await self._store.read(command)
         if isinstance(access, Refusal):
             return access
@@ -166,9 +177,11 @@ class TurnDriver:
         at = self._clock()
         session_id = parse_session_id(request.session_id)
         if session_id is None:
-            return await self._refuse_unknown(request.session_id, at)
+            return await self._refuse_unknown(request.session_id, request.principal, at)
         presented = digest_token(request.token) if request.token else None
-        command = RequestCancel(session_id=session_id, at=at, presented=presented)
+        command = RequestCancel(
+            session_id=session_id, at=at, presented=presented, principal=request.principal
+        )
         return await self._store.request_cancel(command)
 
     async def close(self, request: CloseRequest) -> SessionState | Refusal:
@@ -176,17 +189,22 @@ class TurnDriver:
         at = self._clock()
         session_id = parse_session_id(request.session_id)
         if session_id is None:
-            return await self._refuse_unknown(request.session_id, at)
+            return await self._refuse_unknown(request.session_id, request.principal, at)
         presented = digest_token(request.token) if request.token else None
         return await self._store.close(
-            CloseSession(session_id=session_id, at=at, presented=presented)
+            CloseSession(
+                session_id=session_id, at=at, presented=presented, principal=request.principal
+            )
         )
 
-    async def refuse_in_flight(self, session_id: SessionId) -> Refusal:
+    async def refuse_in_flight(
+        self, session_id: SessionId, principal: str | None = None
+    ) -> Refusal:
         """Refuse a turn for a session whose claim the caller knows is held (a WebSocket
         connection whose own turn is still running), recording it like any refusal."""
         at = self._clock()
-        await self._store.refuse(decisions.refusal_for(session_id, refusals.IN_FLIGHT, at))
+        refused = decisions.refusal_for(session_id, refusals.IN_FLIGHT, at, principal)
+        await self._store.refuse(refused)
         return refusals.IN_FLIGHT
 
     async def _replay(
@@ -200,31 +218,47 @@ class TurnDriver:
     def _window_from(self, at: datetime) -> datetime:
         return at + timedelta(seconds=self._services.recovery_window)
 
-    async def _refuse_input(
-        self, input: JsonObject, session_id: SessionId | None, at: datetime
-    ) -> Refusal | None:
-        """Check the input against the handler's declared type before anything is claimed
-        (PROTOCOL section 4): a mismatch is refused, and that refusal is all that is kept."""
+    def _input_problem(self, input: JsonObject) -> str | None:
+        """What is wrong with the input by the handler's declared type, if anything."""
         check = self._services.check_input
-        problem = check(input) if check is not None else None
-        if problem is None:
-            return None
+        return check(input) if check is not None else None
+
+    async def _refuse_input(
+        self, problem: str, session_id: SessionId | None, principal: str | None, at: datetime
+    ) -> Refusal:
+        """Refuse input that does not match the handler's declared type, before anything is
+        claimed (PROTOCOL section 4): that refusal is all that is kept. A continue's session
+        must exist for its principal first (section 3's order): an unknown or foreign one is
+        unknown-session, whatever the input (a read only on this error path)."""
+        if session_id is not None:
+            state = visible_to(await self._store.load(session_id), principal)
+            if state is None:
+                return await self._refuse_unknown(session_id, principal, at)
         refusal = refusals.invalid_input(problem)
         await self._store.refuse(
             RequestRefused(
-                session_id=session_id, turn=None, reason=refusal.reason, presented_id=None, at=at
+                session_id=session_id,
+                turn=None,
+                reason=refusal.reason,
+                presented_id=None,
+                at=at,
+                principal=principal,
             )
         )
         return refusal
 
-    async def _refuse_unknown(self, text: str, at: datetime) -> Refusal:
+    async def _refuse_unknown(self, text: str, principal: str | None, at: datetime) -> Refusal:
         refusal = refusals.unknown_session(text)
         presented = text[:PRESENTED_ID_LIMIT]
         await self._store.refuse(
-            decisions.record_refusal(refusal, state=None, presented_id=presented, at=at)
+            decisions.record_refusal(
+                refusal, state=None, presented_id=presented, at=at, principal=principal
+            )
         )
         return refusal
 
 
 def _idempotency(key: str | None, request: StartRequest | ContinueRequest) -> Idempotency | None:
-    return Idempotency(key_digest(key), fingerprint(request.input)) if key else None
+    if not key:
+        return None
+    return Idempotency(key_digest(key, request.principal), fingerprint(request.input))

@@ -1,7 +1,9 @@
 """The facts. Every event is one row of the event table (PROTOCOL section 7).
 
 Session events each take the next `seq` of their session; a refusal takes none, so it can be
-recorded without moving the session's version.
+recorded without moving the session's version. Every fact names the `principal` whose
+request caused it (a turn's records, renewals and end: the principal that claimed it), or
+None when the server authenticates no one (domain/principals.py).
 """
 
 from dataclasses import dataclass
@@ -76,6 +78,7 @@ class SessionStarted:
     input: JsonObject
     lease: Lease
     at: datetime
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +93,7 @@ class TurnClaimed:
     input: JsonObject
     lease: Lease
     at: datetime
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +107,7 @@ class ClaimRenewed:
     turn: int
     lease: Lease
     at: datetime
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +121,7 @@ class ClaimExpired:
     turn: int
     owner: str  # whose lease lapsed
     at: datetime
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +135,7 @@ class RecordAppended:
     turn: int
     record: JsonValue
     at: datetime
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +151,7 @@ class TurnCommitted:
     issued: TokenDigest
     outcome: HandlerOutcome
     at: datetime
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +166,7 @@ class TurnReleased:
     cause: ReleaseCause
     error: str | None
     at: datetime
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +179,7 @@ class CancelRequested:
     seq: int
     turn: int  # the turn it asked to stop
     at: datetime
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,6 +191,7 @@ class SessionClosed:
     turn: int
     cause: CloseCause
     at: datetime
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,6 +205,7 @@ class RequestRefused:
     reason: RefusalReason
     presented_id: str | None
     at: datetime
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,6 +219,7 @@ class Recovered:
     turn: int
     via: RecoveredVia
     at: datetime
+    principal: str | None = None
 
 
 SessionEvent = (

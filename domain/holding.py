@@ -46,6 +46,7 @@ def renew_claim(
         turn=command.claim.turn,
         lease=command.lease,
         at=command.at,
+        principal=command.principal,
     )
     return changed(renewed, (renewed,), state)
 
@@ -61,6 +62,7 @@ def append_record(
         turn=command.claim.turn,
         record=command.record,
         at=command.at,
+        principal=command.principal,
     )
     return changed(appended, (appended,), state)
 
@@ -85,6 +87,7 @@ def commit_turn(
         issued=command.issued,
         outcome=command.outcome,
         at=command.at,
+        principal=command.principal,
     )
     return Decision(committed, (committed,), fold([committed], state), seal=command.seal)
 
@@ -103,6 +106,7 @@ def release_turn(
         cause=command.cause,
         error=command.error,
         at=command.at,
+        principal=command.principal,
     )
     if command.close is None:
         return changed(released, (released,), state)
@@ -112,6 +116,7 @@ def release_turn(
         turn=command.claim.turn,
         cause=command.close,
         at=command.at,
+        principal=command.principal,
     )
     events: tuple[SessionEvent, ...] = (released, closing)
     # A failed start made no session worth a key: a retry with it starts afresh.

@@ -27,9 +27,12 @@ KeyDigest = NewType("KeyDigest", str)
 _KEY_CONTEXT = b"baton/v1/idempotency-key\x00"
 
 
-def key_digest(key: str) -> KeyDigest:
+def key_digest(key: str, principal: str | None = None) -> KeyDigest:
+    """The key's digest, scoped to the principal presenting it (domain/principals.py):
+    tenants that happen to pick one key never find each other's seals."""
+    scope = b"" if principal is None else principal.encode("utf-8", "surrogatepass") + b"\x00"
     return KeyDigest(
-        hashlib.sha256(_KEY_CONTEXT + key.encode("utf-8", "surrogatepass")).hexdigest()
+        hashlib.sha256(_KEY_CONTEXT + scope + key.encode("utf-8", "surrogatepass")).hexdigest()
     )
 
 
@@ -102,8 +105,12 @@ class ReadAccess:
     recovered: Seal | None = None
 
 
-def recovered(seal: Seal, via: RecoveredVia, at: datetime) -> Recovered:
-    return Recovered(session_id=seal.session_id, turn=seal.turn, via=via, at=at)
+def recovered(
+    seal: Seal, via: RecoveredVia, at: datetime, principal: str | None = None
+) -> Recovered:
+    return Recovered(
+        session_id=seal.session_id, turn=seal.turn, via=via, at=at, principal=principal
+    )
 
 
 def authorise_read(

@@ -51,6 +51,7 @@ class StartRequest:
     token: str | None = None
     session_id: str | None = None
     key: str | None = None  # the Idempotency-Key (PROTOCOL section 6.4)
+    principal: str | None = None  # who asks (domain/principals.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "token", present(self.token))
@@ -63,6 +64,7 @@ class ContinueRequest:
     input: JsonObject
     token: str | None
     key: str | None = None  # the Idempotency-Key (PROTOCOL section 6.4)
+    principal: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "token", present(self.token))
@@ -74,6 +76,7 @@ class SessionRequest:
 
     session_id: str
     token: str | None
+    principal: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "token", present(self.token))
@@ -90,6 +93,7 @@ class ReadRequest:
     session_id: str
     token: str | None
     via: RecoveredVia = RecoveredVia.READ
+    principal: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "token", present(self.token))

@@ -53,6 +53,9 @@ class SessionState:
     # The running turn was asked to stop (PROTOCOL section 6.5); whoever holds its claim
     # stops it. Cleared when the turn ends or another claim takes the session.
     cancel_requested: bool = False
+    # The principal that started it, to whom alone it exists (domain/principals.py); None:
+    # started while the server authenticated no one.
+    owner: str | None = None
 
 
 def outcome_summary(event: TurnCommitted) -> JsonObject:
@@ -93,6 +96,7 @@ def _started(event: SessionStarted) -> SessionState:
         last_outcome=None,
         created_at=event.at,
         updated_at=event.at,
+        owner=event.principal,
     )
 
 

@@ -87,6 +87,7 @@ class Credentials:
     token: str | None = None
     key: str | None = None  # the raw Idempotency-Key
     idempotency: Idempotency | None = None
+    principal: str | None = None  # who claimed it: its every event names them
 
 
 def failure_message(error: BaseException) -> str:
@@ -175,7 +176,11 @@ class OpenTurn:
             if not is_json(record):
                 raise TypeError("a record must be a JSON value")
             command = AppendRecord(
-                session_id=self.session_id, at=clock(), claim=self._claim, record=record
+                session_id=self.session_id,
+                at=clock(),
+                claim=self._claim,
+                record=record,
+                principal=self._credentials.principal,
             )
             appended = await store.append_record(command)
             if isinstance(appended, Contended):
@@ -188,7 +193,11 @@ class OpenTurn:
     async def _renew(self) -> Contended | None:
         at = self._services.clock()
         command = RenewClaim(
-            session_id=self.session_id, at=at, claim=self._claim, lease=self._services.lease(at)
+            session_id=self.session_id,
+            at=at,
+            claim=self._claim,
+            lease=self._services.lease(at),
+            principal=self._credentials.principal,
         )
         try:
             renewed = await self._services.store.renew(command)
@@ -210,7 +219,8 @@ class OpenTurn:
         if presented is not None:
             lookup, sealed = digest_token(presented), seal_token(token, presented)
         elif key is not None:
-            lookup, sealed = key_digest(key), seal_under_key(token, key)
+            lookup = key_digest(key, self._credentials.principal)
+            sealed = seal_under_key(token, key)
         else:
             return None  # an unkeyed start: the client that loses its reply starts again
         return Seal(
@@ -233,6 +243,7 @@ class OpenTurn:
             issued=digest_token(token),
             outcome=outcome,
             seal=self._seal(token, at),
+            principal=self._credentials.principal,
         )
         try:
             committed = await self._services.store.commit(command)
@@ -261,6 +272,7 @@ class OpenTurn:
                 error=error,
                 # A start whose first turn fails fails as a whole (PROTOCOL section 4).
                 close=CloseCause.START_FAILED if self._credentials.token is None else None,
+                principal=self._credentials.principal,
             )
         )
 

@@ -52,6 +52,14 @@ def _lease_from(data: dict[str, Any]) -> Lease:
 
 
 def _event_data(event: Event) -> JsonObject:
+    """The event's own data, and who caused it: in the data, so the hash chain covers it."""
+    data = _own_data(event)
+    if event.principal is not None:
+        data["principal"] = event.principal
+    return data
+
+
+def _own_data(event: Event) -> JsonObject:
     if isinstance(event, RequestRefused | Recovered):
         return _side_data(event)
     if isinstance(event, SessionStarted | TurnClaimed):
@@ -112,6 +120,7 @@ def row_to_session_event(row: Row) -> SessionEvent:
         "seq": row["seq"],
         "turn": row["turn"],
         "at": row["recorded_at"],
+        "principal": data.get("principal"),
     }
     decode = _DECODERS.get(kind)
     if decode is None:
@@ -172,6 +181,7 @@ def state_to_row(state: SessionState) -> dict[str, Any]:
         "created_at": state.created_at,
         "updated_at": state.updated_at,
         "cancel_requested": state.cancel_requested,
+        "owner": state.owner,
     }
 
 
@@ -190,4 +200,5 @@ def row_to_state(row: Row) -> SessionState:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         cancel_requested=bool(row["cancel_requested"]),
+        owner=row["owner"],
     )

@@ -62,6 +62,7 @@ class SessionSummary:
     updated_at: datetime
     refusals: int
     last_outcome: JsonValue
+    owner: str | None  # the principal that started it (domain/principals.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

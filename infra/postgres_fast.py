@@ -28,8 +28,8 @@ from infra.postgres_writes import projection_of
 
 
 async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGranted | None:
-    """Claim in one statement if the presented token is current and the session idle;
-    None when it is not (the domain then decides why)."""
+    """Claim in one statement if the presented token is current, the session idle and the
+    principal's to see; None when it is not (the domain then decides why)."""
     draft = TurnClaimed(
         session_id=command.session_id,
         seq=0,
@@ -37,6 +37,7 @@ async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGrant
         input=command.input,
         lease=command.lease,
         at=command.at,
+        principal=command.principal,
     )
     row = event_to_row(draft)
     try:
@@ -52,6 +53,7 @@ async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGrant
             command.lease.owner,
             command.lease.until,
             row_payload(row),
+            command.principal,
         )
     except asyncpg.UniqueViolationError as error:
         raise Conflict(str(error)) from error  # the version is taken: decide again, locked
@@ -72,6 +74,7 @@ async def fast_record(conn: asyncpg.Connection, command: AppendRecord) -> Record
         turn=command.claim.turn,
         record=command.record,
         at=command.at,
+        principal=command.principal,
     )
     seq = await _holder_event(conn, appended, command.claim, None)
     return None if seq is None else replace(appended, seq=seq)
@@ -85,6 +88,7 @@ async def fast_renew(conn: asyncpg.Connection, command: RenewClaim) -> ClaimRene
         turn=command.claim.turn,
         lease=command.lease,
         at=command.at,
+        principal=command.principal,
     )
     seq = await _holder_event(conn, renewed, command.claim, command.lease)
     return None if seq is None else replace(renewed, seq=seq)
@@ -127,6 +131,7 @@ async def fast_commit(conn: asyncpg.Connection, command: CommitTurn) -> TurnComm
         issued=command.issued,
         outcome=command.outcome,
         at=command.at,
+        principal=command.principal,
     )
     row = event_to_row(draft)
     keep = command.outcome.state is KEEP

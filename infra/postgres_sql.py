@@ -60,9 +60,10 @@ WAKE = f"""woken AS (
      WHERE session_id = $1 AND until > now()
 )"""  # noqa: S608 - composed of fixed SQL only
 
-# Validate and claim in one step: only a session whose current token was presented and
-# that no turn holds moves; the event lands at the version the update gave it; the seal of
-# the last turn, whose token this claim spends, is forgotten (domain.recovery.Forget).
+# Validate and claim in one step: only a session whose current token was presented, that no
+# turn holds and that the principal ($11) may see (domain/principals.py) moves; the event
+# lands at the version the update gave it; the seal of the last turn, whose token this
+# claim spends, is forgotten (domain.recovery.Forget).
 CLAIM = f"""
 WITH claimed AS (
     UPDATE sessions
@@ -71,6 +72,7 @@ WITH claimed AS (
            cancel_requested = false,
            head_hash = {linked("head_hash", "version + 1", "turn + 1", "$10")}
      WHERE session_id = $1 AND token_digest = $2 AND status = $6
+       AND (owner IS NULL OR $11::varchar IS NULL OR owner = $11::varchar)
  RETURNING {SESSION_COLUMNS}
 ), appended AS (
     INSERT INTO events (session_id, seq, kind, turn, data, recorded_at, hash)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -50,9 +51,43 @@ def _switch(name: str, raw: str) -> bool:
     raise SettingsError(f"{name} must be true or false, not {raw!r}")
 
 
+MIN_KEY_LENGTH = 32  # a bearer key shorter than this can be guessed by a patient client
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _secret(name: str, key: str) -> str:
+    if len(key) < MIN_KEY_LENGTH:
+        raise SettingsError(
+            f"{name}: every key must be at least {MIN_KEY_LENGTH} characters "
+            "(try: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return key
+
+
 def _keys(name: str, raw: str) -> tuple[str, ...]:
     """Comma-separated secrets; empty entries are dropped, so "" means none."""
     return tuple(key for key in (part.strip() for part in raw.split(",")) if key)
+
+
+def _named_keys(name: str, raw: str) -> tuple[tuple[str, str], ...]:
+    """`name:key,...`: each API key with the principal name it authenticates."""
+    named: dict[str, str] = {}
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        label, colon, key = entry.partition(":")
+        if not colon or not NAME.fullmatch(label):
+            raise SettingsError(
+                f"{name}: each entry is name:key, the name 1-64 of A-Z a-z 0-9 . _ - "
+                "(not starting with . _ or -)"
+            )
+        if label in named:
+            raise SettingsError(f"{name}: the name {label!r} appears twice")
+        named[label] = key
+    keys = list(named.values())
+    if len(set(keys)) != len(keys):
+        raise SettingsError(f"{name}: two names share one key")
+    return tuple(named.items())
 
 
 def _text(name: str, raw: str) -> str:
@@ -90,6 +125,41 @@ class Settings:
     # Bearer keys for /v1/admin (api/admin.py); none: the admin API does not exist. Kept
     # out of repr so that logging the settings never prints a key.
     admin_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    # Principals (api/auth.py): with API keys or a JWT key set, every turn API request must
+    # authenticate. Named API keys, bearer; a JWT's key: an HS256 secret, or a PEM public
+    # key file (RSA: RS256, Ed25519: EdDSA), with the issuer and audience it must name.
+    api_keys: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
+    jwt_secret: str | None = dataclasses.field(default=None, repr=False)
+    jwt_public_key_file: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+
+    def __post_init__(self) -> None:
+        """What no way of building settings may get past: checked however they are made
+        (the environment, flags, or code that embeds Baton), so a server never starts with
+        a guessable key or a JWT check that names no issuer."""
+        for key in self.admin_keys:
+            _secret("BATON_ADMIN_KEYS", key)
+        for _, key in self.api_keys:
+            _secret("BATON_API_KEYS", key)
+        if self.jwt_secret is not None:
+            _secret("BATON_JWT_SECRET", self.jwt_secret)
+        if self.jwt_secret is not None and self.jwt_public_key_file is not None:
+            raise SettingsError("set BATON_JWT_SECRET or BATON_JWT_PUBLIC_KEY_FILE, not both")
+        if self.verifies_jwt and not (self.jwt_issuer and self.jwt_audience):
+            raise SettingsError(
+                "a JWT key needs BATON_JWT_ISSUER and BATON_JWT_AUDIENCE: a token minted "
+                "for another service must not be accepted here"
+            )
+
+    @property
+    def verifies_jwt(self) -> bool:
+        return self.jwt_secret is not None or self.jwt_public_key_file is not None
+
+    @property
+    def authenticates(self) -> bool:
+        """Whether the turn API asks every request who it is (api/auth.py)."""
+        return bool(self.api_keys) or self.verifies_jwt
 
     @property
     def lease(self) -> float:
@@ -128,4 +198,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "sse_ping_seconds": _positive_float,
     "recovery_window": _positive_float,
     "admin_keys": _keys,
+    "api_keys": _named_keys,
+    "jwt_secret": _text,
+    "jwt_public_key_file": _text,
+    "jwt_issuer": _text,
+    "jwt_audience": _text,
 }

@@ -61,6 +61,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 SessionIdType = Uuid(as_uuid=False)
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 DIGEST_LENGTH = 64  # SHA-256, hex
+PRINCIPAL_LENGTH = 200  # "jwt:" and a subject (api/auth.py caps it), or "key:" and a name
 
 events = Table(
     "events",
@@ -119,6 +120,8 @@ sessions = Table(
     Column("head_hash", String(DIGEST_LENGTH), nullable=True),
     # The running turn was asked to stop (PROTOCOL section 6.5).
     Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+    # The principal that started the session (domain/principals.py); NULL: no auth then.
+    Column("owner", String(PRINCIPAL_LENGTH), nullable=True),
 )
 
 # The side chain of each session's facts without a seq (refusals, recoveries): how many,

@@ -84,7 +84,7 @@ MUTANTS = (
     ),
     Mutant(
         "commit without the consumed-token check (domain, so every store's skeleton)",
-        "domain/decisions.py",
+        "domain/holding.py",
         "    if state.token_digest != command.consumed:\n        return _contended(state)\n",
         "",
         (DECISIONS, STORE),
@@ -111,6 +111,27 @@ MUTANTS = (
         (PARITY,),
     ),
     Mutant(
+        "another principal's session is visible (domain)",
+        "domain/principals.py",
+        "    return state if state.owner == principal else None",
+        "    return state",
+        ("tests/domain/test_principals.py", "tests/api/test_principals.py"),
+    ),
+    Mutant(
+        "PostgreSQL claim fast path ignores the session's owner",
+        "infra/postgres_sql.py",
+        "       AND (owner IS NULL OR $11::varchar IS NULL OR owner = $11::varchar)\n",
+        "       AND ($11::varchar IS NULL OR $11::varchar IS NOT NULL)\n",
+        (PARITY,),
+    ),
+    Mutant(
+        "the principal left out of the hash-chained data",
+        "infra/codec.py",
+        '        data["principal"] = event.principal\n',
+        "        pass\n",
+        ("tests/api/test_principals.py",),
+    ),
+    Mutant(
         "SQLite group commit: BEGIN IMMEDIATE -> BEGIN",
         "infra/sqlite_writer.py",
         'conn.execute("BEGIN IMMEDIATE")',
@@ -120,7 +141,7 @@ MUTANTS = (
     Mutant(
         "SQLite store: synchronous=OFF",
         "infra/sqlite_store.py",
-        'conn.execute(f"PRAGMA synchronous={self._synchronous}")',
+        'conn.execute(f"PRAGMA synchronous={synchronous}")',
         'conn.execute("PRAGMA synchronous=OFF")',
         ("tests/infra/test_sqlite_engine.py",),
     ),

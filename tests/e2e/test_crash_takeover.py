@@ -156,7 +156,8 @@ async def test_a_stream_following_a_dead_replicas_turn_ends_once_its_lease_lapse
             # The stream ended by itself: the last message is the unstored error.
             last = [block for block in body.split("\r\n\r\n") if "data:" in block][-1]
             assert "id:" not in last
-            assert "event: error" in last and '"reason":"unavailable"' in last, last
+            assert "event: error" in last, last
+            assert '"reason":"unavailable"' in last, last
             assert '"turn":2' in last
             resumed = await send(client, survivor, session_id, token, {"message": "again"})
         assert resumed.status_code == 200, resumed.text

@@ -207,6 +207,7 @@ class OldSession:
     def projection(self) -> dict[str, Any]:
         row = {**state_to_row(self.state), **self.heads.as_row()}
         del row["cancel_requested"]  # added by 0005
+        del row["owner"]  # added by 0007
         return row
 
     def commit_recorded_at(self, turn: int) -> datetime:

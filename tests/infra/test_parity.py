@@ -24,7 +24,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.commands import ClaimTurn, CommitTurn, ReadSession, StartSession
+from domain.commands import (
+    AppendRecord,
+    ClaimTurn,
+    CommitTurn,
+    ReadSession,
+    RenewClaim,
+    StartSession,
+)
 from domain.decisions import ClaimGranted
 from domain.events import (
     CloseCause,
@@ -414,6 +421,79 @@ async def reads_that_recover(store: SessionStore, script: Script) -> None:
     await read(store, script, tokens[1], 17)  # closed too, to the consumed token's holder
 
 
+async def two_principals(store: SessionStore, script: Script) -> None:
+    """Alice's session, which Bob cannot claim or read even with its current token: the one-
+    statement claim must refuse him as the domain does, and every event names its cause."""
+    alice, bob, tokens, sid = "key:alice", "key:bob", script.tokens, script.session_id
+    granted = await script.step(
+        store.start(
+            StartSession(session_id=sid, at=at(0), input={}, lease=lease("a", 30), principal=alice)
+        )
+    )
+    assert isinstance(granted, ClaimGranted)
+    first = granted.claim
+    await script.step(
+        store.append_record(
+            AppendRecord(session_id=sid, at=at(1), claim=first, record="r", principal=alice)
+        )
+    )
+    await script.step(
+        store.commit(
+            CommitTurn(
+                session_id=sid,
+                at=at(2),
+                claim=first,
+                consumed=None,
+                issued=tokens[0],
+                outcome=Finished({"n": 1}),
+                principal=alice,
+            )
+        )
+    )
+    for who, when in ((bob, 3), (alice, 4)):
+        claimed = await script.step(
+            store.claim(
+                ClaimTurn(
+                    session_id=sid,
+                    at=at(when),
+                    presented=tokens[0],
+                    input={},
+                    lease=lease("a", when + 30),
+                    principal=who,
+                )
+            )
+        )
+    assert isinstance(claimed, ClaimGranted)
+    await script.step(
+        store.renew(
+            RenewClaim(
+                session_id=sid,
+                at=at(5),
+                claim=claimed.claim,
+                lease=lease("a", 60),
+                principal=alice,
+            )
+        )
+    )
+    await script.step(
+        store.commit(
+            CommitTurn(
+                session_id=sid,
+                at=at(6),
+                claim=claimed.claim,
+                consumed=tokens[0],
+                issued=tokens[1],
+                outcome=Finished({"n": 2}),
+                principal=alice,
+            )
+        )
+    )
+    for who in (bob, alice):
+        await script.step(
+            store.read(ReadSession(session_id=sid, at=at(7), presented=tokens[1], principal=who))
+        )
+
+
 HISTORIES = [
     rotations_records_and_a_failed_turn,
     refusals_in_every_order,
@@ -424,6 +504,7 @@ HISTORIES = [
     a_failed_keyed_start_frees_its_key,
     cancel_requests,
     reads_that_recover,
+    two_principals,
 ]
 
 

@@ -79,3 +79,59 @@ def test_websockets_can_be_switched_off(raw: str, expected: bool) -> None:
 def test_a_switch_that_is_neither_true_nor_false_is_refused() -> None:
     with pytest.raises(SettingsError, match="BATON_WEBSOCKETS must be true or false"):
         Settings.from_env({"BATON_WEBSOCKETS": "maybe"})
+
+
+LONG = "k" * 32
+
+
+@pytest.mark.parametrize(
+    ("environ", "complaint"),
+    [
+        ({"BATON_ADMIN_KEYS": "short"}, "BATON_ADMIN_KEYS: every key must be at least 32"),
+        ({"BATON_ADMIN_KEYS": f"{LONG},tiny"}, "at least 32"),
+        ({"BATON_API_KEYS": "alice:short"}, "BATON_API_KEYS: every key must be at least 32"),
+        ({"BATON_API_KEYS": LONG}, "each entry is name:key"),
+        ({"BATON_API_KEYS": f"bad name:{LONG}"}, "each entry is name:key"),
+        ({"BATON_API_KEYS": f"a:{LONG},a:{LONG}x"}, "appears twice"),
+        ({"BATON_API_KEYS": f"a:{LONG},b:{LONG}"}, "two names share one key"),
+        ({"BATON_JWT_SECRET": "short"}, "BATON_JWT_SECRET: every key must be at least 32"),
+        ({"BATON_JWT_SECRET": LONG}, "needs BATON_JWT_ISSUER and BATON_JWT_AUDIENCE"),
+        (
+            {"BATON_JWT_SECRET": LONG, "BATON_JWT_ISSUER": "i"},
+            "needs BATON_JWT_ISSUER and BATON_JWT_AUDIENCE",
+        ),
+        (
+            {"BATON_JWT_SECRET": LONG, "BATON_JWT_PUBLIC_KEY_FILE": "/k.pem"},
+            "not both",
+        ),
+    ],
+)
+def test_guessable_keys_and_unscoped_jwts_are_refused_at_startup(
+    environ: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(SettingsError, match=complaint):
+        Settings.from_env(environ)
+
+
+def test_the_key_checks_hold_however_settings_are_made() -> None:
+    """Code that embeds Baton builds Settings itself: the same checks apply."""
+    with pytest.raises(SettingsError, match="at least 32"):
+        Settings(admin_keys=("short",))
+    with pytest.raises(SettingsError, match="at least 32"):
+        Settings(api_keys=(("alice", "short"),))
+
+
+def test_named_api_keys_and_jwt_settings_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "BATON_API_KEYS": f" alice:{LONG}, bob.2:{LONG}b ,",
+            "BATON_JWT_SECRET": LONG,
+            "BATON_JWT_ISSUER": "https://issuer.example",
+            "BATON_JWT_AUDIENCE": "baton",
+        }
+    )
+    assert settings.api_keys == (("alice", LONG), ("bob.2", LONG + "b"))
+    assert settings.authenticates
+    assert settings.verifies_jwt
+    assert LONG not in repr(settings)
+    assert not Settings.from_env({}).authenticates
