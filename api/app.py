@@ -28,6 +28,7 @@ from api.rest import continue_session, delete_session, start_session
 from api.sessions import cancel_turn, read_session, session_events
 from api.shutdown import ShutdownGate
 from api.turn_api import TurnApi
+from api.web import web_routes
 from api.websocket import turns_socket, websockets_disabled
 from domain.driver import TurnDriver, TurnServices
 from domain.handler import TurnHandler
@@ -126,6 +127,7 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
             readyz,
             metrics_text,
             *admin_routes(settings.admin_keys),  # none without BATON_ADMIN_KEYS: 404
+            *web_routes(settings),  # the chat page at /
         ],
         lifespan=[database],
         dependencies={

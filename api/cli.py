@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         const=False,
         help="serve no WebSockets: /v1/ws answers 426",
     )
+    serve.add_argument(
+        "--web",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the chat page at / (default: with the demo handler only)",
+    )
     _database_option(serve)
     serve.set_defaults(run=lambda settings, _: _serve(settings))
 

@@ -111,6 +111,8 @@ class Settings:
     db_pool_size: int = 10
     log_level: str = "info"
     websockets: bool = True  # off: /v1/ws answers 426 (PROTOCOL section 5)
+    # The chat page at / (api/web.py); None: served with the demo handler only.
+    web: bool | None = None
     turn_timeout: float = 300.0  # seconds a turn may run before it is cancelled and released
     # Seconds a claim stays held without renewal: how soon a crashed replica's session can
     # be taken over. A running turn renews it every third of that. None: the shorter of 30 s
@@ -192,6 +194,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "db_pool_size": _positive_int,
     "log_level": _text,
     "websockets": _switch,
+    "web": _switch,
     "turn_timeout": _positive_float,
     "lease_seconds": _positive_float,
     "shutdown_grace": _positive_float,

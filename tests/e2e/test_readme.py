@@ -104,3 +104,25 @@ def test_the_readme_recovery_recipes_run_as_printed(database: str, tmp_path: Pat
     assert streamed.startswith("id: 3\nretry: ")  # the priming message: where to resume
     assert "event: record" in streamed
     assert replayed["continuationToken"] in streamed.splitlines()[-1]
+
+
+def test_the_readme_python_client_example_runs_as_printed(database: str, tmp_path: Path) -> None:
+    with BatonServer(database, tmp_path / "server.log") as server:
+        snippet = readme_block("### From Python", "python").replace(
+            "http://127.0.0.1:8787", server.url
+        )
+        ran = subprocess.run(
+            [sys.executable, "-c", snippet],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,  # where its token file goes
+        )
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[0] == "{'reply': 'You said: hello', 'turn': 1}"
+    assert lines[1] == "You said: watch this arrive"
+    assert lines[2] == "turn-failed 500"
+    assert lines[3] == "3"
+    assert (tmp_path / "session.json").is_file()
