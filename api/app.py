@@ -62,7 +62,11 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
     turn_handler = handler if handler is not None else load_handler(settings.handler)
 
     metrics = Metrics()
-    runner = TurnRunner(on_end=lambda end: metrics.count_turn(turn_status(end)))
+    runner = TurnRunner(
+        on_end=lambda end: metrics.count_turn(turn_status(end)),
+        max_turns=settings.max_turns,
+        buffer=settings.stream_buffer,
+    )
     gate = ShutdownGate()
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 

@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds running turns get to finish after SIGTERM (default 30)",
     )
     serve.add_argument(
+        "--max-turns",
+        type=int,
+        help="turns this process runs at once; beyond, 503 with Retry-After (default 1000)",
+    )
+    serve.add_argument(
         "--no-websockets",
         dest="websockets",
         action="store_const",

@@ -7,9 +7,11 @@ turn runs on to its commit, whose outcome stays in the store.
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from api.errors import ApiError
 from api.reasons import INTERNAL, UNAVAILABLE
 from domain.identifiers import SessionId
 from domain.json import JsonValue
@@ -44,6 +46,14 @@ LiveEvent = RecordEvent | DeltaEvent | TurnEnd
 # What a stream of a turn ends with when the replica stops under it: whatever the turn's
 # fate, the client learns it from the session's events (PROTOCOL section 6.3).
 STOPPED = TurnCrashed(UNAVAILABLE, "this replica stopped during the turn; read its events")
+# What a stream that fell too far behind its turn ends with (the turn goes on and commits).
+FELL_BEHIND = TurnCrashed(
+    UNAVAILABLE,
+    "this stream fell too far behind its turn and was dropped; the turn goes on: "
+    "resume from the session's events",
+)
+DEFAULT_BUFFER = 1000  # live events a stream may fall behind before it is dropped
+AT_CAPACITY = "this replica runs its maximum of {} turns at once; retry with the same token"
 
 
 def turn_status(end: TurnEnd) -> str:
@@ -62,13 +72,36 @@ class TurnRunner:
     garbage-collected mid-turn and shutdown can wait for them; and finds the turn this
     process runs for a session, to stop it when its holder asks."""
 
-    def __init__(self, on_end: Callable[[TurnEnd], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_end: Callable[[TurnEnd], None] | None = None,
+        *,
+        max_turns: int | None = None,
+        buffer: int = DEFAULT_BUFFER,
+    ) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[str, OpenTurn] = {}
         self._on_end = on_end
+        self._max_turns = max_turns
+        self._opening = 0  # admitted, still being opened (validated, claimed)
+        self._buffer = buffer
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """Admit one more turn to be opened and launched inside this block, or refuse it
+        (503, Retry-After) before anything is claimed: this process runs at most
+        `max_turns` at once. A turn being opened counts, so concurrent opens cannot
+        overshoot the cap while they wait on the database."""
+        if self._max_turns is not None and len(self._tasks) + self._opening >= self._max_turns:
+            raise ApiError(UNAVAILABLE, AT_CAPACITY.format(self._max_turns))
+        self._opening += 1
+        try:
+            yield
+        finally:
+            self._opening -= 1
 
     def launch(self, opened: OpenTurn) -> "LiveTurn":
-        live = LiveTurn(opened.session_id, opened.claim_seq)
+        live = LiveTurn(opened.session_id, opened.claim_seq, self._buffer)
         task = asyncio.get_running_loop().create_task(live.run(opened, self._on_end))
         self._tasks.add(task)
         self._running[opened.session_id] = opened
@@ -103,12 +136,20 @@ class TurnRunner:
 
 
 class LiveTurn:
-    """One running turn: a TurnSink that queues what the handler emits, then its end."""
+    """One running turn: a TurnSink that queues what the handler emits, then its end.
 
-    def __init__(self, session_id: SessionId, claim_seq: int) -> None:
+    The queue is bounded: a reader that falls `buffer` events behind (a slow client, or one
+    that went away mid-stream) is dropped, its stream ending with FELL_BEHIND, and what the
+    handler emits after that is not kept. The handler never waits for a reader, and the
+    turn commits as usual; its records and outcome stay readable from the session's events.
+    """
+
+    def __init__(self, session_id: SessionId, claim_seq: int, buffer: int = DEFAULT_BUFFER) -> None:
         self.session_id = session_id
         self.claim_seq = claim_seq  # a stream of this turn resumes from here
         self._queue: asyncio.Queue[LiveEvent] = asyncio.Queue()
+        self._buffer = buffer
+        self._dropped = False
 
     async def run(self, opened: OpenTurn, on_end: Callable[[TurnEnd], None] | None) -> None:
         try:
@@ -129,13 +170,25 @@ class LiveTurn:
             end = TurnCrashed(INTERNAL, "the turn could not be completed (a server error)")
         if on_end is not None:
             on_end(end)
-        self._queue.put_nowait(end)
+        if not self._dropped:
+            self._queue.put_nowait(end)  # an end is never refused: a stream must end
 
     async def record(self, seq: int, record: JsonValue) -> None:
-        self._queue.put_nowait(RecordEvent(seq, record))
+        self._put(RecordEvent(seq, record))
 
     async def delta(self, text: str) -> None:
-        self._queue.put_nowait(DeltaEvent(text))
+        self._put(DeltaEvent(text))
+
+    def _put(self, event: RecordEvent | DeltaEvent) -> None:
+        if self._dropped:
+            return
+        if self._queue.qsize() >= self._buffer:
+            self._dropped = True
+            while not self._queue.empty():  # what the reader has not read goes with it
+                self._queue.get_nowait()
+            self._queue.put_nowait(FELL_BEHIND)
+            return
+        self._queue.put_nowait(event)
 
     async def events(self) -> AsyncIterator[LiveEvent]:
         """The turn's events up to and including its end."""

@@ -92,12 +92,14 @@ class TurnApi:
     async def start(self, request: StartRequest) -> Opened:
         """Start a session and run its first turn (a replica shutting down refuses: 503)."""
         self.gate.check()
-        return self._launched(await self.driver.open_start(request))
+        with self.runner.admission():
+            return self._launched(await self.driver.open_start(request))
 
     async def proceed(self, request: ContinueRequest) -> Opened:
         """Validate and claim the next turn, then run it."""
         self.gate.check()
-        return self._launched(await self.driver.open_continue(request))
+        with self.runner.admission():
+            return self._launched(await self.driver.open_continue(request))
 
     async def read(self, request: ReadRequest) -> Reading | Refusal:
         return await self.driver.read(request)

@@ -119,6 +119,12 @@ class Settings:
     # and the turn timeout.
     lease_seconds: float | None = None
     shutdown_grace: float = 30.0  # seconds running turns get to finish on SIGTERM
+    # Turns one process runs at once; beyond, a new turn gets 503 with Retry-After before
+    # anything is claimed (each running turn holds a task, a claim and its handler's memory).
+    max_turns: int = 1000
+    # Live events (records, deltas) a stream may fall behind its turn before it is dropped;
+    # the turn goes on and commits (api/live.py).
+    stream_buffer: int = 1000
     # Seconds of silence after which an SSE stream sends a `: ping` comment, so proxies and
     # load balancers do not close a stream whose turn is thinking quietly.
     sse_ping_seconds: float = 15.0
@@ -198,6 +204,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "turn_timeout": _positive_float,
     "lease_seconds": _positive_float,
     "shutdown_grace": _positive_float,
+    "max_turns": _positive_int,
+    "stream_buffer": _positive_int,
     "sse_ping_seconds": _positive_float,
     "recovery_window": _positive_float,
     "admin_keys": _keys,

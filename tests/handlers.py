@@ -15,7 +15,9 @@ async def test_handler(turn: Turn) -> Finished | Parked:
     then holds the turn in flight until the file PATH exists, whatever process makes it,
     `{"message": "/sleep", "seconds": S}` journals a record, then sleeps S seconds, and
     `{"message": "/records", "count": N, "until": PREFIX}` journals N records, holding the
-    turn after record i (counted from 1) until the file PREFIX.i exists."""
+    turn after record i (counted from 1) until the file PREFIX.i exists, and
+    `{"message": "/flood", "deltas": N, "size": B}` streams N deltas of B characters as fast
+    as it can, then finishes."""
     if turn.input.get("message") == "/hold":
         until = Path(str(turn.input["until"]))
         await turn.record({"holding": str(until)})
@@ -32,6 +34,13 @@ async def test_handler(turn: Turn) -> Finished | Parked:
         await turn.record({"sleeping": seconds})
         await asyncio.sleep(seconds)
         return Finished({"slept": seconds}, state={"turns": turn.number})
+    if turn.input.get("message") == "/flood":
+        deltas, size = int(str(turn.input["deltas"])), int(str(turn.input["size"]))
+        for number in range(deltas):
+            await turn.delta(f"{number % 10}" * size)
+            if number % 100 == 0:
+                await asyncio.sleep(0)  # let the transport run, as a real handler would
+        return Finished({"deltas": deltas}, state={"turns": turn.number})
     return await demo_handler(turn)
 
 

@@ -132,6 +132,20 @@ MUTANTS = (
         ("tests/api/test_principals.py",),
     ),
     Mutant(
+        "a live stream's queue unbounded",
+        "api/live.py",
+        "        if self._queue.qsize() >= self._buffer:\n",
+        "        if False:\n",
+        ("tests/e2e/test_capacity.py",),
+    ),
+    Mutant(
+        "--max-turns ignored",
+        "api/live.py",
+        "len(self._tasks) + self._opening >= self._max_turns:",
+        "False:",
+        ("tests/e2e/test_capacity.py",),
+    ),
+    Mutant(
         "SQLite group commit: BEGIN IMMEDIATE -> BEGIN",
         "infra/sqlite_writer.py",
         'conn.execute("BEGIN IMMEDIATE")',
