@@ -24,6 +24,7 @@ from api.health import healthz, metrics_text, readyz
 from api.live import TurnRunner, turn_status
 from api.metrics import Metrics
 from api.openapi import publish_turn_input
+from api.refusal_limit import RefusalLimiter, identify_clients
 from api.rest import continue_session, delete_session, start_session
 from api.sessions import cancel_turn, read_session, session_events
 from api.shutdown import ShutdownGate
@@ -55,6 +56,14 @@ async def _sweep_forever(database: Database, window: float) -> None:
             await database.sweep(database.clock())
         except StoreUnavailable as error:
             log.warning("sweeping expired seals: %s", error)
+
+
+def _refusal_limiter(settings: Settings, database: Database) -> RefusalLimiter | None:
+    if settings.refusal_limit is None or database.spend_refusal is None:
+        return None
+    return RefusalLimiter(
+        database.spend_refusal, settings.refusal_limit, settings.refusal_window, database.clock
+    )
 
 
 def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Litestar:
@@ -91,7 +100,12 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
             )
             app.state.reader = opened.reader
             app.state.turns = TurnApi(
-                TurnDriver(services), runner, gate, following, settings.sse_ping_seconds
+                TurnDriver(services),
+                runner,
+                gate,
+                following,
+                settings.sse_ping_seconds,
+                _refusal_limiter(settings, opened),
             )
             sweeping = asyncio.create_task(_sweep_forever(opened, settings.recovery_window))
             try:
@@ -121,7 +135,11 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
             cancel_turn,
             websocket_route,
         ],
-        middleware=authentication(settings),
+        middleware=[
+            *authentication(settings),
+            # After authentication: a client is its principal when there is one.
+            *([identify_clients] if settings.refusal_limit is not None else []),
+        ],
         security=security.requirement,
     )
     app = Litestar(

@@ -15,6 +15,7 @@ from api.reasons import (
     CANCELLED,
     INTERNAL,
     TOO_LARGE,
+    TOO_MANY_REFUSALS,
     TURN_FAILED,
     UNAUTHENTICATED,
     UNAUTHORIZED,
@@ -36,6 +37,7 @@ __all__ = [
     "BAD_REQUEST",
     "INTERNAL",
     "TOO_LARGE",
+    "TOO_MANY_REFUSALS",
     "TURN_FAILED",
     "UNAUTHENTICATED",
     "UNAUTHORIZED",
@@ -64,16 +66,18 @@ STATUS_BY_REASON: dict[str, int] = {
     WEBSOCKETS_DISABLED: 426,
     UNAUTHORIZED: 401,
     UNAUTHENTICATED: 401,
+    TOO_MANY_REFUSALS: 429,
 }
 
 
 class ApiError(Exception):
     """An answer other than a turn's outcome: a reason, a message, and so a status."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.headers = headers  # besides the reason's hints (a Retry-After of its own)
 
     @classmethod
     def refused(cls, refusal: Refusal) -> "ApiError":
@@ -95,19 +99,23 @@ HINTS: dict[str, dict[str, str]] = {
 
 
 def error_response(
-    request: AnyRequest, reason: str, message: str, status: int | None = None
+    request: AnyRequest,
+    reason: str,
+    message: str,
+    status: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response[ErrorBody]:
     Metrics.of(request.app).count_error(reason)
     return Response(
         ErrorBody(error=message, reason=reason),
         status_code=status or STATUS_BY_REASON[reason],
         media_type=MediaType.JSON,
-        headers=HINTS.get(reason),
+        headers={**HINTS.get(reason, {}), **(headers or {})},
     )
 
 
 def _api_error(request: AnyRequest, error: ApiError) -> Response[ErrorBody]:
-    return error_response(request, error.reason, error.message)
+    return error_response(request, error.reason, error.message, headers=error.headers)
 
 
 def _invalid_body(error: ValidationException) -> str:

@@ -10,9 +10,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 from api.follow import Following, Lapsed
 from api.live import LiveTurn, TurnRunner
+from api.refusal_limit import RefusalLimiter
 from api.shutdown import ShutdownGate
 from api.wire import RecoveredTurn
 from domain.decisions import CancelAnswer
@@ -32,6 +34,7 @@ from domain.turn import OpenTurn, TurnReply
 from infra.notifier import changed_within
 
 Opened = LiveTurn | TurnReply | Refusal
+A = TypeVar("A")
 
 
 def _recovered(reading: Reading) -> RecoveredTurn | None:
@@ -88,30 +91,36 @@ class TurnApi:
     gate: ShutdownGate
     following: Following
     ping_seconds: float = 15.0  # an SSE stream's keep-alive interval
+    limiter: RefusalLimiter | None = None  # BATON_REFUSAL_LIMIT (api/refusal_limit.py)
 
     async def start(self, request: StartRequest) -> Opened:
         """Start a session and run its first turn (a replica shutting down refuses: 503)."""
         self.gate.check()
+        self._check_client()
         with self.runner.admission():
-            return self._launched(await self.driver.open_start(request))
+            return await self._counted(self._launched(await self.driver.open_start(request)))
 
     async def proceed(self, request: ContinueRequest) -> Opened:
         """Validate and claim the next turn, then run it."""
         self.gate.check()
+        self._check_client()
         with self.runner.admission():
-            return self._launched(await self.driver.open_continue(request))
+            opened = await self.driver.open_continue(request)
+            return await self._counted(self._launched(opened))
 
     async def read(self, request: ReadRequest) -> Reading | Refusal:
-        return await self.driver.read(request)
+        self._check_client()
+        return await self._counted(await self.driver.read(request))
 
     async def events(self, request: ReadRequest) -> EventsView | Refusal:
         """Authorise a read of the session's events (with the token it consumed, its last
         turn's outcome then carries the token that turn issued)."""
+        self._check_client()
         reading = await self.driver.read(
             ReadRequest(request.session_id, request.token, RecoveredVia.EVENTS, request.principal)
         )
         if isinstance(reading, Refusal):
-            return reading
+            return await self._counted(reading)
         return EventsView(
             reading.state, _recovered(reading), self.following, partial(self._recover, request)
         )
@@ -127,9 +136,10 @@ class TurnApi:
     ) -> tuple[SessionState, bool] | Refusal:
         """Ask the running turn to stop and wait up to `wait_seconds` for its release:
         the session, and whether the turn has stopped (PROTOCOL section 6.5)."""
+        self._check_client()
         answer = await self.driver.cancel(request)
         if isinstance(answer, Refusal):
-            return answer
+            return await self._counted(answer)
         if not answer.pending:
             return answer.state, True
         self.runner.cancel(answer.state.session_id)  # at once, if it runs here
@@ -151,13 +161,26 @@ class TurnApi:
                 await changed_within(changed, min(self.following.poll_seconds, deadline.left()))
 
     async def close(self, request: CloseRequest) -> SessionState | Refusal:
-        return await self.driver.close(request)
+        self._check_client()
+        return await self._counted(await self.driver.close(request))
 
     async def refuse_in_flight(
         self, session_id: SessionId, principal: str | None = None
     ) -> Refusal:
         """A turn refused because the caller knows its session's claim is held."""
-        return await self.driver.refuse_in_flight(session_id, principal)
+        self._check_client()
+        return await self._counted(await self.driver.refuse_in_flight(session_id, principal))
+
+    def _check_client(self) -> None:
+        """A client past its refusal limit is answered 429 before anything is read."""
+        if self.limiter is not None:
+            self.limiter.check()
+
+    async def _counted(self, answer: A) -> A:
+        """Count a refusal (a stored row) against the client's limit."""
+        if self.limiter is not None and isinstance(answer, Refusal):
+            await self.limiter.spent()
+        return answer
 
     def _launched(self, opened: OpenTurn | TurnReply | Refusal) -> Opened:
         return self.runner.launch(opened) if isinstance(opened, OpenTurn) else opened

@@ -15,7 +15,9 @@ def _placeholders(count: int, first: int = 1) -> str:
 
 SELECT_SESSION = LOAD_SESSION + "$1"
 # Locks the projection row only: the side chain's row stays free for refusals meanwhile.
-LOCK_SESSION = SELECT_SESSION + " FOR UPDATE OF s"
+# NO KEY UPDATE, the lock an UPDATE of the row takes anyway: it leaves the row to a
+# refusal's KEY SHARE (REFUSE), which only an operator's FOR UPDATE (prune, replay) holds up.
+LOCK_SESSION = SELECT_SESSION + " FOR NO KEY UPDATE OF s"
 INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) "  # noqa: S608 - fixed column names
     f"VALUES ({_placeholders(len(EVENT_FIELDS))})"
@@ -109,7 +111,7 @@ WITH held AS (
     SELECT session_id, version, head_hash, state FROM sessions
      WHERE session_id = $1 AND claim_turn = $2 AND claim_seq = $3
        AND token_digest IS NOT DISTINCT FROM $12
-       FOR UPDATE
+       FOR NO KEY UPDATE
 ), moved AS (
     UPDATE sessions AS s
        SET version = held.version + 1, turn = $2, status = $4, token_digest = $5,
@@ -140,10 +142,13 @@ SELECT seq, (SELECT count(*) FROM woken) AS woken FROM appended
 # A fact without a seq (a refusal, a recovery) of a known session, linked into its side
 # chain, whose heads are a row of their own: the session's projection row is read, never
 # updated nor locked, so a flood of refusals does not hold up its owner's turns. The side
-# chain's row lines the facts up, however many arrive at once.
+# chain's row lines the facts up, however many arrive at once. KEY SHARE conflicts with no
+# turn's lock, only with an operator's FOR UPDATE: a session being pruned (or replayed) is
+# waited for, and one pruned meanwhile is not there when the wait ends, so the fact stands
+# alone (infra/planning.py) instead of starting a side chain of a session that is gone.
 REFUSE = f"""
 WITH known AS (
-    SELECT session_id FROM sessions WHERE session_id = $1
+    SELECT session_id FROM sessions WHERE session_id = $1 FOR KEY SHARE
 ), counted AS (
     INSERT INTO side_chains AS c (session_id, refusals, refusal_head)
     SELECT session_id, 1, {linked("NULL", "1", "0", "$5")} FROM known
@@ -183,4 +188,14 @@ FOLLOW = (
 SWEEP = (
     "DELETE FROM recovery WHERE expires_at <= $1",
     "DELETE FROM followers WHERE until <= $1",
+    "DELETE FROM refusal_budgets WHERE window_end <= $1",
 )
+# One more refusal for a client ($1): counted in its window, or the first of a new window
+# ending at $2 if the last one ended by now ($3). One statement, so replicas never race.
+SPEND_REFUSAL = """
+INSERT INTO refusal_budgets AS b (client, refused, window_end) VALUES ($1, 1, $2)
+ON CONFLICT (client) DO UPDATE
+   SET refused = CASE WHEN b.window_end <= $3 THEN 1 ELSE b.refused + 1 END,
+       window_end = CASE WHEN b.window_end <= $3 THEN $2 ELSE b.window_end END
+RETURNING refused, window_end
+"""

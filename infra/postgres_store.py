@@ -1,9 +1,9 @@
 """The PostgreSQL session store: the shared skeleton, and one round trip on the hot path.
 
 Every command can run as the skeleton of infra/command_store.py: in one transaction, lock
-the session's row (SELECT ... FOR UPDATE), let the command decide, write the plan. The rare
-commands (release, close, a takeover) do exactly that; a start writes its plan in one
-statement (a new session has nothing to lock).
+the session's row (SELECT ... FOR NO KEY UPDATE), let the command decide, write the plan.
+The rare commands (release, close, a takeover) do exactly that; a start writes its plan in
+one statement (a new session has nothing to lock).
 
 The hot ones (claim, record, renewal, commit) have fast paths: one conditional statement
 each, sent in autocommit mode, so the statement is the transaction and the server does the
@@ -110,6 +110,16 @@ class PostgresSessionStore(CommandStore):
         async with self.pool.db.acquire() as conn:
             for statement in sql.SWEEP:
                 await conn.execute(statement, now)
+
+    @unavailable_on_outage
+    async def spend_refusal(
+        self, client: str, at: datetime, window_end: datetime
+    ) -> tuple[int, datetime]:
+        """Count one more refusal of `client`: (refusals in its window, the window's end)."""
+        async with self.pool.db.acquire() as conn:
+            record = await conn.fetchrow(sql.SPEND_REFUSAL, client, window_end, at)
+        assert record is not None  # noqa: S101 - an upsert always returns its row
+        return int(record["refused"]), record["window_end"]
 
     @unavailable_on_outage
     async def database_time(self) -> datetime:

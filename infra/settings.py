@@ -125,6 +125,10 @@ class Settings:
     # Live events (records, deltas) a stream may fall behind its turn before it is dropped;
     # the turn goes on and commits (api/live.py).
     stream_buffer: int = 1000
+    # Refused requests a client (principal, or address) may get per window before it is
+    # answered 429 until the window ends (api/refusal_limit.py); None: no limit.
+    refusal_limit: int | None = None
+    refusal_window: float = 60.0
     # Seconds of silence after which an SSE stream sends a `: ping` comment, so proxies and
     # load balancers do not close a stream whose turn is thinking quietly.
     sse_ping_seconds: float = 15.0
@@ -206,6 +210,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "shutdown_grace": _positive_float,
     "max_turns": _positive_int,
     "stream_buffer": _positive_int,
+    "refusal_limit": _positive_int,
+    "refusal_window": _positive_float,
     "sse_ping_seconds": _positive_float,
     "recovery_window": _positive_float,
     "admin_keys": _keys,

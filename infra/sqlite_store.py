@@ -82,7 +82,16 @@ _HISTORY = (
 _SWEEP = (
     "DELETE FROM recovery WHERE expires_at <= ?",
     "DELETE FROM followers WHERE until <= ?",
+    "DELETE FROM refusal_budgets WHERE window_end <= ?",
 )
+# As infra/postgres_sql.SPEND_REFUSAL (the writer serialises it anyway).
+_SPEND_REFUSAL = """
+INSERT INTO refusal_budgets AS b (client, refused, window_end) VALUES (?1, 1, ?2)
+ON CONFLICT (client) DO UPDATE
+   SET refused = CASE WHEN b.window_end <= ?3 THEN 1 ELSE b.refused + 1 END,
+       window_end = CASE WHEN b.window_end <= ?3 THEN ?2 ELSE b.window_end END
+RETURNING refused, window_end
+"""
 
 
 def connect(path: str, *, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -185,6 +194,21 @@ class SqliteSessionStore(CommandStore):
                 conn.execute(statement, (time_text(now),))
 
         await self._transaction(sweep)
+
+    async def spend_refusal(
+        self, client: str, at: datetime, window_end: datetime
+    ) -> tuple[int, datetime]:
+        """Count one more refusal of `client`: (refusals in its window, the window's end)."""
+
+        def spend(conn: sqlite3.Connection) -> tuple[int, datetime]:
+            row = conn.execute(
+                _SPEND_REFUSAL, (client, time_text(window_end), time_text(at))
+            ).fetchone()
+            ends = parse_time(row["window_end"])
+            assert ends is not None  # noqa: S101 - the column is NOT NULL
+            return int(row["refused"]), ends
+
+        return await self._transaction(spend)
 
 
 # ---------------------------------------------------------------------- the four I/O steps

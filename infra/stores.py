@@ -22,6 +22,8 @@ from infra.settings import Settings
 from infra.sqlite_reader import SqliteReader
 from infra.sqlite_store import SqliteSessionStore
 
+SpendRefusal = Callable[[str, datetime, datetime], Awaitable[tuple[int, datetime]]]
+
 
 async def _nothing_to_sweep(now: datetime) -> None:
     """A store without seals (none so far)."""
@@ -46,6 +48,9 @@ class Database:
     poll_seconds: float = 0.25
     # The time leases are computed and compared in (infra/db_clock.py).
     clock: DatabaseClock = field(default_factory=DatabaseClock)
+    # Count one more refusal of a client, shared by every replica (api/refusal_limit.py):
+    # (client, now, the window's end if a new one starts) -> (count, the window's end).
+    spend_refusal: SpendRefusal | None = None
 
     def on_cancel(self, stop_turn: Callable[[str], object]) -> None:
         """Where a cancel request made on another replica arrives (PostgreSQL only; on
@@ -77,7 +82,15 @@ async def open_database(settings: Settings, *, listen: bool = False) -> AsyncIte
         clock.start()
     try:
         yield Database(
-            store, PostgresReader(pool), notifier, store.sweep, store.follow, listener, 1.0, clock
+            store,
+            PostgresReader(pool),
+            notifier,
+            store.sweep,
+            store.follow,
+            listener,
+            1.0,
+            clock,
+            store.spend_refusal,
         )
     finally:
         await clock.stop()
@@ -95,7 +108,7 @@ async def _sqlite(path: str, settings: Settings) -> AsyncIterator[Database]:
     await store.open()
     reader = SqliteReader(path, busy_timeout_ms=timeout)
     try:
-        yield Database(store, reader, notifier, store.sweep)
+        yield Database(store, reader, notifier, store.sweep, spend_refusal=store.spend_refusal)
     finally:
         await reader.dispose()
         await store.dispose()

@@ -164,6 +164,17 @@ followers = Table(
 )
 
 
+# Refused requests per client in the current window (api/refusal_limit.py), shared by every
+# replica: a client past its limit is answered 429 and its refusals stop being stored.
+refusal_budgets = Table(
+    "refusal_budgets",
+    metadata,
+    Column("client", String(PRINCIPAL_LENGTH), primary_key=True),  # a principal or an address
+    Column("refused", Integer, nullable=False),
+    Column("window_end", UtcDateTime(), nullable=False),
+    Index(None, "window_end"),
+)
+
 # The projection's columns in table order: the stores' hand-written SQL names them this way.
 SESSION_FIELDS = tuple(column.name for column in sessions.columns)
 # A projection row joined with its side chain's heads: how every store loads a session.

@@ -146,6 +146,13 @@ MUTANTS = (
         ("tests/e2e/test_capacity.py",),
     ),
     Mutant(
+        "the refusal limit never blocks",
+        "api/refusal_limit.py",
+        "        if refused >= self._limit:\n",
+        "        if False:\n",
+        ("tests/api/test_refusal_limit.py",),
+    ),
+    Mutant(
         "SQLite group commit: BEGIN IMMEDIATE -> BEGIN",
         "infra/sqlite_writer.py",
         'conn.execute("BEGIN IMMEDIATE")',

@@ -1,0 +1,97 @@
+"""A per-client limit on refused requests (opt-in: BATON_REFUSAL_LIMIT per
+BATON_REFUSAL_WINDOW seconds).
+
+Every refusal is a durable row, so a loop of junk continues would otherwise grow the event
+table, and the store's work, without end. A client is its principal when the turn API
+authenticates (api/auth.py), else the address the request came from. Each refusal it gets
+is counted in the shared `refusal_budgets` table (one upsert, so every replica sees the same
+count); once it reaches the limit, this replica answers that client 429 `too-many-refusals`
+with Retry-After until the window ends, before reading or writing anything. Another
+replica learns of the block at the client's next refusal there, so across R replicas at
+most limit + R - 1 refusals (and those already in flight) are stored per window.
+
+A client that is refused nothing is never counted, so an honest client pays nothing.
+"""
+
+import math
+from collections.abc import Callable
+from contextvars import ContextVar
+from datetime import datetime, timedelta
+from typing import Any
+
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import TOO_MANY_REFUSALS, ApiError
+from infra.stores import SpendRefusal
+
+# Who the request being answered comes from (set by `identify_clients` on the turn API).
+CLIENT: ContextVar[str | None] = ContextVar("baton_client", default=None)
+FORGET_AT = 10_000  # blocked clients remembered before the expired ones are dropped
+
+
+def identify_clients(app: ASGIApp) -> ASGIApp:
+    """Middleware (after authentication): name the client each turn API request is from."""
+
+    async def identified(scope: Scope, receive: Receive, send: Send) -> None:
+        token = CLIENT.set(_client_of(scope))
+        try:
+            await app(scope, receive, send)
+        finally:
+            CLIENT.reset(token)
+
+    return identified
+
+
+def _client_of(scope: Scope) -> str | None:
+    principal: Any = scope.get("user")
+    if isinstance(principal, str):
+        return principal
+    address = scope.get("client")
+    return f"address:{address[0]}" if address else None
+
+
+class RefusalLimiter:
+    def __init__(
+        self,
+        spend: SpendRefusal,
+        limit: int,
+        window_seconds: float,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._spend = spend
+        self._limit = limit
+        self._window = timedelta(seconds=window_seconds)
+        self._clock = clock
+        self._blocked: dict[str, datetime] = {}  # client -> until
+
+    def check(self) -> None:
+        """Refuse at once a client that used up its refusals in this window."""
+        client = CLIENT.get()
+        until = self._blocked.get(client) if client is not None else None
+        if until is None:
+            return
+        left = (until - self._clock()).total_seconds()
+        if left <= 0:
+            del self._blocked[client]  # type: ignore[arg-type]
+            return
+        raise ApiError(
+            TOO_MANY_REFUSALS,
+            f"too many refused requests from this client; retry in {math.ceil(left)} s",
+            headers={"Retry-After": str(math.ceil(left))},
+        )
+
+    async def spent(self) -> None:
+        """Count a refusal the client just got; block the client once it reaches the limit."""
+        client = CLIENT.get()
+        if client is None:
+            return
+        at = self._clock()
+        refused, window_end = await self._spend(client, at, at + self._window)
+        if refused >= self._limit:
+            if len(self._blocked) >= FORGET_AT:
+                self._forget_expired(at)
+            self._blocked[client] = window_end
+
+    def _forget_expired(self, now: datetime) -> None:
+        for client in [client for client, until in self._blocked.items() if until <= now]:
+            del self._blocked[client]
