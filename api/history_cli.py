@@ -1,14 +1,16 @@
 """`baton history SESSION_ID`: a session's stored events, read from the database directly.
 
 It needs no running server. It prints what the table holds, and the table holds only
-digests of tokens, never a token.
+digests of tokens, never a token. It reads a page at a time and prints each as it comes,
+so a session with millions of events (a flooded one) prints in bounded memory;
+`--after`/`--limit` print a part of it.
 """
 
 import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import msgspec
 from api.admin import history_event_body, principal_in
 from domain.events import EventKind
 from infra.database import SQLITE, normalize_url
-from infra.history import HistoryEvent
+from infra.history import MAX_PAGE, HistoryEvent, SessionReader
 from infra.settings import Settings, SettingsError
 from infra.stores import open_database
 
@@ -31,17 +33,73 @@ def add_history_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print a JSON array of the events, every field"
     )
+    parser.add_argument(
+        "--after",
+        type=_position,
+        default=None,
+        metavar="POSITION",
+        help="only the events after this position (the first column)",
+    )
+    parser.add_argument(
+        "--limit", type=_count, default=None, metavar="N", help="print at most N events"
+    )
+
+
+def _position(text: str) -> int:
+    if not text.isdigit() or len(text) > 19:
+        raise argparse.ArgumentTypeError("a position is a whole number (0 or more)")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= 10**9:
+        raise argparse.ArgumentTypeError("a count is a whole number from 1")
+    return int(text)
 
 
 def print_history(settings: Settings, args: argparse.Namespace) -> int:
     """Exit status 0 when printed, 1 for an unknown session."""
     _require_sqlite_file(settings)
-    history = asyncio.run(_read(settings, args.session_id))
-    if history is None:
-        print(f"baton: unknown session {args.session_id[:200]!r}", file=sys.stderr)
-        return 1
-    print(as_json(history) if args.json else "\n".join(map(line_of, history)))
+    return asyncio.run(_print(settings, args))
+
+
+async def _print(settings: Settings, args: argparse.Namespace) -> int:
+    printed = 0
+    async with open_database(settings) as database:
+        async for page in _pages(database.reader, args.session_id, args.after, args.limit):
+            if page is None:
+                print(f"baton: unknown session {args.session_id[:200]!r}", file=sys.stderr)
+                return 1
+            for event in page:
+                if args.json:
+                    body = msgspec.json.encode(history_event_body(event)).decode()
+                    print(("[\n  " if printed == 0 else ",\n  ") + body, end="")
+                else:
+                    print(line_of(event))
+                printed += 1
+    if args.json:
+        print("[]" if printed == 0 else "\n]")
     return 0
+
+
+async def _pages(
+    reader: SessionReader, session_id: str, after: int | None, limit: int | None
+) -> AsyncIterator[list[HistoryEvent] | None]:
+    """The session's history a page at a time (None: no such session), `limit` at most."""
+    left = limit
+    while left is None or left > 0:
+        size = MAX_PAGE if left is None else min(MAX_PAGE, left)
+        page = await reader.history_page(session_id, after, size)
+        if page is None:
+            yield None
+            return
+        events, cursor = page
+        yield events
+        if left is not None:
+            left -= len(events)
+        if cursor is None:
+            return
+        after = int(cursor)
 
 
 def _require_sqlite_file(settings: Settings) -> None:
@@ -49,16 +107,6 @@ def _require_sqlite_file(settings: Settings) -> None:
     url = normalize_url(settings.database_url)
     if url.get_backend_name() == SQLITE and not Path(str(url.database)).is_file():
         raise SettingsError(f"no SQLite database at {url.database}")
-
-
-async def _read(settings: Settings, session_id: str) -> list[HistoryEvent] | None:
-    async with open_database(settings) as database:
-        return await database.reader.session_events(session_id)
-
-
-def as_json(history: list[HistoryEvent]) -> str:
-    encoded = msgspec.json.encode([history_event_body(event) for event in history])
-    return msgspec.json.format(encoded, indent=2).decode()
 
 
 # --------------------------------------------------------------- one line per event

@@ -36,6 +36,10 @@ def _kind_column(event: Any) -> str:
     return kind
 
 
+ATTEMPT_ENDS = _ENDS_UNCOMMITTED | {EventKind.COMMITTED}
+"""Every kind that ends a turn attempt: the first one after a record decides its fate."""
+
+
 def void_records(events: Iterable[F], kind: Callable[[F], str] = _kind_column) -> list[F]:
     """The `record` events whose turn attempt did not commit.
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from domain.history import void_records
+from domain.events import EventKind
+from domain.history import ATTEMPT_ENDS, void_records
 from domain.identifiers import parse_session_id
 from domain.json import JsonValue
 from domain.state import SessionStatus
@@ -83,6 +84,15 @@ class SessionReader(Protocol):
         if there is no such session (a malformed id included)."""
         ...
 
+    async def history_page(
+        self, session_id: str, after: int | None, limit: int
+    ) -> tuple[list[HistoryEvent], str | None] | None:
+        """Up to `limit` of a session's events after position `after` (None: from its
+        first), in position order, each marked void or not as the whole history would mark
+        it, and the cursor of the next page (None: this was the last); None if there is no
+        such session."""
+        ...
+
     async def list_sessions(self, query: SessionFilter) -> tuple[list[SessionSummary], str | None]:
         """One page of sessions in id order (UUIDv7: creation order), and the cursor of the
         next page, or None if this is the last."""
@@ -111,6 +121,17 @@ _SUMMARY_SELECT = ", ".join(
 )
 
 SESSION_EVENTS = f"SELECT {_EVENT_SELECT} FROM events WHERE session_id = ? ORDER BY position"  # noqa: S608
+HISTORY_PAGE = (
+    f"SELECT {_EVENT_SELECT} FROM events "  # noqa: S608 - fixed column names
+    "WHERE session_id = ? AND position > ? ORDER BY position LIMIT ?"
+)
+# The first end of a turn attempt after a seq: the fate of the records a page leaves open.
+ATTEMPT_END = (
+    f"SELECT {_EVENT_SELECT} FROM events WHERE session_id = ? AND seq > ? "  # noqa: S608
+    f"AND kind IN ({', '.join(repr(kind.value) for kind in sorted(ATTEMPT_ENDS))}) "
+    "ORDER BY seq LIMIT 1"
+)
+SESSION_EXISTS = "SELECT 1 FROM sessions WHERE session_id = ?"
 COUNT_SESSIONS = "SELECT count(*) FROM sessions"
 REVISION = "SELECT version_num FROM alembic_version"
 
@@ -127,6 +148,24 @@ def with_void(rows: Iterable[Mapping[str, Any]]) -> list[HistoryEvent]:
         HistoryEvent(**{name: row[name] for name in EVENT_COLUMNS}, void=row["position"] in void)
         for row in rows
     ]
+
+
+def attempt_end_after(rows: Sequence[Mapping[str, Any]]) -> int | None:
+    """Where to look for the fate of a page's records: its last seq, if it holds a record
+    (whose attempt may end on a later page); None if it holds none."""
+    if not any(row["kind"] == EventKind.RECORD for row in rows):
+        return None
+    return max(int(row["seq"]) for row in rows if row["seq"] is not None)
+
+
+def history_page(
+    rows: Sequence[Mapping[str, Any]], attempt_end: Mapping[str, Any] | None, limit: int
+) -> tuple[list[HistoryEvent], str | None]:
+    """A page of a session's rows as history: void by the rule of domain/history.py, judged
+    with the end of the attempt the page stops in, and the next page's cursor."""
+    judged = with_void([*rows, *([attempt_end] if attempt_end is not None else [])])
+    page = judged[: len(rows)]
+    return page, str(page[-1].position) if len(page) == limit else None
 
 
 def session_id_cursor(after: str) -> str:

@@ -28,7 +28,9 @@ from infra.history import (
     SessionFilter,
     SessionSummary,
     StoredEvent,
+    attempt_end_after,
     bigint,
+    history_page,
     numbered,
     page_of,
     sessions_query,
@@ -42,6 +44,9 @@ _CURSOR = re.compile(r"([0-9]{1,19})\.([0-9]{1,19})")
 _XMIN = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 _FEED = f"SELECT {', '.join(history.EVENT_COLUMNS)}, txid FROM events WHERE txid < {_XMIN}"  # noqa: S608
 _SESSION_EVENTS = numbered(history.SESSION_EVENTS)
+_HISTORY_PAGE = numbered(history.HISTORY_PAGE)
+_ATTEMPT_END = numbered(history.ATTEMPT_END)
+_SESSION_EXISTS = numbered(history.SESSION_EXISTS)
 
 
 def _row(record: asyncpg.Record) -> dict[str, Any]:
@@ -65,6 +70,22 @@ class PostgresReader:
         if parsed is None:
             return None
         return with_void(await self._fetch(_SESSION_EVENTS, parsed)) or None
+
+    @unavailable_on_outage
+    async def history_page(
+        self, session_id: str, after: int | None, limit: int
+    ) -> tuple[list[HistoryEvent], str | None] | None:
+        parsed = parse_session_id(session_id)
+        if parsed is None:
+            return None
+        # One snapshot for the page, its attempt's end and the existence check.
+        async with self.pool.db.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            rows = [_row(r) for r in await conn.fetch(_HISTORY_PAGE, parsed, after or 0, limit)]
+            if not rows and await conn.fetchval(_SESSION_EXISTS, parsed) is None:
+                return None
+            last = attempt_end_after(rows)
+            end = await conn.fetchrow(_ATTEMPT_END, parsed, last) if last else None
+        return history_page(rows, _row(end) if end is not None else None, limit)
 
     @unavailable_on_outage
     async def list_sessions(self, query: SessionFilter) -> tuple[list[SessionSummary], str | None]:

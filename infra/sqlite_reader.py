@@ -21,7 +21,9 @@ from infra.history import (
     SessionFilter,
     SessionSummary,
     StoredEvent,
+    attempt_end_after,
     bigint,
+    history_page,
     page_of,
     sessions_query,
     stored_event,
@@ -84,6 +86,29 @@ class SqliteReader:
             lambda conn: conn.execute(history.SESSION_EVENTS, (db_id(parsed),)).fetchall()
         )
         return with_void(event_from(row) for row in rows) or None
+
+    async def history_page(
+        self, session_id: str, after: int | None, limit: int
+    ) -> tuple[list[HistoryEvent], str | None] | None:
+        parsed = parse_session_id(session_id)
+        if parsed is None:
+            return None
+        key = db_id(parsed)
+
+        def page(conn: sqlite3.Connection) -> tuple[list[Any], Any] | None:
+            rows = conn.execute(history.HISTORY_PAGE, (key, after or 0, limit)).fetchall()
+            if not rows and conn.execute(history.SESSION_EXISTS, (key,)).fetchone() is None:
+                return None
+            last = attempt_end_after(rows)
+            end = conn.execute(history.ATTEMPT_END, (key, last)).fetchone() if last else None
+            return rows, end
+
+        found = await self._read(page)
+        if found is None:
+            return None
+        rows, end = found
+        ended = event_from(end) if end is not None else None
+        return history_page([event_from(row) for row in rows], ended, limit)
 
     async def list_sessions(self, query: SessionFilter) -> tuple[list[SessionSummary], str | None]:
         sql, params = sessions_query(query)

@@ -131,6 +131,7 @@ async def test_json_history_is_every_field_of_every_event(
         del row["txid"]
     for event, row in zip(printed, rows, strict=True):
         assert event.pop("void") is (event["kind"] == "record" and event["turn"] == 3)
+        assert event.pop("principal") == row["data"].get("principal")  # None: no auth here
         event["recordedAt"] = datetime.fromisoformat(event["recordedAt"])
         assert list(event.values()) == list(row.values())
     assert len(printed) == len(rows)
@@ -152,3 +153,42 @@ async def test_a_sqlite_path_with_no_database_is_not_created(tmp_path: Path) -> 
     assert ran.status == 2
     assert "no SQLite database" in ran.stderr
     assert not missing.exists()
+
+
+async def test_after_and_limit_print_a_part_and_json_stays_an_array(
+    recorded: Recorded, database_url: str, engine: AsyncEngine
+) -> None:
+    stored = [row["position"] for row in await events_of(engine, recorded.session_id)]
+    whole = await baton("history", recorded.session_id, "--database-url", database_url)
+    lines = whole.stdout.splitlines()
+    assert [int(line.split()[0]) for line in lines] == stored
+    part = await baton(
+        "history",
+        recorded.session_id,
+        "--after",
+        str(stored[1]),
+        "--limit",
+        "3",
+        "--database-url",
+        database_url,
+    )
+    assert part.status == 0, part.stderr
+    assert part.stdout.splitlines() == lines[2:5]
+    as_json = await baton(
+        "history", recorded.session_id, "--json", "--limit", "2", "--database-url", database_url
+    )
+    assert [event["position"] for event in json.loads(as_json.stdout)] == stored[:2]
+    past_the_end = await baton(
+        "history",
+        recorded.session_id,
+        "--json",
+        "--after",
+        str(stored[-1]),
+        "--database-url",
+        database_url,
+    )
+    assert json.loads(past_the_end.stdout) == []
+    for bad in (["--after", "-1"], ["--limit", "0"], ["--after", "x" * 30]):
+        refused = await baton("history", recorded.session_id, *bad, "--database-url", database_url)
+        assert refused.status == 2, refused
+        assert "Traceback" not in refused.stderr

@@ -382,3 +382,46 @@ async def test_a_feed_page_carries_every_column_but_the_txid(
     assert [event.position for event in page] == [row["position"] for row in rows]
     assert page[0].session_id == session_id
     assert page[0].recorded_at - rows[0]["recorded_at"] == timedelta(0)
+
+
+# ---------------------------------------------------------------- paging a history
+
+
+async def paged(reader: SessionReader, session_id: str, size: int) -> list[list[Any]]:
+    pages: list[list[Any]] = []
+    after: int | None = None
+    while True:
+        page = await reader.history_page(session_id, after, size)
+        assert page is not None
+        events, cursor = page
+        pages.append(events)
+        if cursor is None:
+            return pages
+        assert cursor == str(events[-1].position)
+        after = int(cursor)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 500])
+async def test_pages_tile_the_history_and_judge_records_as_the_whole_does(
+    reader: SessionReader, store: SessionStore, engine: AsyncEngine, size: int
+) -> None:
+    """Every page size, including pages that stop between a record and the end of its
+    attempt (size 4 ends on the failed attempt's record; its release is on the next page)."""
+    session_id = await eventful_session(store)
+    whole = await reader.session_events(session_id)
+    assert whole is not None
+    pages = await paged(reader, session_id, size)
+    assert [event for page in pages for event in page] == whole
+    assert all(len(page) == size for page in pages[:-1])
+    assert len(pages[-1]) <= size
+
+
+async def test_a_page_beyond_the_end_is_empty_and_an_unknown_session_has_none(
+    reader: SessionReader, store: SessionStore, engine: AsyncEngine
+) -> None:
+    session_id, _ = await committed_session(store)
+    whole = await reader.session_events(session_id)
+    assert whole is not None
+    assert await reader.history_page(session_id, whole[-1].position, 10) == ([], None)
+    assert await reader.history_page("0190a5b0-0000-7000-8000-000000000000", None, 10) is None
+    assert await reader.history_page("not-a-session", None, 10) is None
