@@ -14,7 +14,11 @@ class HandlerNotFound(ValueError):
 
 
 # Short names for the handlers that ship with Baton.
-BUILT_IN = {"demo": "api.demo:demo_handler", "bench": "api.demo:instant_handler"}
+BUILT_IN = {
+    "demo": "api.demo:demo_handler",
+    "bench": "api.demo:instant_handler",
+    "approval": "api.approval:approval_handler",
+}
 
 
 def load_handler(reference: str) -> TurnHandler:
