@@ -183,14 +183,17 @@ async def test_history_names_who_caused_each_event_and_verify_covers_it(
 
     assert [broken async for broken in verify(engine, [session_id])] == []
     # The principal is in the hash-chained data: rewriting who did it breaks the chain.
+    # (The database is shared with later tests that verify every chain: put it back.)
     forged = {**stored[0]["data"], "principal": "key:bob"}
+    started = update(events).where(events.c.session_id == session_id, events.c.seq == 1)
     async with engine.begin() as conn:
-        await conn.execute(
-            update(events)
-            .where(events.c.session_id == session_id, events.c.seq == 1)
-            .values(data=forged)
-        )
-    broken = [str(link) async for link in verify(engine, [session_id])]
+        await conn.execute(started.values(data=forged))
+    try:
+        broken = [str(link) async for link in verify(engine, [session_id])]
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(started.values(data=stored[0]["data"]))
+    assert [broken async for broken in verify(engine, [session_id])] == []
     assert len(broken) == 1
     assert "seq 1" in broken[0]
     assert "hash does not match" in broken[0]
