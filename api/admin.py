@@ -6,7 +6,8 @@ are not registered at all, so every admin path is a plain 404, as if it did not 
 
 import hashlib
 import hmac
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -74,6 +75,7 @@ class HistoryEventBody(EventBody, kw_only=True, rename="camel"):
 class SessionHistoryBody(msgspec.Struct, rename="camel"):
     session_id: str
     events: list[HistoryEventBody]
+    next: str | None  # the `after` of the next page; None: this is the last
 
 
 class SessionBody(msgspec.Struct, kw_only=True, rename="camel"):
@@ -178,9 +180,39 @@ def _invalid_parameter(
 
 
 def _aware(name: str, value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    """The bound in UTC. One that UTC puts past the years a datetime holds (9999-12-31T23:00
+    at -02:00, say) is before every session or after them all: the first or last instant."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
         raise ApiError(BAD_REQUEST, f"{name} needs a time zone, e.g. 2026-01-01T00:00:00Z")
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return (datetime.max if value.year == datetime.max.year else datetime.min).replace(
+            tzinfo=UTC
+        )
+
+
+# Litestar converts query parameters leniently: the word `null` reads as absent for an
+# optional parameter that is not text (`?status=null` would list every session), and a
+# number as a Unix time for a datetime. A filter is what the schema says, or absent.
+DATE_TIME = re.compile(  # RFC 3339, as the schema's `date-time`
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+TIME_FILTERS = ("created_after", "created_before")
+
+
+def _strict_filters(request: Request[Any, Any, Any]) -> None:
+    if "null" in request.query_params.getall("status", []):
+        raise ApiError(BAD_REQUEST, "invalid status: null (leave it out for every status)")
+    for name in TIME_FILTERS:
+        if any(
+            DATE_TIME.fullmatch(value) is None for value in request.query_params.getall(name, [])
+        ):
+            raise ApiError(
+                BAD_REQUEST, f"{name} must be an RFC 3339 date-time, e.g. 2026-01-01T00:00:00Z"
+            )
 
 
 def _bad_cursor(error: InvalidCursor) -> ApiError:
@@ -205,7 +237,7 @@ RESPONSES = {
 }
 
 
-@get("/sessions", responses=RESPONSES)
+@get("/sessions", responses=RESPONSES, before_request=_strict_filters)
 async def admin_sessions(
     state: State,
     status: StatusFilter = None,
@@ -220,7 +252,7 @@ async def admin_sessions(
             status=status,
             created_after=_aware("created_after", created_after),
             created_before=_aware("created_before", created_before),
-            after=after,
+            after=after or None,  # an empty query parameter is an absent one
             limit=limit,
         )
         page, following = await _reader(state).list_sessions(query)
@@ -231,16 +263,39 @@ async def admin_sessions(
 
 @get(
     "/sessions/{session_id:str}/events",
-    responses={401: RESPONSES[401], 404: _error("unknown-session")},
+    responses={**RESPONSES, 404: _error("unknown-session")},
 )
-async def admin_session_events(state: State, session_id: FromPath[str]) -> SessionHistoryBody:
-    """Every stored event of a session, refusals included, in position order."""
-    history = await _reader(state).session_events(session_id)
+async def admin_session_events(
+    state: State, session_id: FromPath[str], after: Cursor = None, limit: Limit = MAX_PAGE
+) -> SessionHistoryBody:
+    """A page of a session's stored events, refusals included, in position order, each
+    marked void as the whole history marks it. Pass `next` back as `after` for the next
+    page; `next` is null on the last. A session flooded with refusals is read a page at a
+    time, never whole."""
+    try:
+        history = await _reader(state).history_page(session_id, _position(after), limit)
+    except InvalidCursor as error:
+        raise _bad_cursor(error) from None
     if history is None:
         raise ApiError.refused(unknown_session(session_id))
+    page, following = history
     return SessionHistoryBody(
-        session_id=session_id.lower(), events=[history_event_body(event) for event in history]
+        session_id=session_id.lower(),
+        events=[history_event_body(event) for event in page],
+        next=following,
     )
+
+
+POSITION = re.compile(r"[0-9]{1,18}")  # an event's position: a bigint, as the history cursor
+
+
+def _position(after: str | None) -> int | None:
+    """The position a session history's cursor names; an empty one is an absent one."""
+    if not after:
+        return None
+    if POSITION.fullmatch(after) is None:
+        raise InvalidCursor("a session history's cursor is an event position")
+    return int(after)
 
 
 @get("/events", responses=RESPONSES)
@@ -248,7 +303,7 @@ async def admin_events(state: State, after: Cursor = None, limit: Limit = 50) ->
     """Every event, in an order that never skips a row that commits late. Pass `next` back as
     `after` to follow; with nothing new, `next` is the cursor you gave."""
     try:
-        served, following = await _reader(state).feed(after, limit)
+        served, following = await _reader(state).feed(after or None, limit)
     except InvalidCursor as error:
         raise _bad_cursor(error) from None
     return FeedPageBody(events=[event_body(event) for event in served], next=following)

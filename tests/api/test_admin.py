@@ -191,6 +191,33 @@ async def test_a_sessions_history_is_served_exactly_as_stored(
     assert history[-2]["data"] == {"cause": "failed", "error": "the demo handler was asked to fail"}
 
 
+async def test_a_sessions_history_comes_in_pages_that_add_up_to_the_whole(
+    admin: AsyncClient,
+) -> None:
+    """Page by page (two events a page, the void marks judged as for the whole history):
+    the same events as one page of them all, every page but the last full, `next` null on
+    the last; an empty `after` is an absent one."""
+    session_id = await eventful_session(admin)
+    path = f"/v1/admin/sessions/{session_id}/events"
+    whole = await get_json(admin, path, after="")
+    assert whole["next"] is None
+    pages: list[list[dict[str, Any]]] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 2} | ({"after": cursor} if cursor else {})
+        body = await get_json(admin, path, **params)
+        pages.append(body["events"])
+        cursor = body["next"]
+        if cursor is None:
+            break
+        assert cursor == str(body["events"][-1]["position"])
+    assert [event for page in pages for event in page] == whole["events"]
+    assert all(len(page) == 2 for page in pages[:-1])
+    assert len(pages) >= len(EVENTFUL_KINDS) // 2
+    past_the_end = await get_json(admin, path, after=str(whole["events"][-1]["position"]))
+    assert past_the_end == {"sessionId": session_id, "events": [], "next": None}
+
+
 async def test_an_unknown_session_has_no_history(admin: AsyncClient) -> None:
     for session_id in ("0190a5b0-0000-7000-8000-000000000000", "not-a-session"):
         response = await admin.get(f"/v1/admin/sessions/{session_id}/events", headers=ADMIN)
@@ -349,6 +376,11 @@ BAD_REQUESTS = [
     ("/v1/admin/events", {"after": LONG}, "after"),
     ("/v1/admin/events", {"limit": "0"}, "limit"),
     ("/v1/admin/events", {"limit": "10000"}, "limit"),
+    (ADMIN_PATHS[2], {"after": "not-a-cursor"}, "after"),
+    (ADMIN_PATHS[2], {"after": "-1"}, "after"),
+    (ADMIN_PATHS[2], {"after": LONG}, "after"),
+    (ADMIN_PATHS[2], {"limit": "0"}, "limit"),
+    (ADMIN_PATHS[2], {"limit": "10000"}, "limit"),
 ]
 
 
