@@ -1,7 +1,8 @@
-"""The operator's commands: replay, verify, export, import and prune.
+"""The operator's commands: replay, verify (and anchors), export, import and prune.
 
 Each reads the database named by the settings directly (no server needed) and returns
-the process's exit status: 0 when all is well, 1 when it found or refused something.
+the process's exit status: 0 when all is well, 1 when it found or refused something, 2
+when it could not look (an anchor file it cannot read).
 """
 
 import argparse
@@ -11,12 +12,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import BinaryIO, TextIO, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from infra.anchor_file import Anchor, AnchorRefused, read_anchor
+from infra.export_format import ExportWriter
 from infra.operations import Operations, operations
+from infra.retention import PruneStopped
 from infra.settings import Settings
 from infra.transfer import ImportRefused
 
@@ -67,28 +71,68 @@ def replay(settings: Settings, args: argparse.Namespace) -> int:
             return 1 if differing else 0
         with _progress("rebuilding the projection", total) as advance:
             rebuilt = await ops.rebuild(advance)
-        _say(f"rebuilt {rebuilt} session(s) from {total} event(s)")
+        _say(
+            f"rebuilt {rebuilt.sessions} session(s) from {total} event(s);"
+            f" {rebuilt.rewritten} row(s) differed and were rewritten"
+        )
         return 0
 
     return _with_operations(settings, run)
 
 
 def verify_chains(settings: Settings, args: argparse.Namespace) -> int:
-    """Recompute the hash chains; name each session's first broken link."""
+    """Recompute the hash chains; name each session's first broken link. --anchor: then
+    write every chain head to a file; --against: check the chains still pass through a
+    file's heads."""
+    anchor = None
+    if args.against is not None:
+        try:
+            anchor = read_anchor(Path(args.against).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, AnchorRefused) as error:
+            _say(f"baton: error: anchor {args.against}: {error}")
+            return 2
+    session_ids = args.session_ids or None
+    status = _with_operations(settings, lambda ops: _verify(ops, session_ids))
+    if anchor is not None:
+        return max(status, _with_operations(settings, lambda ops: _against(ops, anchor)))
+    if args.anchor is not None:
+        if status:
+            _say("baton: no anchor written: an anchor vouches for the chains it names")
+            return status
+        _anchor(settings, args.anchor, session_ids)
+    return status
 
-    async def run(ops: Operations) -> int:
-        session_ids = args.session_ids or None
-        broken = await ops.verify(session_ids)
-        for link in broken:
-            print(f"broken: {link}")
-        checked = len(session_ids) if session_ids else await ops.count_sessions()
-        if broken:
-            _say(f"{len(broken)} broken chain(s) in {checked} session(s)")
-            return 1
-        _say(f"all chains hold ({checked} session(s))")
-        return 0
 
-    return _with_operations(settings, run)
+async def _verify(ops: Operations, session_ids: list[str] | None) -> int:
+    broken = await ops.verify(session_ids)
+    for link in broken:
+        print(f"broken: {link}")
+    checked = len(session_ids) if session_ids else await ops.count_sessions()
+    if broken:
+        _say(f"{len(broken)} broken chain(s) in {checked} session(s)")
+        return 1
+    _say(f"all chains hold ({checked} session(s))")
+    return 0
+
+
+def _anchor(settings: Settings, path: str, session_ids: list[str] | None) -> None:
+    at = datetime.now(UTC)
+    with Path(path).open("w", encoding="utf-8") as out:
+        count, digest = _with_operations(settings, lambda ops: ops.anchor(out, at, session_ids))
+    print(f"anchor digest {digest}")
+    _say(f"anchored {count} session(s) in {path}: keep it (or its digest) off this host")
+
+
+async def _against(ops: Operations, anchor: Anchor) -> int:
+    findings = await ops.against(anchor)
+    for found in findings:
+        print(f"{'pruned' if found.pruned else 'anchor'}: {found}")
+    problems = sum(not found.pruned for found in findings)
+    if problems:
+        _say(f"{problems} session(s) do not extend the anchor written {anchor.written_at}")
+        return 1
+    _say(f"all {len(anchor.entries)} anchored session(s) extend the anchor")
+    return 0
 
 
 def export(settings: Settings, args: argparse.Namespace) -> int:
@@ -134,8 +178,8 @@ def import_file(settings: Settings, args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _lines(path: Path) -> Iterator[TextIO]:
-    with path.open(encoding="utf-8") as lines:
+def _lines(path: Path) -> Iterator[BinaryIO]:
+    with path.open("rb") as lines:  # decoded line by line: a bad byte is refused by line
         yield lines
 
 
@@ -148,20 +192,42 @@ def _cutoff(text: str) -> datetime:
 
 
 def prune(settings: Settings, args: argparse.Namespace) -> int:
-    """Remove sessions closed before a date, exporting them first unless told not to."""
-    doomed = _with_operations(settings, lambda ops: ops.closed_before(args.closed_before))
+    """Remove sessions closed before a date, a batch at a time, each batch exported before
+    its events go unless told not to."""
+    before = args.closed_before
+    doomed = _with_operations(settings, lambda ops: ops.closed_before(before))
     if not doomed:
         _say("no closed sessions to prune")
         return 0
+    target = None
     if not args.no_export:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         target = args.export or f"baton-pruned-{stamp}.jsonl"
-        with _output(target) as out:
-            _with_operations(settings, lambda ops: ops.export(out, doomed))
-        _say(f"exported {len(doomed)} session(s) to {target}")
-    removed = _with_operations(settings, lambda ops: ops.remove(doomed))
-    _say(f"pruned {len(doomed)} closed session(s), {removed} event(s)")
+    try:
+        with _export(target) as writer:
+            at = datetime.now(UTC)
+            pruned = _with_operations(settings, lambda ops: ops.prune(doomed, before, at, writer))
+    except PruneStopped as stopped:
+        _say(f"baton: prune stopped: {stopped}")
+        return 1
+    if target is not None:
+        _say(f"exported {pruned.sessions} session(s) to {target}")
+    _say(f"pruned {pruned.sessions} closed session(s), {pruned.events} event(s)")
     return 0
+
+
+@contextmanager
+def _export(path: str | None) -> Iterator[ExportWriter | None]:
+    """The export prune writes as it goes; it ends with its end line even if prune stops."""
+    if path is None:
+        yield None
+        return
+    with _output(path) as out:
+        writer = ExportWriter(out)
+        try:
+            yield writer
+        finally:
+            writer.end()
 
 
 def add_commands(
@@ -176,6 +242,11 @@ def add_commands(
 
     verifying = commands.add_parser("verify", help="recompute the hash chains")
     verifying.add_argument("session_ids", nargs="*", metavar="SESSION_ID")
+    anchoring = verifying.add_mutually_exclusive_group()
+    anchoring.add_argument("--anchor", metavar="FILE", help="then write every chain head here")
+    anchoring.add_argument(
+        "--against", metavar="FILE", help="check the chains still pass through FILE's heads"
+    )
     verifying.set_defaults(run=verify_chains)
 
     exporting = commands.add_parser("export", help="write sessions' events as JSON lines")

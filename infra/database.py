@@ -1,10 +1,14 @@
 """Engine set-up per backend: SQLite for zero set-up, PostgreSQL for production."""
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from infra.settings import Settings, SettingsError
 
@@ -76,6 +80,35 @@ _WRITES = "baton_writes"
 def writing(engine: AsyncEngine) -> AsyncEngine:
     """The engine for transactions that write: on SQLite they take the lock at BEGIN."""
     return engine.execution_options(**{_WRITES: True})
+
+
+@asynccontextmanager
+async def snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A read-only transaction whose statements all see one snapshot of a live database
+    (PostgreSQL: REPEATABLE READ; SQLite: a deferred transaction in WAL mode reads one
+    snapshot from its first read on), and that locks nothing."""
+    async with engine.connect() as conn:
+        if conn.dialect.name == POSTGRESQL:
+            await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            yield conn
+
+
+STEP_ASIDE = 0.02  # seconds, at least, an operator's batch loop leaves SQLite's lock free
+
+
+@asynccontextmanager
+async def batch(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One batch of an operator's long run (prune, replay): a writing transaction, and on
+    SQLite a pause after it as long as it held the lock (STEP_ASIDE at least). SQLite has
+    one writer, and a writer kept waiting polls (its busy handler sleeps and tries again):
+    a loop that took the lock straight back would starve the server's writer for the whole
+    run, though every batch is short. PostgreSQL locks rows, not the database: no pause."""
+    started = time.monotonic()
+    async with writing(engine).begin() as conn:
+        yield conn
+    if engine.dialect.name == SQLITE:
+        await asyncio.sleep(max(time.monotonic() - started, STEP_ASIDE))
 
 
 def backend_of(engine: AsyncEngine) -> str:

@@ -1,6 +1,6 @@
 """The operator's commands on one database, read and written directly (no server needed):
-replay, verify, export, import and prune, behind one object so that the CLI holds no
-engine and meets no driver error (an unreachable database is StoreUnavailable)."""
+replay, verify (and its anchors), export, import and prune, behind one object so that the
+CLI holds no engine and meets no driver error (an unreachable database is StoreUnavailable)."""
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -12,10 +12,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.ports import StoreUnavailable
+from infra.anchor_file import Anchor
+from infra.anchors import Finding, check_against, write_anchor
 from infra.audit import BrokenLink, verify
 from infra.database import create_engine
-from infra.projection import check_sessions, count_session_events, rebuild_sessions
-from infra.retention import closed_before, remove_sessions
+from infra.export_format import ExportWriter
+from infra.projection import Rebuilt, check_sessions, count_session_events, rebuild_sessions
+from infra.retention import Pruned, closed_before, prune_sessions
 from infra.settings import Settings
 from infra.tables import sessions
 from infra.transfer import Reader, export_sessions, import_sessions
@@ -35,7 +38,7 @@ class Operations:
             query = select(func.count()).select_from(sessions)
             return int((await conn.execute(query)).scalar_one())
 
-    async def rebuild(self, on_event: Progress = None) -> int:
+    async def rebuild(self, on_event: Progress = None) -> Rebuilt:
         return await rebuild_sessions(self._engine, on_event)
 
     async def check(self, on_event: Progress = None) -> list[str]:
@@ -43,6 +46,14 @@ class Operations:
 
     async def verify(self, session_ids: Sequence[str] | None) -> list[BrokenLink]:
         return [link async for link in verify(self._engine, session_ids)]
+
+    async def anchor(
+        self, out: TextIO, at: datetime, session_ids: Sequence[str] | None
+    ) -> tuple[int, str]:
+        return await write_anchor(self._engine, out, at, session_ids)
+
+    async def against(self, anchor: Anchor) -> list[Finding]:
+        return [found async for found in check_against(self._engine, anchor)]
 
     async def unknown(self, session_ids: Sequence[str]) -> list[str]:
         """Those of `session_ids` (lower case) that name no session here."""
@@ -60,8 +71,10 @@ class Operations:
     async def closed_before(self, before: datetime) -> list[str]:
         return await closed_before(self._engine, before)
 
-    async def remove(self, session_ids: list[str]) -> int:
-        return await remove_sessions(self._engine, session_ids)
+    async def prune(
+        self, session_ids: list[str], before: datetime, at: datetime, out: ExportWriter | None
+    ) -> Pruned:
+        return await prune_sessions(self._engine, session_ids, before, at, out)
 
 
 @asynccontextmanager

@@ -84,10 +84,20 @@ def plan_side(event: SideEvent, loaded: Loaded) -> SideRow:
     it names no session that exists."""
     row = event_to_row(event)
     if event.session_id is None or loaded.state is None:
-        row["refusal_seq"], row["hash"] = None, standalone(row)
-        return SideRow(row, None)
+        return SideRow(_alone(row), None)
     row["refusal_seq"], row["hash"], heads = loaded.heads.refuse(row)
     return SideRow(row, heads)
+
+
+def _alone(row: Row) -> Row:
+    """A fact that stands alone. One that names a session no longer there (pruned between
+    the read that decided it and this write) names it as an unknown session's refusal
+    does, in its data: a row with a session id but no place in its side chain would be a
+    broken link of a session that has no chain any more."""
+    if row["session_id"] is not None:
+        data = {**row["data"], "sessionId": str(row["session_id"])}
+        row = {**row, "session_id": None, "data": data}
+    return {**row, "refusal_seq": None, "hash": standalone(row)}
 
 
 def seal_row(seal: Seal) -> Row:

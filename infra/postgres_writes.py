@@ -49,7 +49,7 @@ def _event_args(row: dict[str, Any]) -> tuple[Any, ...]:
 async def load(
     conn: asyncpg.Connection, session_id: SessionId, *, lock: bool = False, seal: Seal | None = None
 ) -> Loaded:
-    """The session's row; with `lock`, held (FOR UPDATE) until the transaction ends."""
+    """The session's row; with `lock`, held (FOR NO KEY UPDATE) until the transaction ends."""
     query = sql.LOCK_SESSION if lock else sql.SELECT_SESSION
     record = await conn.fetchrow(query, session_id)
     if record is None:

@@ -135,6 +135,20 @@ side_chains = Table(
     Column("refusal_head", String(DIGEST_LENGTH), nullable=True),
 )
 
+# Sessions `baton prune` removed, with the heads their chains had then: a session an anchor
+# (infra/anchors.py) names and the database no longer holds is reported as pruned, not as
+# tampered with, when it is here with chains at least as long as the anchor's.
+pruned = Table(
+    "pruned",
+    metadata,
+    Column("session_id", SessionIdType, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("head_hash", String(DIGEST_LENGTH), nullable=True),
+    Column("refusals", Integer, nullable=False),
+    Column("refusal_head", String(DIGEST_LENGTH), nullable=True),
+    Column("pruned_at", UtcDateTime(), nullable=False),
+)
+
 # What recovery needs (PROTOCOL section 6.2): each committed turn's issued token, sealed
 # under the token it consumed (a keyed start: under its Idempotency-Key). Kept apart from
 # the events and their hash chain, never exported, and erased when the next turn is claimed

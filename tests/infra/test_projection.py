@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.decisions import ClaimGranted
@@ -10,7 +10,7 @@ from domain.events import CloseCause, ReleaseCause
 from domain.identifiers import digest_token
 from domain.outcomes import Finished, Parked
 from domain.ports import SessionStore
-from infra.projection import rebuild_sessions
+from infra.projection import Rebuilt, check_sessions, rebuild_sessions
 from infra.tables import sessions
 from tests import store_calls as calls
 from tests.infra.test_store import committed_session, lease, new_id, new_token, now
@@ -54,6 +54,10 @@ async def varied_sessions(store: SessionStore) -> None:
     held = await calls.claim(store, session_id, digest_token(token), {}, later, lease())
     assert isinstance(held, ClaimGranted)
     await calls.renew(store, session_id, held.claim, lease(seconds=120), now())
+    # A refusal that names no session: a row with no session id, which PostgreSQL sorts
+    # first when descending (a rebuild that took it for the largest id rebuilt nothing).
+    ghost = await calls.claim(store, new_id(), digest_token("x"), {}, now(), lease())
+    assert not isinstance(ghost, ClaimGranted)
     failed = await calls.start(store, new_id(), {}, now(), lease())
     await calls.release(
         store,
@@ -77,5 +81,26 @@ async def test_rebuilding_from_events_gives_identical_rows(
         await conn.execute(sessions.delete())
     assert await snapshot(engine) == []
 
-    assert await rebuild_sessions(engine) == len(before)
+    assert await rebuild_sessions(engine) == Rebuilt(len(before), len(before))
     assert await snapshot(engine) == before
+
+
+async def test_a_healthy_projection_is_left_alone_and_a_wrong_row_is_the_only_one_rewritten(
+    store: SessionStore, engine: AsyncEngine
+) -> None:
+    """A rebuild compares before it writes: nothing differs, nothing is written; one row
+    edited, `check_sessions` names it and the rebuild rewrites it alone."""
+    await varied_sessions(store)
+    before = await snapshot(engine)
+    assert await check_sessions(engine) == []
+    assert await rebuild_sessions(engine) == Rebuilt(len(before), 0)
+
+    victim = str(before[0]["session_id"])
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(sessions).where(sessions.c.session_id == victim).values(turn=99, state=[1])
+        )
+    assert await check_sessions(engine) == [victim]
+    assert await rebuild_sessions(engine) == Rebuilt(len(before), 1)
+    assert await snapshot(engine) == before
+    assert await check_sessions(engine) == []
