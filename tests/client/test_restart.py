@@ -1,29 +1,31 @@
 """baton-client while its server goes away: 503s from a draining server, a server that is
-down and then restarted, a stream cut by kill -9, and the chat across a restart."""
+down and then restarted, a stream cut by kill -9, and `baton chat` in a pseudo-terminal
+across a restart."""
 
 import asyncio
+import io
+import json
+import os
+import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
+import pexpect
 import pytest
 from baton_client import AsyncClient, Client, Outcome, Record, RetryPolicy
 
 from tests.client.conftest import CLIENT_HANDLER, committed_turns
 from tests.databases import fresh_database
-from tests.e2e.server import BatonServer
+from tests.e2e.server import BATON, BatonServer
 
 pytestmark = pytest.mark.e2e
 
 PATIENT = RetryPolicy(
     max_attempts=200, deadline=40, base_delay=0.05, max_delay=0.3, resume_idle=0.5
 )
-CHAT = Path(sys.executable).with_name("baton-chat")
 
 
 @pytest.fixture(scope="module")
@@ -94,44 +96,96 @@ async def test_a_stream_cut_by_kill_9_finishes_after_the_restart(server: BatonSe
     assert turns == [1, 2, 3]
 
 
-def test_the_chat_survives_a_restart_and_resumes(server: BatonServer, tmp_path: Path) -> None:
+# The chat as a user sees it, through a pseudo-terminal: rich styles what it prints, so
+# a style's escape sequence may come between any two characters of the text.
+STYLE = r"(?:\x1b\[[0-9;]*m)*"
+# A long message: its reply streams word by word for about half a second (the demo handler
+# pauses 20 ms between words), long enough to see it arrive before it ends.
+WORDS = " ".join(f"w{n}" for n in range(1, 26))
+
+
+def shown(text: str) -> str:
+    """A pattern matching `text` as the terminal shows it."""
+    return STYLE.join(re.escape(char) for char in text)
+
+
+# How the chat shows a turn that failed: the error's reason in red.
+FAILED = r"\x1b\[31m[a-z-]+"
+
+
+def expect_ending(chat: pexpect.spawn, text: str, turn: int) -> None:
+    """Wait for the end of a reply, `text`, then the turn it was; fail at once on an error."""
+    ending = shown(text) + rf"\s*{STYLE}" + shown(f"(turn {turn})")
+    if chat.expect([ending, FAILED]) == 1:
+        reason = chat.after
+        chat.expect(shown("you "))
+        error = re.sub(STYLE, "", f"{reason}{chat.before}").strip()
+        raise AssertionError(f"the turn failed: {error}")
+
+
+def chat_turn(chat: pexpect.spawn, message: str, turn: int) -> None:
+    """Type a message; see its reply begin before its end has come (it streams), then end."""
+    chat.expect(shown("you "))
+    chat.sendline(f"{message} {WORDS}")
+    first, rest = WORDS.split(" ", 1)
+    chat.expect(shown(f"You said: {message} {first} "))
+    last = WORDS.rsplit(" ", 1)[1]
+    assert last not in chat.buffer, f"the reply did not stream, it came whole: {chat.buffer!r}"
+    expect_ending(chat, rest, turn)
+
+
+def spawn_chat(url: str, state: Path, *options: str) -> pexpect.spawn:
+    chat = pexpect.spawn(
+        str(BATON),
+        ["chat", url, "--state", str(state), *options],
+        encoding="utf-8",
+        timeout=30,  # a guard: every expect below normally returns within a second or two
+        dimensions=(24, 400),  # no wrapping of the long replies
+        env={**os.environ, "TERM": "xterm-256color"},
+    )
+    chat.logfile_read = io.StringIO()  # the whole screen, for a failure's message
+    return chat
+
+
+def test_the_chat_survives_a_restart_and_resumes(backend: str, tmp_path: Path) -> None:
+    """`baton chat` in a pseudo-terminal against the demo handler: two streamed turns, the
+    server killed -9 and restarted on the same database while the third is typed, the
+    third answered on the same session, then /quit, and `--resume` for a fourth."""
     state = tmp_path / "chat.json"
-    chat = subprocess.Popen(
-        [str(CHAT), server.url, "--state", str(state)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert chat.stdin is not None
-    assert chat.stdout is not None
-    chat.stdin.write("hello there\n")
-    chat.stdin.flush()
-    assert "You said: hello there  (turn 1)" in read_until(chat.stdout, "(turn 1)")
-    server.kill()
-    chat.stdin.write("still there?\n")
-    chat.stdin.flush()
-    time.sleep(0.3)  # the chat retries against a dead server...
-    server.start()  # ...which comes back
-    assert "You said: still there?  (turn 2)" in read_until(chat.stdout, "(turn 2)")
-    chat.stdin.close()
-    assert chat.wait(timeout=30) == 0
-    chat.stdout.close()
+    with (
+        fresh_database(backend, tmp_path) as url,
+        BatonServer(url, tmp_path / "server.log") as server,  # the demo handler
+    ):
+        chat = spawn_chat(server.url, state)
+        try:
+            chat.expect(shown("a new conversation"))
+            chat_turn(chat, "hello there", 1)
+            chat_turn(chat, "still here", 2)
+            session_id = json.loads(state.read_text())["sessionId"]
+            server.kill()
+            chat.expect(shown("you "))
+            chat.sendline(f"after the crash {WORDS}")
+            chat.expect(shown("baton "))  # the turn is under way, against a dead server...
+            server.start()  # ...which comes back on the same database
+            expect_ending(chat, f"You said: after the crash {WORDS}", 3)
+            chat.expect(shown("you "))
+            chat.sendline("/quit")
+            chat.expect(shown(f"saved in {state}; carry on with --resume"))
+            chat.expect(pexpect.EOF)
+        finally:
+            chat.close(force=True)
+        assert chat.exitstatus == 0, chat.logfile_read.getvalue()
 
-    resumed = subprocess.run(
-        [str(CHAT), server.url, "--state", str(state), "--resume"],
-        input="and again\n",
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    assert "You said: and again  (turn 3)" in resumed.stdout
-
-
-def read_until(stream: IO[str], marker: str) -> str:
-    seen = ""
-    while marker not in seen:
-        line = stream.readline()
-        assert line, f"the chat ended before {marker!r}: {seen}"
-        seen += line
-    return seen
+        resumed = spawn_chat(server.url, state, "--resume")
+        try:
+            resumed.expect(shown(f"session {session_id} (from {state})"))
+            chat_turn(resumed, "and again", 4)
+            resumed.expect(shown("you "))
+            resumed.sendeof()  # Ctrl-D leaves too
+            resumed.expect(shown("carry on with --resume"))
+            resumed.expect(pexpect.EOF)
+        finally:
+            resumed.close(force=True)
+        assert resumed.exitstatus == 0, resumed.logfile_read.getvalue()
+        assert json.loads(state.read_text())["sessionId"] == session_id
+        assert asyncio.run(committed_turns(url, session_id)) == [1, 2, 3, 4]

@@ -1,19 +1,25 @@
-"""Chaos: replicas dying under load while clients misbehave, then an audit of the store.
+"""Chaos: replicas dying and the database restarting under load while clients misbehave,
+then an audit of the store.
 
-Three `baton serve` replicas share one PostgreSQL database. Clients drive many sessions
-through randomly chosen replicas; besides honest turns they replay tokens they already
-spent and race their own current token. A killer `kill -9`s a random replica every few
-seconds and starts it again. At the end an auditor reads the event table and the clients'
-logs and checks that:
-- every 200 a client received is a commit in the store;
+Three `baton serve` replicas share one PostgreSQL database. Users, each holding a
+baton_client session (tests/e2e/chaos_clients.py), drive many sessions through an
+in-process load balancer that picks a replica per request and cuts some turn streams part
+way; besides honest turns they abandon streams part way and carry on later, replay old
+copies of their token file, and race copies of their current one. A killer `kill -9`s a
+random replica every few seconds and starts it again; now and then the database "restarts":
+it refuses connections for a moment and every backend of the run's database is terminated.
+At the end an auditor reads the event table and the clients' logs and checks that:
+- every outcome a client was given is a commit in the store, and every turn committed once;
 - every token was consumed at most once;
-- each session's chain of issued -> consumed tokens is unbroken;
+- each session's chain of issued -> consumed tokens is unbroken, and its hash chains verify;
 - the sessions projection equals the one folded from the events alone;
-- the replicas kept serving: after every kill, some turn commits within PROGRESS_SECONDS;
-- every answer was JSON (a 5xx with another body is a finding, not a dead replica).
+- the replicas kept serving: after every kill and every restart of the database, some turn
+  commits within PROGRESS_SECONDS;
+- every error answer was JSON (a 5xx with another body is a finding, not a dead replica).
+The clients' own recoveries (baton_client's RecoveryStats) are printed by path.
 
-The clients' and the killer's choices come from one seeded generator; the seed is printed,
-and `--seed` replays the same choices (the timing of a real run still varies).
+All choices come from generators seeded from one seed; the seed is printed, and `--seed`
+replays the same choices (the timing of a real run still varies).
 
 `make chaos` runs the long form; tests/e2e/test_chaos.py a short one in `make test`.
 """
@@ -27,188 +33,107 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import asyncpg
+from baton_client import RecoveryStats
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.identifiers import digest_token
-from infra.codec import row_to_state
-from infra.projection import folded_sessions
+from infra.audit import verify
+from infra.projection import check_sessions
 from infra.tables import events, sessions
-from tests.databases import fresh_database
+from tests.databases import POSTGRES_ADMIN_URL, fresh_database
+from tests.e2e.chaos_clients import ClientLog, User, Users
 from tests.e2e.server import BatonServer
 from tests.e2e.store_probe import probe
 
 REPLICAS = 3
 LEASE_SECONDS = "1"  # a killed replica's sessions free up quickly
-REQUEST_TIMEOUT = 10.0
-PROGRESS_SECONDS = 5.0  # after a kill, some turn must commit within this long
+PROGRESS_SECONDS = 5.0  # after a kill or a database restart, some turn must commit this soon
+OUTAGE_SECONDS = (0.3, 1.5)  # how long a database restart refuses connections
 
 
 @dataclass
-class Session:
-    session_id: str
-    token: str
-    spent: list[str] = field(default_factory=list)  # tokens this session consumed
+class Operator:
+    """Kills replicas and restarts the database; the two may overlap (a replica that starts
+    while the database refuses connections cannot migrate and exits: it is started again)."""
 
-
-@dataclass
-class ClientLog:
-    acknowledged: list[tuple[str, int, str]] = field(default_factory=list)  # (session, turn, token)
-    acknowledged_at: list[float] = field(default_factory=list)  # loop time of each of those
-    answers: Counter[str] = field(default_factory=Counter)
-    violations: list[str] = field(default_factory=list)
-    recovered: int = 0
-
-
-@dataclass
-class Chaos:
     database: str
     replicas: list[BatonServer]
-    rng: random.Random
-    log: ClientLog = field(default_factory=ClientLog)
     kills: list[float] = field(default_factory=list)  # loop time of each kill
+    restarts: list[float] = field(default_factory=list)  # loop time the database came back
 
-    def url(self) -> str:
-        return self.rng.choice(self.replicas).url
-
-    async def post(
-        self, client: httpx.AsyncClient, path: str, body: dict[str, object]
-    ) -> tuple[int, dict[str, object]]:
-        """(status, body), or (0, {}) when the replica died under the request."""
-        try:
-            reply = await client.post(self.url() + path, json=body, timeout=REQUEST_TIMEOUT)
-        except httpx.TransportError:
-            return 0, {}
-        try:
-            answer = reply.json()
-        except ValueError:
-            self.log.violations.append(f"{reply.status_code} with a non-JSON body on {path}")
-            return reply.status_code, {}
-        return reply.status_code, answer if isinstance(answer, dict) else {}
-
-    # -------------------------------------------------------------- a client's moves
-
-    async def start(self, client: httpx.AsyncClient) -> Session:
-        while True:
-            status, body = await self.post(client, "/v1/session", {"message": "start"})
-            self.log.answers[f"start {status}"] += 1
-            if status == 200:
-                session = Session(str(body["sessionId"]), str(body["continuationToken"]))
-                self.acknowledge(session.session_id, 1, session.token)
-                return session
-            await asyncio.sleep(0.05)
-
-    async def turn(self, client: httpx.AsyncClient, session: Session) -> None:
-        """One honest turn with the current token, through whatever happens to replicas."""
-        path = f"/v1/session/{session.session_id}/message"
-        status, body = await self.post(
-            client, path, {"message": "hello there", "continuationToken": session.token}
-        )
-        reason = str(body.get("reason", ""))
-        self.log.answers[f"turn {status} {reason}".strip()] += 1
-        if status == 200:
-            self.advance(session, body)
-        elif reason == "stale-token":
-            await self.recover(client, session)
-        elif status == 500:
-            self.log.violations.append(f"500 on an honest turn: {body}")
-        else:  # 503, in-flight behind a dead replica's claim, or the replica died
-            await asyncio.sleep(0.1)
-
-    async def replay(self, client: httpx.AsyncClient, session: Session) -> None:
-        """Present a token this session already spent: never a 200."""
-        if not session.spent:
-            return
-        old = self.rng.choice(session.spent)
-        path = f"/v1/session/{session.session_id}/message"
-        status, body = await self.post(
-            client, path, {"message": "replay", "continuationToken": old}
-        )
-        self.log.answers[f"replay {status} {body.get('reason', '')}".strip()] += 1
-        if status == 200:
-            self.log.violations.append(f"a spent token was accepted again: {session.session_id}")
-
-    async def race(self, client: httpx.AsyncClient, session: Session) -> None:
-        """Present the current token three times at once: at most one may win."""
-        path = f"/v1/session/{session.session_id}/message"
-        body = {"message": "race", "continuationToken": session.token}
-        replies = await asyncio.gather(*(self.post(client, path, body) for _ in range(3)))
-        winners = [reply for status, reply in replies if status == 200]
-        for status, reply in replies:
-            self.log.answers[f"race {status} {reply.get('reason', '')}".strip()] += 1
-        if len(winners) > 1:
-            self.log.violations.append(
-                f"{len(winners)} winners with one token: {session.session_id}"
-            )
-        elif winners:
-            self.advance(session, winners[0])
-
-    def advance(self, session: Session, body: dict[str, object]) -> None:
-        if "continuationToken" not in body:  # contended: the turn did not commit
-            return
-        session.spent.append(session.token)
-        session.token = str(body["continuationToken"])
-        self.acknowledge(session.session_id, int(str(body["turn"])), session.token)
-
-    def acknowledge(self, session_id: str, turn: int, token: str) -> None:
-        self.log.acknowledged.append((session_id, turn, token))
-        self.log.acknowledged_at.append(asyncio.get_running_loop().time())
-
-    async def recover(self, client: httpx.AsyncClient, session: Session) -> None:
-        """stale-token for the token we hold: our last turn committed but its reply was lost
-        with the replica. Recover the token that commit issued through the API, with the
-        token we presented (PROTOCOL section 6.2)."""
-        path = f"{self.url()}/v1/session/{session.session_id}"
-        try:
-            read = await client.get(path, headers={"X-Continuation-Token": session.token})
-        except httpx.TransportError:
-            return  # try again on the next turn
-        outcome = read.json().get("lastOutcome") if read.status_code == 200 else None
-        if not outcome or not outcome.get("recovered"):
-            self.log.violations.append(f"stale-token for an unspent token: {session.session_id}")
-            return
-        session.spent.append(session.token)
-        session.token = str(outcome["continuationToken"])
-        self.log.recovered += 1
-
-    async def drive(self, sessions: list[Session], until: float) -> None:
-        async with httpx.AsyncClient() as client:
-            loop = asyncio.get_running_loop()
-            while loop.time() < until:
-                session = self.rng.choice(sessions)
-                move = self.rng.random()
-                if move < 0.75:
-                    await self.turn(client, session)
-                elif move < 0.9:
-                    await self.replay(client, session)
-                else:
-                    await self.race(client, session)
-
-    # -------------------------------------------------------------- the killer
-
-    async def kill_replicas(self, until: float, every: float) -> None:
-        """Kill a replica every `every` seconds or so, leaving the run's last
-        PROGRESS_SECONDS without kills so that progress after each one can be judged."""
+    async def kill_replicas(self, rng: random.Random, until: float, every: float) -> None:
+        """Kill a replica every `every` seconds or so (one of those up, never the last one up),
+        and start it again meanwhile; the run's last PROGRESS_SECONDS have no kills, so that
+        progress after each one can be judged."""
         loop = asyncio.get_running_loop()
-        while True:
-            pause = self.rng.uniform(every / 2, every * 1.5)
-            if loop.time() + pause + PROGRESS_SECONDS >= until:
-                return
-            await asyncio.sleep(pause)
-            victim = self.rng.choice(self.replicas)
+        down: dict[BatonServer, asyncio.Task[None]] = {}
+        while await _pause(rng, until, every):
+            up = [replica for replica in self.replicas if replica not in down]
+            if len(up) < 2:
+                continue
+            victim = rng.choice(up)
             victim.kill()
             self.kills.append(loop.time())
-            await asyncio.to_thread(victim.start)
+            down[victim] = asyncio.create_task(_start_again(victim))
+            down[victim].add_done_callback(lambda _, victim=victim: down.pop(victim))
+        await asyncio.gather(*down.values())
 
-    def stalls(self) -> list[str]:
-        """Kills after which no turn committed within PROGRESS_SECONDS."""
+    async def restart_database(self, rng: random.Random, until: float, every: float) -> None:
+        """A database restart without one: connections refused for a moment, and every
+        connection to the run's database terminated (the replicas' pools, their listeners,
+        queries under way)."""
+        loop = asyncio.get_running_loop()
+        name = self.database.rsplit("/", 1)[1]
+        while await _pause(rng, until, every):
+            await _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            try:
+                await _admin(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    f" WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                )
+                await asyncio.sleep(rng.uniform(*OUTAGE_SECONDS))
+            finally:
+                await _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            self.restarts.append(loop.time())
+
+    def stalls(self, log: ClientLog) -> list[str]:
+        """Kills and database restarts after which no turn committed within PROGRESS_SECONDS."""
         stalled = []
-        for killed in self.kills:
-            window = (killed, killed + PROGRESS_SECONDS)
-            if not any(window[0] < at <= window[1] for at in self.log.acknowledged_at):
-                stalled.append(f"no turn committed within {PROGRESS_SECONDS:g} s of a kill")
+        for what, times in (("a kill", self.kills), ("a database restart", self.restarts)):
+            for at in times:
+                if not any(at < acked <= at + PROGRESS_SECONDS for acked in log.acknowledged_at):
+                    stalled.append(f"no turn committed within {PROGRESS_SECONDS:g} s of {what}")
         return stalled
+
+
+async def _start_again(replica: BatonServer, tries: int = 50) -> None:
+    for _ in range(tries - 1):
+        try:
+            await asyncio.to_thread(replica.start)
+            return
+        except RuntimeError:  # it exited early: the database was restarting
+            await asyncio.sleep(0.2)
+    await asyncio.to_thread(replica.start)
+
+
+async def _pause(rng: random.Random, until: float, every: float) -> bool:
+    """Wait about `every` seconds; False (at once) if that would come within
+    PROGRESS_SECONDS of `until`."""
+    pause = rng.uniform(every / 2, every * 1.5)
+    if asyncio.get_running_loop().time() + pause + PROGRESS_SECONDS >= until:
+        return False
+    await asyncio.sleep(pause)
+    return True
+
+
+async def _admin(statement: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
 
 
 # ------------------------------------------------------------------ the audit
@@ -218,16 +143,18 @@ async def audit(engine: AsyncEngine, log: ClientLog) -> tuple[list[str], dict[st
     problems = list(log.violations)
     async with engine.connect() as conn:
         stored = [dict(row._mapping) for row in await conn.execute(select(events))]
-        projected = {
-            str(row.session_id): dict(row._mapping) for row in await conn.execute(select(sessions))
-        }
-        folded = {f.state.session_id: f.row() async for f in folded_sessions(conn)}
+        session_rows = len((await conn.execute(select(sessions.c.session_id))).all())
 
-    commits = {(str(e["session_id"]), e["issued"]): e for e in stored if e["kind"] == "committed"}
+    committed = [e for e in stored if e["kind"] == "committed"]
+    commits = {(str(e["session_id"]), e["issued"]): e for e in committed}
     for session_id, turn, token in log.acknowledged:
         commit = commits.get((session_id, digest_token(token)))
         if commit is None or commit["turn"] != turn:
-            problems.append(f"a 200 that is not a commit: session {session_id} turn {turn}")
+            problems.append(f"an outcome that is not a commit: session {session_id} turn {turn}")
+    per_turn = Counter((str(e["session_id"]), e["turn"]) for e in committed)
+    problems += [
+        f"turn {turn} of {sid} committed {n} times" for (sid, turn), n in per_turn.items() if n > 1
+    ]
 
     consumed = Counter(e["consumed"] for e in stored if e["consumed"] is not None)
     problems += [f"token consumed {n} times" for n in consumed.values() if n > 1]
@@ -242,27 +169,45 @@ async def audit(engine: AsyncEngine, log: ClientLog) -> tuple[list[str], dict[st
                 problems.append(f"broken token chain in session {session_id}")
                 break
             expected = commit["issued"]
+    problems += [f"hash chain: {broken}" async for broken in verify(engine, None)]
 
-    for session_id, row in projected.items():
-        rebuilt = folded.get(session_id)
-        if rebuilt is None or row_to_state(row) != row_to_state(rebuilt):
-            problems.append(f"projection differs from the events: session {session_id}")
+    differing = await check_sessions(engine)  # what `baton replay --check` reports
+    problems += [f"projection differs from the events: session {sid}" for sid in differing]
 
     refusals = Counter(str(e["data"]["reason"]) for e in stored if e["kind"] == "refused")
     totals = {
         "turns committed": len(commits),
-        "sessions": len(projected),
+        "sessions": session_rows,
         **{f"refused {reason}": count for reason, count in sorted(refusals.items())},
     }
     return problems, totals
 
 
+# ------------------------------------------------------------------ the run
+
+
+@dataclass
+class Result:
+    seed: int
+    problems: list[str]
+    kills: int
+    restarts: int
+    log: ClientLog
+    stats: RecoveryStats
+
+
 async def run(
-    seconds: float, session_count: int, workers: int, kill_every: float, seed: int | None = None
-) -> int:
-    """The whole chaos run; the number of problems the audit found."""
+    seconds: float,
+    session_count: int,
+    workers: int,
+    kill_every: float,
+    restart_every: float,
+    seed: int | None = None,
+) -> Result:
+    """The whole chaos run, its summary printed."""
     seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
     print(f"chaos: seed {seed} (replay with --seed {seed})")
+    choices = random.Random(seed)
     with (
         tempfile.TemporaryDirectory() as scratch,
         fresh_database("postgresql", Path(scratch)) as database,
@@ -273,35 +218,78 @@ async def run(
         ]
         for replica in replicas:
             await asyncio.to_thread(replica.start)
-        chaos = Chaos(database, replicas, random.Random(seed))
+        operator = Operator(database, replicas)
+        users = Users([replica.port for replica in replicas], choices.getrandbits(64))
         try:
-            async with httpx.AsyncClient() as client:
-                started = [await chaos.start(client) for _ in range(session_count)]
+            shares = await _start(users, session_count, workers)
             until = asyncio.get_running_loop().time() + seconds
-            shares = [started[n::workers] for n in range(workers)]
             await asyncio.gather(
-                chaos.kill_replicas(until, kill_every),
-                *(chaos.drive(share, until) for share in shares if share),
+                operator.kill_replicas(_fork(choices), until, kill_every),
+                operator.restart_database(_fork(choices), until, restart_every),
+                *(users.drive(share, users.worker_rng(), until) for share in shares if share),
             )
+            overrun = asyncio.get_running_loop().time() - until
         finally:
+            await users.aclose()
             for replica in replicas:
                 replica.stop()
         async with probe(database) as engine:
-            problems, totals = await audit(engine, chaos.log)
-        problems += chaos.stalls()
+            problems, totals = await audit(engine, users.log)
+        problems += operator.stalls(users.log)
 
-    print(f"chaos: {seconds:g} s, {REPLICAS} replicas, {session_count} sessions, {workers} clients")
-    print(f"  replica kills survived: {len(chaos.kills)}")
+    result = Result(
+        seed, problems, len(operator.kills), len(operator.restarts), users.log, users.stats
+    )
+    print(
+        f"chaos: {seconds:g} s (and {overrun:.1f} s for the last moves to end), {REPLICAS}"
+        f" replicas, {session_count} sessions, {workers} clients"
+    )
+    _summary(result, totals)
+    return result
+
+
+async def _start(users: Users, session_count: int, workers: int) -> list[list[User]]:
+    """Each worker's users, their sessions started."""
+
+    async def share(count: int) -> list[User]:
+        started = [await users.start() for _ in range(count)]
+        return [user for user in started if user is not None]
+
+    counts = [len(range(n, session_count, workers)) for n in range(workers)]
+    return list(await asyncio.gather(*(share(count) for count in counts)))
+
+
+def _fork(rng: random.Random) -> random.Random:
+    return random.Random(rng.getrandbits(64))
+
+
+def _summary(result: Result, totals: dict[str, int]) -> None:
+    log, stats = result.log, result.stats
+    print(f"  replica kills survived: {result.kills}")
+    print(f"  database restarts survived: {result.restarts}")
+    print(f"  turn streams cut by the network: {log.cuts}")
     for name, count in totals.items():
         print(f"  {name}: {count}")
-    print(f"  200s acknowledged to clients: {len(chaos.log.acknowledged)}")
-    print(f"  lost replies recovered by the consumed token: {chaos.log.recovered}")
-    for answer, count in sorted(chaos.log.answers.items()):
-        print(f"  client saw {answer}: {count}")
-    for problem in problems:
+    print(f"  outcomes given to clients: {len(log.acknowledged)}")
+    print("  client recovery (baton_client RecoveryStats of the users' client):")
+    for path in RECOVERY_PATHS:
+        print(f"    lost replies recovered by {path}: {stats.recoveries[path]}")
+    print(f"    replayed answers: {stats.replays}")
+    print(f"    resumed event streams: {stats.resumed_streams}")
+    print(f"    in-flight answers waited out: {stats.in_flight_waits}")
+    causes = ", ".join(f"{cause} {n}" for cause, n in stats.retry_causes.most_common())
+    print(f"    retries: {stats.retries} ({causes})")
+    print(f"  abandoned turns that held their session in-flight: {log.stuck}")
+    for answer, count in sorted(log.answers.items()):
+        print(f"  clients saw {answer}: {count}")
+    for answer, count in sorted(log.wire.items()):
+        print(f"  the balancer passed on {answer}: {count}")
+    for problem in result.problems:
         print(f"  PROBLEM: {problem}")
-    print(f"  audit: {'PASSED' if not problems else f'{len(problems)} problems'}")
-    return len(problems)
+    print(f"  audit: {'PASSED' if not result.problems else f'{len(result.problems)} problems'}")
+
+
+RECOVERY_PATHS = ("replay", "read", "events-resume")
 
 
 def main() -> int:
@@ -310,12 +298,20 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--kill-every", type=float, default=4.0)
+    parser.add_argument("--restart-every", type=float, default=15.0)
     parser.add_argument("--seed", type=int, help="replay the choices of an earlier run")
     args = parser.parse_args()
-    problems = asyncio.run(
-        run(args.seconds, args.sessions, args.clients, args.kill_every, args.seed)
+    result = asyncio.run(
+        run(
+            args.seconds,
+            args.sessions,
+            args.clients,
+            args.kill_every,
+            args.restart_every,
+            args.seed,
+        )
     )
-    return 1 if problems else 0
+    return 1 if result.problems else 0
 
 
 if __name__ == "__main__":
