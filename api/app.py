@@ -24,8 +24,9 @@ from api.health import healthz, metrics_text, readyz
 from api.live import TurnRunner, turn_status
 from api.metrics import Metrics
 from api.openapi import publish_turn_input
+from api.options import allow_every_method
 from api.refusal_limit import RefusalLimiter, identify_clients
-from api.rest import continue_session, delete_session, start_session
+from api.rest import SESSION_PATH, continue_session, delete_session, start_session
 from api.sessions import cancel_turn, read_session, session_events
 from api.shutdown import ShutdownGate
 from api.turn_api import TurnApi
@@ -127,6 +128,8 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
     turn_api = Router(
         path="/",
         route_handlers=[
+            # First: Litestar's own OPTIONS for this path would miss a method (api/options.py).
+            allow_every_method([SESSION_PATH]),
             start_session,
             continue_session,
             delete_session,

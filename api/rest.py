@@ -103,6 +103,10 @@ async def turn_body(request: AnyRequest) -> dict[str, Any]:
     return decode_object(await request.body())
 
 
+# A session's own path: DELETE here, GET in api/sessions.py.
+SESSION_PATH = "/v1/session/{session_id:str}"
+
+
 @post("/v1/session", status_code=200, responses=RESPONSES, tags=["turns"])
 async def start_session(
     request: AnyRequest,
@@ -127,7 +131,7 @@ class ClosedBody(msgspec.Struct, rename="camel"):
 
 
 @delete(
-    "/v1/session/{session_id:str}",
+    SESSION_PATH,
     status_code=200,
     responses={k: v for k, v in RESPONSES.items() if k not in {200, 413, 422, 500}},
     tags=["turns"],

@@ -16,7 +16,7 @@ from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from api.auth import principal_of
 from api.errors import BAD_REQUEST, ApiError
-from api.rest import JSON, RESPONSES, TokenHeader, wants_stream
+from api.rest import JSON, RESPONSES, SESSION_PATH, TokenHeader, wants_stream
 from api.schemas import ErrorBody
 from api.sse import stream_events
 from api.turn_api import TurnApi
@@ -89,7 +89,7 @@ def _error(description: str) -> ResponseSpec:
 READ_RESPONSES = {code: spec for code, spec in RESPONSES.items() if code in {400, 404, 409, 410}}
 
 
-@get("/v1/session/{session_id:str}", responses=READ_RESPONSES, tags=["sessions"])
+@get(SESSION_PATH, responses=READ_RESPONSES, tags=["sessions"])
 async def read_session(
     request: AnyRequest,
     session_id: FromPath[str],

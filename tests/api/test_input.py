@@ -102,3 +102,26 @@ async def test_a_wrong_method_is_405_with_the_allowed_ones(demo: AsyncClient) ->
     assert refusal_of(response)[:2] == (405, "method-not-allowed")
     assert set(response.headers["allow"].split(", ")) == {"POST", "OPTIONS"}
     assert json.loads(response.text)["error"]
+
+
+ALLOWED = {
+    "/v1/session": {"POST", "OPTIONS"},
+    "/v1/session/0190a5b0-0000-7000-8000-000000000000": {"GET", "DELETE", "OPTIONS"},
+    "/v1/session/0190a5b0-0000-7000-8000-000000000000/message": {"POST", "OPTIONS"},
+    "/v1/session/0190a5b0-0000-7000-8000-000000000000/events": {"GET", "OPTIONS"},
+    "/v1/session/0190a5b0-0000-7000-8000-000000000000/cancel": {"POST", "OPTIONS"},
+}
+
+
+@pytest.mark.parametrize(("path", "methods"), ALLOWED.items())
+async def test_options_and_a_405_list_every_method_of_the_path(
+    demo: AsyncClient, path: str, methods: set[str]
+) -> None:
+    """RFC 9110: `Allow` lists what the resource supports. A session's own path serves GET
+    and DELETE from two modules, which Litestar's own OPTIONS answered with one of them."""
+    options = await demo.options(path)
+    assert options.status_code == 204
+    assert set(options.headers["allow"].split(", ")) == methods
+    wrong = await demo.put(path, json={})
+    assert refusal_of(wrong)[:2] == (405, "method-not-allowed")
+    assert set(wrong.headers["allow"].split(", ")) == methods
