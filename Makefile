@@ -20,7 +20,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict domain infra api client/baton_client
+	$(BIN)/mypy --strict baton client/baton_client
 	$(BIN)/lint-imports
 
 test: lint

@@ -10,7 +10,6 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Request, Response, Router, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import CacheControlHeader, State
@@ -19,18 +18,23 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, QueryParameter
 
-from api.errors import BAD_REQUEST, UNAUTHORIZED, ApiError, error_response
-from api.schemas import ErrorBody
-from domain.refusals import unknown_session
-from domain.state import SessionStatus
-from infra.history import (
+from baton.api.admin_bodies import (
+    FeedPageBody,
+    SessionHistoryBody,
+    SessionPageBody,
+    event_body,
+    history_event_body,
+    session_body,
+)
+from baton.api.errors import BAD_REQUEST, UNAUTHORIZED, ApiError, error_response
+from baton.api.schemas import ErrorBody
+from baton.domain.refusals import unknown_session
+from baton.domain.state import SessionStatus
+from baton.infra.history import (
     MAX_PAGE,
-    HistoryEvent,
     InvalidCursor,
     SessionFilter,
     SessionReader,
-    SessionSummary,
-    StoredEvent,
 )
 
 PREFIX = "/v1/admin"
@@ -46,81 +50,6 @@ CreatedBound = Annotated[
     QueryParameter(description="ISO 8601 with a time zone, e.g. 2026-01-01T00:00:00Z"),
 ]
 StatusFilter = Annotated[SessionStatus | None, QueryParameter(description="only this status")]
-
-
-# --------------------------------------------------------------- the wire shapes
-
-
-class EventBody(msgspec.Struct, kw_only=True, rename="camel"):
-    """One stored event, every column as stored."""
-
-    position: int
-    session_id: str | None
-    seq: int | None
-    refusal_seq: int | None
-    kind: str
-    turn: int | None
-    consumed: str | None
-    issued: str | None
-    data: Any
-    recorded_at: datetime
-    principal: str | None  # who caused it (api/auth.py), as its data records
-    hash: str | None
-
-
-class HistoryEventBody(EventBody, kw_only=True, rename="camel"):
-    void: bool  # a record of a turn attempt that did not commit
-
-
-class SessionHistoryBody(msgspec.Struct, rename="camel"):
-    session_id: str
-    events: list[HistoryEventBody]
-    next: str | None  # the `after` of the next page; None: this is the last
-
-
-class SessionBody(msgspec.Struct, kw_only=True, rename="camel"):
-    session_id: str
-    status: str
-    version: int
-    turn: int
-    created_at: datetime
-    updated_at: datetime
-    refusals: int
-    last_outcome: Any
-    owner: str | None  # the principal that started it; None: no authentication then
-
-
-class SessionPageBody(msgspec.Struct):
-    sessions: list[SessionBody]
-    next: str | None
-
-
-class FeedPageBody(msgspec.Struct):
-    events: list[EventBody]
-    next: str | None
-
-
-_EVENT_FIELDS = tuple(name for name in EventBody.__struct_fields__ if name != "principal")
-
-
-def principal_in(data: Any) -> str | None:
-    """Who caused an event: its data names them (domain/events.py), when anyone was asked."""
-    principal = data.get("principal") if isinstance(data, dict) else None
-    return principal if isinstance(principal, str) else None
-
-
-def event_body(event: StoredEvent) -> EventBody:
-    fields = {name: getattr(event, name) for name in _EVENT_FIELDS}
-    return EventBody(**fields, principal=principal_in(event.data))
-
-
-def history_event_body(event: HistoryEvent) -> HistoryEventBody:
-    fields = {name: getattr(event, name) for name in _EVENT_FIELDS}
-    return HistoryEventBody(**fields, principal=principal_in(event.data), void=event.void)
-
-
-def _session_body(summary: SessionSummary) -> SessionBody:
-    return SessionBody(**{name: getattr(summary, name) for name in SessionBody.__struct_fields__})
 
 
 # --------------------------------------------------------------- access
@@ -258,7 +187,7 @@ async def admin_sessions(
         page, following = await _reader(state).list_sessions(query)
     except InvalidCursor as error:
         raise _bad_cursor(error) from None
-    return SessionPageBody(sessions=[_session_body(row) for row in page], next=following)
+    return SessionPageBody(sessions=[session_body(row) for row in page], next=following)
 
 
 @get(

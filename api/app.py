@@ -15,29 +15,29 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components
 
-from api.admin import admin_routes
-from api.auth import authentication, openapi_security
-from api.errors import EXCEPTION_HANDLERS
-from api.follow import Following
-from api.handlers import input_check, load_handler
-from api.health import healthz, metrics_text, readyz
-from api.live import TurnRunner, turn_status
-from api.metrics import Metrics
-from api.openapi import publish_turn_input
-from api.options import allow_every_method
-from api.refusal_limit import RefusalLimiter, identify_clients
-from api.rest import SESSION_PATH, continue_session, delete_session, start_session
-from api.sessions import cancel_turn, read_session, session_events
-from api.shutdown import ShutdownGate
-from api.turn_api import TurnApi
-from api.web import web_routes
-from api.websocket import turns_socket, websockets_disabled
-from domain.driver import TurnDriver, TurnServices
-from domain.handler import TurnHandler
-from domain.ports import StoreUnavailable
-from infra.migrate import head_revision
-from infra.settings import Settings
-from infra.stores import Database, open_database
+from baton.api.admin import admin_routes
+from baton.api.auth import authentication, openapi_security
+from baton.api.errors import EXCEPTION_HANDLERS
+from baton.api.follow import Following
+from baton.api.handlers import input_check, load_handler
+from baton.api.health import healthz, metrics_text, readyz
+from baton.api.live import TurnRunner, turn_status
+from baton.api.metrics import Metrics
+from baton.api.openapi import publish_turn_input
+from baton.api.options import allow_every_method
+from baton.api.refusal_limit import RefusalLimiter, identify_clients
+from baton.api.rest import SESSION_PATH, continue_session, delete_session, start_session
+from baton.api.sessions import cancel_turn, read_session, session_events
+from baton.api.shutdown import ShutdownGate
+from baton.api.turn_api import TurnApi
+from baton.api.web import web_routes
+from baton.api.websocket import turns_socket, websockets_disabled
+from baton.domain.driver import TurnDriver, TurnServices
+from baton.domain.handler import TurnHandler
+from baton.domain.ports import StoreUnavailable
+from baton.infra.migrate import head_revision
+from baton.infra.settings import Settings
+from baton.infra.stores import Database, open_database
 
 VERSION = "0.1.0"
 log = logging.getLogger("baton.app")

@@ -20,9 +20,9 @@ from typing import Literal, cast
 
 import msgspec
 
-from domain.handler import InvalidInput, Turn, takes
-from domain.json import JsonObject
-from domain.outcomes import Finished, Parked
+from baton.domain.handler import InvalidInput, Turn, takes
+from baton.domain.json import JsonObject
+from baton.domain.outcomes import Finished, Parked
 
 AUTO_APPROVE_UP_TO = 500  # the policy: small amounts need no one
 LIMIT = 10_000  # above this, no one can approve: rejected by policy

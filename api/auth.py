@@ -32,9 +32,9 @@ from litestar.middleware.authentication import (
 from litestar.openapi.spec import Reference, SecurityScheme
 from litestar.types import ASGIApp
 
-from api.errors import UNAUTHENTICATED, ApiError
-from api.metrics import Metrics
-from infra.settings import Settings, SettingsError
+from baton.api.errors import UNAUTHENTICATED, ApiError
+from baton.api.metrics import Metrics
+from baton.infra.settings import Settings, SettingsError
 
 SCHEME = "bearer"
 SUBJECT_LIMIT = 190  # a principal fits the owner column with its "jwt:" prefix

@@ -7,14 +7,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from api.app import create_app
-from api.commands import add_commands
-from api.handlers import HandlerNotFound
-from api.history_cli import add_history_arguments, print_history
-from api.serving import run_server
-from domain.ports import StoreUnavailable
-from infra.migrate import head_revision, migrate
-from infra.settings import Settings, SettingsError
+from baton.api.app import create_app
+from baton.api.commands import add_commands
+from baton.api.handlers import HandlerNotFound
+from baton.api.history_cli import add_history_arguments, print_history
+from baton.api.serving import run_server
+from baton.domain.ports import StoreUnavailable
+from baton.infra.migrate import head_revision, migrate
+from baton.infra.settings import Settings, SettingsError
 
 
 def _parser() -> argparse.ArgumentParser:

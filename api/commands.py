@@ -17,12 +17,12 @@ from typing import BinaryIO, TextIO, TypeVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from infra.anchor_file import Anchor, AnchorRefused, read_anchor
-from infra.export_format import ExportWriter
-from infra.operations import Operations, operations
-from infra.retention import PruneStopped
-from infra.settings import Settings
-from infra.transfer import ImportRefused
+from baton.infra.anchor_file import Anchor, AnchorRefused, read_anchor
+from baton.infra.export_format import ExportWriter
+from baton.infra.operations import Operations, operations
+from baton.infra.retention import PruneStopped
+from baton.infra.settings import Settings
+from baton.infra.transfer import ImportRefused
 
 _progress_console = Console(stderr=True)
 

@@ -9,9 +9,9 @@ import asyncio
 
 import msgspec
 
-from domain.handler import InvalidInput, Turn, takes
-from domain.json import JsonValue
-from domain.outcomes import Finished, Parked
+from baton.domain.handler import InvalidInput, Turn, takes
+from baton.domain.json import JsonValue
+from baton.domain.outcomes import Finished, Parked
 
 # A pause between words, so a stream visibly arrives piece by piece (try `curl -N`).
 DELTA_PAUSE_SECONDS = 0.02

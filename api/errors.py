@@ -9,8 +9,8 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap
 
-from api.metrics import Metrics
-from api.reasons import (
+from baton.api.metrics import Metrics
+from baton.api.reasons import (
     BAD_REQUEST,
     CANCELLED,
     INTERNAL,
@@ -22,9 +22,9 @@ from api.reasons import (
     UNAVAILABLE,
     WEBSOCKETS_DISABLED,
 )
-from api.schemas import ErrorBody
-from domain.ports import StoreUnavailable
-from domain.refusals import Refusal, RefusalReason
+from baton.api.schemas import ErrorBody
+from baton.domain.ports import StoreUnavailable
+from baton.domain.refusals import Refusal, RefusalReason
 
 UNAVAILABLE_MESSAGE = "the database is unavailable; retry with the same token"
 

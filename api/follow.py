@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from domain.events import Lease, SessionClosed, SessionEvent, TurnCommitted, TurnReleased
-from domain.identifiers import SessionId
-from domain.ports import SessionStore
-from domain.state import SessionState
-from infra.notifier import Notifier, changed_within
+from baton.domain.events import Lease, SessionClosed, SessionEvent, TurnCommitted, TurnReleased
+from baton.domain.identifiers import SessionId
+from baton.domain.ports import SessionStore
+from baton.domain.state import SessionState
+from baton.infra.notifier import Notifier, changed_within
 
 FOLLOWER_TTL = timedelta(seconds=30)  # how long a registration wakes us; renewed before
 

@@ -5,8 +5,8 @@ from typing import Any
 
 import msgspec
 
-from domain.handler import InputCheck, TurnHandler, input_type_of
-from domain.json import JsonObject
+from baton.domain.handler import InputCheck, TurnHandler, input_type_of
+from baton.domain.json import JsonObject
 
 
 class HandlerNotFound(ValueError):
@@ -15,9 +15,9 @@ class HandlerNotFound(ValueError):
 
 # Short names for the handlers that ship with Baton.
 BUILT_IN = {
-    "demo": "api.demo:demo_handler",
-    "bench": "api.demo:instant_handler",
-    "approval": "api.approval:approval_handler",
+    "demo": "baton.api.demo:demo_handler",
+    "bench": "baton.api.demo:instant_handler",
+    "approval": "baton.api.approval:approval_handler",
 }
 
 

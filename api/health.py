@@ -6,9 +6,9 @@ from litestar import MediaType, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 
-from api.metrics import Metrics
-from domain.ports import StoreUnavailable
-from infra.history import SessionReader
+from baton.api.metrics import Metrics
+from baton.domain.ports import StoreUnavailable
+from baton.infra.history import SessionReader
 
 NOT_READY = "not-ready"
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import msgspec
 
-from api.admin import history_event_body, principal_in
-from domain.events import EventKind
-from infra.database import SQLITE, normalize_url
-from infra.history import MAX_PAGE, HistoryEvent, SessionReader
-from infra.settings import Settings, SettingsError
-from infra.stores import open_database
+from baton.api.admin_bodies import history_event_body, principal_in
+from baton.domain.events import EventKind
+from baton.infra.database import SQLITE, normalize_url
+from baton.infra.history import MAX_PAGE, HistoryEvent, SessionReader
+from baton.infra.settings import Settings, SettingsError
+from baton.infra.stores import open_database
 
 SUMMARY_WIDTH = 60  # characters of JSON shown for an input, a record, an output
 DIGEST_SHOWN = 8  # hex characters of a token digest

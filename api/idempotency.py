@@ -1,8 +1,8 @@
 """Reading an Idempotency-Key off the wire: the header (a quoted string loses its quotes) or
 a WebSocket frame's `idempotencyKey`; the rules it must meet are the domain's."""
 
-from api.errors import BAD_REQUEST, ApiError
-from domain.requests import InvalidKey, idempotency_key
+from baton.api.errors import BAD_REQUEST, ApiError
+from baton.domain.requests import InvalidKey, idempotency_key
 
 KEY_HEADER = "Idempotency-Key"
 KEY_FIELD = "idempotencyKey"

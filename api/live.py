@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from api.errors import ApiError
-from api.reasons import INTERNAL, UNAVAILABLE
-from domain.identifiers import SessionId
-from domain.json import JsonValue
-from domain.ports import StoreUnavailable
-from domain.turn import OpenTurn, TurnCancelled, TurnFailed, TurnInvalid, TurnReply
+from baton.api.errors import ApiError
+from baton.api.reasons import INTERNAL, UNAVAILABLE
+from baton.domain.identifiers import SessionId
+from baton.domain.json import JsonValue
+from baton.domain.ports import StoreUnavailable
+from baton.domain.turn import OpenTurn, TurnCancelled, TurnFailed, TurnInvalid, TurnReply
 
 log = logging.getLogger("baton.turns")
 

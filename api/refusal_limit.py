@@ -21,8 +21,8 @@ from typing import Any
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import TOO_MANY_REFUSALS, ApiError
-from infra.stores import SpendRefusal
+from baton.api.errors import TOO_MANY_REFUSALS, ApiError
+from baton.infra.stores import SpendRefusal
 
 # Who the request being answered comes from (set by `identify_clients` on the turn API).
 CLIENT: ContextVar[str | None] = ContextVar("baton_client", default=None)

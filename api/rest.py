@@ -13,17 +13,17 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter
 
-from api.auth import principal_of
-from api.errors import ApiError
-from api.idempotency import KEY_HEADER, key_from_header
-from api.schemas import ErrorBody, TurnReplyBody
-from api.sse import EVENT_STREAM, stream_replay, stream_turn
-from api.turn_api import Opened, TurnApi
-from api.turn_input import SESSION_FIELD, decode_object, split_turn_input, take_text
-from api.wire import failure_of, turn_reply_body
-from domain.refusals import Refusal
-from domain.requests import CloseRequest, ContinueRequest, StartRequest
-from domain.turn import TurnReply
+from baton.api.auth import principal_of
+from baton.api.errors import ApiError
+from baton.api.idempotency import KEY_HEADER, key_from_header
+from baton.api.schemas import ErrorBody, TurnReplyBody
+from baton.api.sse import EVENT_STREAM, stream_replay, stream_turn
+from baton.api.turn_api import Opened, TurnApi
+from baton.api.turn_input import SESSION_FIELD, decode_object, split_turn_input, take_text
+from baton.api.wire import failure_of, turn_reply_body
+from baton.domain.refusals import Refusal
+from baton.domain.requests import CloseRequest, ContinueRequest, StartRequest
+from baton.domain.turn import TurnReply
 
 TOKEN_HEADER = "X-Continuation-Token"
 JSON = "application/json"

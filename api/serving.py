@@ -17,9 +17,9 @@ from typing import Protocol
 import uvicorn
 from litestar import Litestar
 
-from api.log_redaction import redact_queries
-from api.shutdown import ShutdownGate
-from infra.settings import Settings
+from baton.api.log_redaction import redact_queries
+from baton.api.shutdown import ShutdownGate
+from baton.infra.settings import Settings
 
 
 class Turns(Protocol):

@@ -14,16 +14,16 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
-from api.auth import principal_of
-from api.errors import BAD_REQUEST, ApiError
-from api.rest import JSON, RESPONSES, SESSION_PATH, TokenHeader, wants_stream
-from api.schemas import ErrorBody
-from api.sse import stream_events
-from api.turn_api import TurnApi
-from api.wire import stored_objects
-from domain.refusals import Refusal
-from domain.requests import CancelRequest, ReadRequest
-from domain.state import SessionState
+from baton.api.auth import principal_of
+from baton.api.errors import BAD_REQUEST, ApiError
+from baton.api.rest import JSON, RESPONSES, SESSION_PATH, TokenHeader, wants_stream
+from baton.api.schemas import ErrorBody
+from baton.api.sse import stream_events
+from baton.api.turn_api import TurnApi
+from baton.api.wire import stored_objects
+from baton.domain.refusals import Refusal
+from baton.domain.requests import CancelRequest, ReadRequest
+from baton.domain.state import SessionState
 
 MAX_SEQ = 2**31 - 1  # the seq column's range
 MAX_WAIT_SECONDS = 60.0

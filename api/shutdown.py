@@ -9,8 +9,8 @@ which releases their claims, so their tokens stay valid for a retry elsewhere.
 import time
 from collections.abc import Callable
 
-from api.errors import ApiError
-from api.reasons import UNAVAILABLE
+from baton.api.errors import ApiError
+from baton.api.reasons import UNAVAILABLE
 
 SHUTTING_DOWN = "this replica is shutting down; retry with the same token"
 

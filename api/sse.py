@@ -25,11 +25,11 @@ from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import Receive, Send
 
-from api.follow import Lapsed
-from api.live import LiveTurn
-from api.turn_api import EventsView
-from api.wire import event_object, lapsed_object, outcome_object, stored_objects
-from domain.turn import TurnReply
+from baton.api.follow import Lapsed
+from baton.api.live import LiveTurn
+from baton.api.turn_api import EventsView
+from baton.api.wire import event_object, lapsed_object, outcome_object, stored_objects
+from baton.domain.turn import TurnReply
 
 EVENT_STREAM = "text/event-stream"
 # Litestar 2 has no SSE keep-alive of its own; a comment line every so often (the setting

@@ -12,26 +12,26 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from api.follow import Following, Lapsed
-from api.live import LiveTurn, TurnRunner
-from api.refusal_limit import RefusalLimiter
-from api.shutdown import ShutdownGate
-from api.wire import RecoveredTurn
-from domain.decisions import CancelAnswer
-from domain.driver import Reading, TurnDriver
-from domain.events import RecoveredVia, SessionEvent, TurnCommitted
-from domain.identifiers import SessionId
-from domain.refusals import Refusal
-from domain.requests import (
+from baton.api.follow import Following, Lapsed
+from baton.api.live import LiveTurn, TurnRunner
+from baton.api.refusal_limit import RefusalLimiter
+from baton.api.shutdown import ShutdownGate
+from baton.api.wire import RecoveredTurn
+from baton.domain.decisions import CancelAnswer
+from baton.domain.driver import Reading, TurnDriver
+from baton.domain.events import RecoveredVia, SessionEvent, TurnCommitted
+from baton.domain.identifiers import SessionId
+from baton.domain.refusals import Refusal
+from baton.domain.requests import (
     CancelRequest,
     CloseRequest,
     ContinueRequest,
     ReadRequest,
     StartRequest,
 )
-from domain.state import SessionState
-from domain.turn import OpenTurn, TurnReply
-from infra.notifier import changed_within
+from baton.domain.state import SessionState
+from baton.domain.turn import OpenTurn, TurnReply
+from baton.infra.notifier import changed_within
 
 Opened = LiveTurn | TurnReply | Refusal
 A = TypeVar("A")

@@ -10,9 +10,9 @@ from typing import Any, cast
 
 import msgspec
 
-from api.errors import BAD_REQUEST, ApiError
-from domain.json import MAX_DEPTH, JsonObject, input_problem
-from domain.requests import present, presented_token
+from baton.api.errors import BAD_REQUEST, ApiError
+from baton.domain.json import MAX_DEPTH, JsonObject, input_problem
+from baton.domain.requests import present, presented_token
 
 TOKEN_FIELD = "continuationToken"
 SESSION_FIELD = "sessionId"

@@ -11,8 +11,8 @@ from pathlib import Path
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
-from api.handlers import BUILT_IN
-from infra.settings import Settings
+from baton.api.handlers import BUILT_IN
+from baton.infra.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
 

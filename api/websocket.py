@@ -20,14 +20,20 @@ from typing import Any
 from litestar import WebSocket, get, websocket
 from litestar.di import NamedDependency
 
-from api.auth import principal_of
-from api.errors import BAD_REQUEST, UNAVAILABLE, UNAVAILABLE_MESSAGE, WEBSOCKETS_DISABLED, ApiError
-from api.follow import Lapsed
-from api.idempotency import KEY_FIELD, checked_key
-from api.live import LiveTurn, TurnEnd
-from api.sessions import MAX_SEQ
-from api.turn_api import EventsView, Opened, TurnApi
-from api.turn_input import (
+from baton.api.auth import principal_of
+from baton.api.errors import (
+    BAD_REQUEST,
+    UNAVAILABLE,
+    UNAVAILABLE_MESSAGE,
+    WEBSOCKETS_DISABLED,
+    ApiError,
+)
+from baton.api.follow import Lapsed
+from baton.api.idempotency import KEY_FIELD, checked_key
+from baton.api.live import LiveTurn, TurnEnd
+from baton.api.sessions import MAX_SEQ
+from baton.api.turn_api import EventsView, Opened, TurnApi
+from baton.api.turn_input import (
     FRAME,
     SESSION_FIELD,
     TOKEN_FIELD,
@@ -35,7 +41,7 @@ from api.turn_input import (
     split_turn_input,
     take_text,
 )
-from api.wire import (
+from baton.api.wire import (
     error_object,
     event_object,
     lapsed_object,
@@ -43,11 +49,11 @@ from api.wire import (
     refusal_object,
     stored_objects,
 )
-from domain.identifiers import SessionId, parse_session_id
-from domain.ports import StoreUnavailable
-from domain.refusals import Refusal
-from domain.requests import CancelRequest, ContinueRequest, ReadRequest, StartRequest
-from domain.turn import TurnCancelled, TurnFailed, TurnReply
+from baton.domain.identifiers import SessionId, parse_session_id
+from baton.domain.ports import StoreUnavailable
+from baton.domain.refusals import Refusal
+from baton.domain.requests import CancelRequest, ContinueRequest, ReadRequest, StartRequest
+from baton.domain.turn import TurnCancelled, TurnFailed, TurnReply
 
 WS_PATH = "/v1/ws"
 POLICY_VIOLATION = 1008  # RFC 6455 close code

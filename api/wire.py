@@ -7,11 +7,11 @@ from typing import Any
 
 import msgspec
 
-from api.follow import Lapsed
-from api.live import DeltaEvent, LiveEvent, RecordEvent, TurnCrashed
-from api.reasons import CANCELLED, TURN_FAILED, UNAVAILABLE
-from api.schemas import TurnReplyBody
-from domain.events import (
+from baton.api.follow import Lapsed
+from baton.api.live import DeltaEvent, LiveEvent, RecordEvent, TurnCrashed
+from baton.api.reasons import CANCELLED, TURN_FAILED, UNAVAILABLE
+from baton.api.schemas import TurnReplyBody
+from baton.domain.events import (
     RecordAppended,
     ReleaseCause,
     SessionEvent,
@@ -19,10 +19,10 @@ from domain.events import (
     TurnReleased,
     kind_of,
 )
-from domain.history import void_records
-from domain.outcomes import Contended, Finished, Parked
-from domain.refusals import Refusal, RefusalReason
-from domain.turn import CANCELLED_ERROR, TurnCancelled, TurnFailed, TurnInvalid, TurnReply
+from baton.domain.history import void_records
+from baton.domain.outcomes import Contended, Finished, Parked
+from baton.domain.refusals import Refusal, RefusalReason
+from baton.domain.turn import CANCELLED_ERROR, TurnCancelled, TurnFailed, TurnInvalid, TurnReply
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from bench.report import (
     write_json,
 )
 from bench.suite import Suite
-from infra.settings import Settings
+from baton.infra.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:

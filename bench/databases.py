@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from api.cli import main as baton_cli
+from baton.api.cli import main as baton_cli
 
 # The server the tests use, unless the benchmark is told otherwise.
 POSTGRES_ADMIN_URL = os.environ.get(

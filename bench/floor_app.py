@@ -12,8 +12,8 @@ from typing import Any
 
 from litestar import Litestar, get, post
 
-from api.serving import run_server
-from infra.settings import Settings
+from baton.api.serving import run_server
+from baton.infra.settings import Settings
 
 
 @post("/echo", status_code=200)

@@ -135,7 +135,7 @@ def profiled_baton_server(database_url: str, session_path: Path, log_dir: Path) 
         "--outfile",
         str(session_path),
         "-m",
-        "api.cli",
+        "baton.api.cli",
         *baton_serve_args(database_url, port),
     ]
     return ServerProcess("baton-profiled", command, port, log_dir)

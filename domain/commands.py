@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from domain import decisions, holding, session_decisions
-from domain.decisions import CancelAnswer, ClaimGranted, Decision
-from domain.events import (
+from baton.domain import decisions, holding, session_decisions
+from baton.domain.decisions import CancelAnswer, ClaimGranted, Decision
+from baton.domain.events import (
     ClaimRenewed,
     CloseCause,
     Lease,
@@ -22,12 +22,12 @@ from domain.events import (
     TurnCommitted,
     TurnReleased,
 )
-from domain.identifiers import SessionId, TokenDigest
-from domain.json import JsonObject, JsonValue
-from domain.outcomes import Contended, HandlerOutcome
-from domain.recovery import Idempotency, ReadAccess, Replay, Seal
-from domain.refusals import Refusal
-from domain.state import Claim, SessionState
+from baton.domain.identifiers import SessionId, TokenDigest
+from baton.domain.json import JsonObject, JsonValue
+from baton.domain.outcomes import Contended, HandlerOutcome
+from baton.domain.recovery import Idempotency, ReadAccess, Replay, Seal
+from baton.domain.refusals import Refusal
+from baton.domain.state import Claim, SessionState
 
 A = TypeVar("A", covariant=True)
 

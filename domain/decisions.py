@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from domain import refusals
-from domain.events import (
+from baton.domain import refusals
+from baton.domain.events import (
     ClaimExpired,
     RecoveredVia,
     RequestRefused,
@@ -24,9 +24,9 @@ from domain.events import (
     SideEvent,
     TurnClaimed,
 )
-from domain.identifiers import SessionId, TokenDigest
-from domain.principals import visible_to
-from domain.recovery import (
+from baton.domain.identifiers import SessionId, TokenDigest
+from baton.domain.principals import visible_to
+from baton.domain.recovery import (
     Forget,
     Replay,
     Seal,
@@ -34,11 +34,11 @@ from domain.recovery import (
     replay_or_refuse,
     replay_start,
 )
-from domain.refusals import Refusal, RefusalReason
-from domain.state import Claim, SessionState, SessionStatus, fold
+from baton.domain.refusals import Refusal, RefusalReason
+from baton.domain.state import Claim, SessionState, SessionStatus, fold
 
 if TYPE_CHECKING:  # the commands call these functions; the import runs the other way
-    from domain.commands import (
+    from baton.domain.commands import (
         ClaimTurn,
         Command,
         StartSession,

@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from domain import decisions, refusals
-from domain.commands import ClaimTurn, CloseSession, ReadSession, RequestCancel, StartSession
-from domain.decisions import CancelAnswer
-from domain.events import Lease, RequestRefused
-from domain.handler import InputCheck, TurnHandler
-from domain.identifiers import (
+from baton.domain import decisions, refusals
+from baton.domain.commands import ClaimTurn, CloseSession, ReadSession, RequestCancel, StartSession
+from baton.domain.decisions import CancelAnswer
+from baton.domain.events import Lease, RequestRefused
+from baton.domain.handler import InputCheck, TurnHandler
+from baton.domain.identifiers import (
     RandomBytes,
     SessionId,
     digest_token,
@@ -25,16 +25,22 @@ from domain.identifiers import (
     unseal_token,
     unseal_under_key,
 )
-from domain.json import JsonObject
-from domain.ports import SessionStore
-from domain.principals import visible_to
-from domain.recovery import Idempotency, Replay, fingerprint, key_digest
-from domain.refusals import PRESENTED_ID_LIMIT, Refusal
-from domain.replies import stored_reply
-from domain.requests import CancelRequest, CloseRequest, ContinueRequest, ReadRequest, StartRequest
-from domain.state import SessionState
-from domain.supervision import Timing
-from domain.turn import Credentials, OpenTurn, TurnReply
+from baton.domain.json import JsonObject
+from baton.domain.ports import SessionStore
+from baton.domain.principals import visible_to
+from baton.domain.recovery import Idempotency, Replay, fingerprint, key_digest
+from baton.domain.refusals import PRESENTED_ID_LIMIT, Refusal
+from baton.domain.replies import stored_reply
+from baton.domain.requests import (
+    CancelRequest,
+    CloseRequest,
+    ContinueRequest,
+    ReadRequest,
+    StartRequest,
+)
+from baton.domain.state import SessionState
+from baton.domain.supervision import Timing
+from baton.domain.turn import Credentials, OpenTurn, TurnReply
 
 Clock = Callable[[], datetime]
 """Injected time: an aware UTC datetime."""

@@ -11,10 +11,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar
 
-from domain.identifiers import SessionId, TokenDigest
-from domain.json import JsonObject, JsonValue
-from domain.outcomes import HandlerOutcome
-from domain.refusals import RefusalReason
+from baton.domain.identifiers import SessionId, TokenDigest
+from baton.domain.json import JsonObject, JsonValue
+from baton.domain.outcomes import HandlerOutcome
+from baton.domain.refusals import RefusalReason
 
 
 class EventKind(StrEnum):

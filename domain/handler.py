@@ -4,9 +4,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from domain.identifiers import SessionId
-from domain.json import JsonObject, JsonValue
-from domain.outcomes import HandlerOutcome
+from baton.domain.identifiers import SessionId
+from baton.domain.json import JsonObject, JsonValue
+from baton.domain.outcomes import HandlerOutcome
 
 
 class TurnSink(Protocol):

@@ -7,7 +7,7 @@ their seqs; a turn attempt that does not commit leaves them in the table as hist
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
-from domain.events import EventKind
+from baton.domain.events import EventKind
 
 # Kinds that end a turn attempt without a commit: its records are void.
 _ENDS_UNCOMMITTED = frozenset(

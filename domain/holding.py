@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from domain.decisions import Decision, changed
-from domain.events import (
+from baton.domain.decisions import Decision, changed
+from baton.domain.events import (
     ClaimRenewed,
     RecordAppended,
     SessionClosed,
@@ -17,12 +17,12 @@ from domain.events import (
     TurnCommitted,
     TurnReleased,
 )
-from domain.outcomes import Contended
-from domain.recovery import Forget, Seal
-from domain.state import Claim, SessionState, fold
+from baton.domain.outcomes import Contended
+from baton.domain.recovery import Forget, Seal
+from baton.domain.state import Claim, SessionState, fold
 
 if TYPE_CHECKING:  # the commands call these functions; the import runs the other way
-    from domain.commands import AppendRecord, CommitTurn, ReleaseTurn, RenewClaim
+    from baton.domain.commands import AppendRecord, CommitTurn, ReleaseTurn, RenewClaim
 
 
 def holds_claim(state: SessionState | None, claim: Claim) -> bool:

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from domain.json import JsonValue
+from baton.domain.json import JsonValue
 
 
 class Keep(Enum):

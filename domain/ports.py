@@ -2,7 +2,7 @@
 
 from typing import Protocol
 
-from domain.commands import (
+from baton.domain.commands import (
     AppendRecord,
     ClaimTurn,
     CloseSession,
@@ -13,8 +13,8 @@ from domain.commands import (
     RequestCancel,
     StartSession,
 )
-from domain.decisions import CancelAnswer, ClaimGranted
-from domain.events import (
+from baton.domain.decisions import CancelAnswer, ClaimGranted
+from baton.domain.events import (
     ClaimRenewed,
     RecordAppended,
     RequestRefused,
@@ -22,11 +22,11 @@ from domain.events import (
     TurnCommitted,
     TurnReleased,
 )
-from domain.identifiers import SessionId
-from domain.outcomes import Contended
-from domain.recovery import ReadAccess, Replay
-from domain.refusals import Refusal
-from domain.state import SessionState
+from baton.domain.identifiers import SessionId
+from baton.domain.outcomes import Contended
+from baton.domain.recovery import ReadAccess, Replay
+from baton.domain.refusals import Refusal
+from baton.domain.state import SessionState
 
 
 class StoreUnavailable(Exception):

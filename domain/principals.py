@@ -11,7 +11,7 @@ A session started while the server authenticated no one has no owner and stays o
 every principal; a request with no principal (authentication off) sees every session.
 """
 
-from domain.state import SessionState
+from baton.domain.state import SessionState
 
 
 def visible_to(state: SessionState | None, principal: str | None) -> SessionState | None:

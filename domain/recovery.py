@@ -14,12 +14,12 @@ from datetime import datetime
 from enum import Enum
 from typing import NewType
 
-from domain import refusals
-from domain.events import Recovered, RecoveredVia
-from domain.identifiers import SessionId, TokenDigest
-from domain.json import JsonObject
-from domain.refusals import Refusal
-from domain.state import SessionState, SessionStatus
+from baton.domain import refusals
+from baton.domain.events import Recovered, RecoveredVia
+from baton.domain.identifiers import SessionId, TokenDigest
+from baton.domain.json import JsonObject
+from baton.domain.refusals import Refusal
+from baton.domain.state import SessionState, SessionStatus
 
 KeyDigest = NewType("KeyDigest", str)
 """SHA-256 of an Idempotency-Key, domain-separated: never equal to a token's digest."""

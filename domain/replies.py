@@ -3,10 +3,10 @@ the records its committing attempt journalled, its outcome, and the token it iss
 
 from collections.abc import Sequence
 
-from domain.events import RecordAppended, SessionEvent, TurnCommitted, kind_of
-from domain.history import void_records
-from domain.identifiers import SessionId
-from domain.turn import TurnReply
+from baton.domain.events import RecordAppended, SessionEvent, TurnCommitted, kind_of
+from baton.domain.history import void_records
+from baton.domain.identifiers import SessionId
+from baton.domain.turn import TurnReply
 
 
 class ReplyLost(LookupError):

@@ -7,8 +7,8 @@ is null or "" counts as absent, and a body's token wins over a header's (PROTOCO
 
 from dataclasses import dataclass
 
-from domain.events import RecoveredVia
-from domain.json import JsonObject
+from baton.domain.events import RecoveredVia
+from baton.domain.json import JsonObject
 
 # PROTOCOL section 6.4: 1 to 255 visible ASCII characters; on a start, the key is the only
 # secret that recovers the first token, so it must carry at least as much as 22 base64url

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from domain.decisions import CancelAnswer, Decision, authorise, refused
-from domain.events import CancelRequested, CloseCause, SessionClosed, SessionEvent
-from domain.principals import visible_to
-from domain.recovery import ReadAccess, Seal, authorise_read, recovered
-from domain.refusals import Refusal
-from domain.state import SessionState, fold
+from baton.domain.decisions import CancelAnswer, Decision, authorise, refused
+from baton.domain.events import CancelRequested, CloseCause, SessionClosed, SessionEvent
+from baton.domain.principals import visible_to
+from baton.domain.recovery import ReadAccess, Seal, authorise_read, recovered
+from baton.domain.refusals import Refusal
+from baton.domain.state import SessionState, fold
 
 if TYPE_CHECKING:  # the commands call these functions; the import runs the other way
-    from domain.commands import CloseSession, ReadSession, RequestCancel
+    from baton.domain.commands import CloseSession, ReadSession, RequestCancel
 
 
 def close_session(

@@ -5,7 +5,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from domain.events import (
+from baton.domain.events import (
     CancelRequested,
     ClaimExpired,
     ClaimRenewed,
@@ -18,9 +18,9 @@ from domain.events import (
     TurnCommitted,
     TurnReleased,
 )
-from domain.identifiers import SessionId, TokenDigest
-from domain.json import JsonObject, JsonValue
-from domain.outcomes import KEEP, Finished
+from baton.domain.identifiers import SessionId, TokenDigest
+from baton.domain.json import JsonObject, JsonValue
+from baton.domain.outcomes import KEEP, Finished
 
 
 class SessionStatus(StrEnum):

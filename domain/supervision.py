@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from domain.outcomes import Contended
+from baton.domain.outcomes import Contended
 
 T = TypeVar("T")
 

@@ -11,25 +11,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from domain.commands import AppendRecord, CommitTurn, ReleaseTurn, RenewClaim
-from domain.decisions import ClaimGranted
-from domain.events import CloseCause, ReleaseCause
-from domain.handler import InvalidInput, Turn, TurnSink
-from domain.identifiers import (
+from baton.domain.commands import AppendRecord, CommitTurn, ReleaseTurn, RenewClaim
+from baton.domain.decisions import ClaimGranted
+from baton.domain.events import CloseCause, ReleaseCause
+from baton.domain.handler import InvalidInput, Turn, TurnSink
+from baton.domain.identifiers import (
     SessionId,
     digest_token,
     mint_token,
     seal_token,
     seal_under_key,
 )
-from domain.json import JsonObject, JsonValue, is_json
-from domain.outcomes import KEEP, Contended, Finished, HandlerOutcome, Parked, TurnOutcome
-from domain.ports import StoreUnavailable
-from domain.recovery import Idempotency, Seal, key_digest
-from domain.supervision import ClaimLost, StopRequested, Supervisor, TimedOut
+from baton.domain.json import JsonObject, JsonValue, is_json
+from baton.domain.outcomes import KEEP, Contended, Finished, HandlerOutcome, Parked, TurnOutcome
+from baton.domain.ports import StoreUnavailable
+from baton.domain.recovery import Idempotency, Seal, key_digest
+from baton.domain.supervision import ClaimLost, StopRequested, Supervisor, TimedOut
 
 if TYPE_CHECKING:
-    from domain.driver import TurnServices
+    from baton.domain.driver import TurnServices
 
 
 @dataclass(frozen=True, slots=True)

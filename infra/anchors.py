@@ -29,9 +29,9 @@ from typing import Any, TextIO
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.anchor_file import Anchor, AnchorWriter, Entry
-from infra.chain import in_chain_order, link, row_payload, time_text
-from infra.tables import events, pruned, sessions, sessions_with_side_chains
+from baton.infra.anchor_file import Anchor, AnchorWriter, Entry
+from baton.infra.chain import in_chain_order, link, row_payload, time_text
+from baton.infra.tables import events, pruned, sessions, sessions_with_side_chains
 
 BATCH = 200  # anchored sessions checked per query
 

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.chain import ChainHeads, by_session, in_chain_order, link, row_payload, standalone
-from infra.database import snapshot
-from infra.tables import events, sessions, sessions_with_side_chains
+from baton.infra.chain import ChainHeads, by_session, in_chain_order, link, row_payload, standalone
+from baton.infra.database import snapshot
+from baton.infra.tables import events, sessions, sessions_with_side_chains
 
 BATCH = 1000
 

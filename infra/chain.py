@@ -27,9 +27,9 @@ from typing import Any
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.state import SessionState, evolve
-from infra.codec import row_to_session_event, state_to_row
-from infra.tables import events
+from baton.domain.state import SessionState, evolve
+from baton.infra.codec import row_to_session_event, state_to_row
+from baton.infra.tables import events
 
 GENESIS = bytes(32)
 _INT = 8  # bytes per framed integer

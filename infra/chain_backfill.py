@@ -6,8 +6,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Select, select, update
 
-from infra.chain import ChainHeads, follow, in_chain_order, standalone
-from infra.tables import SessionIdType, events
+from baton.infra.chain import ChainHeads, follow, in_chain_order, standalone
+from baton.infra.tables import SessionIdType, events
 
 # The projection as it is at revision 0003 (later revisions move and add columns).
 sessions = sa.table(

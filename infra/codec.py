@@ -4,7 +4,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from domain.events import (
+from baton.domain.events import (
     CancelRequested,
     ClaimExpired,
     ClaimRenewed,
@@ -24,10 +24,10 @@ from domain.events import (
     TurnReleased,
     kind_of,
 )
-from domain.identifiers import SessionId, TokenDigest
-from domain.json import JsonObject, JsonValue
-from domain.outcomes import KEEP, Finished, HandlerOutcome, Parked
-from domain.state import Claim, SessionState, SessionStatus
+from baton.domain.identifiers import SessionId, TokenDigest
+from baton.domain.json import JsonObject, JsonValue
+from baton.domain.outcomes import KEEP, Finished, HandlerOutcome, Parked
+from baton.domain.state import Claim, SessionState, SessionStatus
 
 Row = Mapping[Any, Any]  # a SQLAlchemy RowMapping, or any dict of the same keys
 

@@ -10,7 +10,7 @@ the domain row for row (tests/infra/test_parity.py checks that it does).
 from abc import ABC, abstractmethod
 from typing import TypeVar
 
-from domain.commands import (
+from baton.domain.commands import (
     AppendRecord,
     ClaimTurn,
     CloseSession,
@@ -22,8 +22,8 @@ from domain.commands import (
     RequestCancel,
     StartSession,
 )
-from domain.decisions import CancelAnswer, ClaimGranted
-from domain.events import (
+from baton.domain.decisions import CancelAnswer, ClaimGranted
+from baton.domain.events import (
     ClaimRenewed,
     RecordAppended,
     RequestRefused,
@@ -31,12 +31,12 @@ from domain.events import (
     TurnCommitted,
     TurnReleased,
 )
-from domain.identifiers import SessionId
-from domain.outcomes import Contended
-from domain.recovery import ReadAccess, Replay
-from domain.refusals import Refusal
-from domain.state import SessionState
-from infra.notifier import Notifier
+from baton.domain.identifiers import SessionId
+from baton.domain.outcomes import Contended
+from baton.domain.recovery import ReadAccess, Replay
+from baton.domain.refusals import Refusal
+from baton.domain.state import SessionState
+from baton.infra.notifier import Notifier
 
 A = TypeVar("A")
 

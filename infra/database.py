@@ -10,7 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from infra.settings import Settings, SettingsError
+from baton.infra.settings import Settings, SettingsError
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"

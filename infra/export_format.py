@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import Any, TextIO
 
-from infra.chain import time_text
+from baton.infra.chain import time_text
 
 FORMAT = "baton-export"
 VERSION = 2

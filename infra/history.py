@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from domain.events import EventKind
-from domain.history import ATTEMPT_ENDS, void_records
-from domain.identifiers import parse_session_id
-from domain.json import JsonValue
-from domain.state import SessionStatus
+from baton.domain.events import EventKind
+from baton.domain.history import ATTEMPT_ENDS, void_records
+from baton.domain.identifiers import parse_session_id
+from baton.domain.json import JsonValue
+from baton.domain.state import SessionStatus
 
 BIGINT_MAX = 2**63 - 1
 MAX_PAGE = 500

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from domain.events import (
+from baton.domain.events import (
     CancelRequested,
     ClaimExpired,
     ClaimRenewed,
@@ -40,13 +40,13 @@ from domain.events import (
     TurnCommitted,
     TurnReleased,
 )
-from domain.principals import visible_to
-from domain.refusals import RefusalReason
-from domain.state import SessionState, SessionStatus, evolve
-from infra.chain import ChainHeads, Folded
-from infra.codec import row_to_session_event
-from infra.import_lines import Parsed, refuse
-from infra.tables import PRINCIPAL_LENGTH
+from baton.domain.principals import visible_to
+from baton.domain.refusals import RefusalReason
+from baton.domain.state import SessionState, SessionStatus, evolve
+from baton.infra.chain import ChainHeads, Folded
+from baton.infra.codec import row_to_session_event
+from baton.infra.import_lines import Parsed, refuse
+from baton.infra.tables import PRINCIPAL_LENGTH
 
 OWNER_LENGTH = 100  # the projection's claim_owner column
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-from domain.events import EventKind
-from infra.chain import time_text
-from infra.export_format import FIELDS, FORMAT, READABLE, ImportRefused, camel
+from baton.domain.events import EventKind
+from baton.infra.chain import time_text
+from baton.infra.export_format import FIELDS, FORMAT, READABLE, ImportRefused, camel
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

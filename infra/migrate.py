@@ -9,9 +9,9 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.ports import StoreUnavailable
-from infra.database import create_engine, writing
-from infra.settings import Settings
+from baton.domain.ports import StoreUnavailable
+from baton.infra.database import create_engine, writing
+from baton.infra.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 VERSION_TABLE = "alembic_version"

@@ -11,17 +11,17 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.ports import StoreUnavailable
-from infra.anchor_file import Anchor
-from infra.anchors import Finding, check_against, write_anchor
-from infra.audit import BrokenLink, verify
-from infra.database import create_engine
-from infra.export_format import ExportWriter
-from infra.projection import Rebuilt, check_sessions, count_session_events, rebuild_sessions
-from infra.retention import Pruned, closed_before, prune_sessions
-from infra.settings import Settings
-from infra.tables import sessions
-from infra.transfer import Reader, export_sessions, import_sessions
+from baton.domain.ports import StoreUnavailable
+from baton.infra.anchor_file import Anchor
+from baton.infra.anchors import Finding, check_against, write_anchor
+from baton.infra.audit import BrokenLink, verify
+from baton.infra.database import create_engine
+from baton.infra.export_format import ExportWriter
+from baton.infra.projection import Rebuilt, check_sessions, count_session_events, rebuild_sessions
+from baton.infra.retention import Pruned, closed_before, prune_sessions
+from baton.infra.settings import Settings
+from baton.infra.tables import sessions
+from baton.infra.transfer import Reader, export_sessions, import_sessions
 
 Progress = Callable[[], None] | None
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from domain.decisions import Decision
-from domain.events import SideEvent
-from domain.identifiers import SessionId
-from domain.recovery import Forget, Idempotency, KeyDigest, Seal
-from domain.state import SessionState
-from infra.chain import ChainHeads, standalone
-from infra.codec import event_to_row, state_to_row
+from baton.domain.decisions import Decision
+from baton.domain.events import SideEvent
+from baton.domain.identifiers import SessionId
+from baton.domain.recovery import Forget, Idempotency, KeyDigest, Seal
+from baton.domain.state import SessionState
+from baton.infra.chain import ChainHeads, standalone
+from baton.infra.codec import event_to_row, state_to_row
 
 Row = dict[str, Any]
 

@@ -8,23 +8,23 @@ from dataclasses import replace
 
 import asyncpg
 
-from domain.commands import AppendRecord, ClaimTurn, CommitTurn, RenewClaim
-from domain.decisions import ClaimGranted
-from domain.events import (
+from baton.domain.commands import AppendRecord, ClaimTurn, CommitTurn, RenewClaim
+from baton.domain.decisions import ClaimGranted
+from baton.domain.events import (
     ClaimRenewed,
     Lease,
     RecordAppended,
     TurnClaimed,
     TurnCommitted,
 )
-from domain.outcomes import KEEP
-from domain.state import Claim, SessionStatus, outcome_summary
-from infra import postgres_sql as sql
-from infra.chain import row_payload
-from infra.codec import event_to_row, row_to_state
-from infra.conflict import Conflict, StoreCorrupted
-from infra.planning import SEAL_FIELDS, seal_row
-from infra.postgres_writes import projection_of
+from baton.domain.outcomes import KEEP
+from baton.domain.state import Claim, SessionStatus, outcome_summary
+from baton.infra import postgres_sql as sql
+from baton.infra.chain import row_payload
+from baton.infra.codec import event_to_row, row_to_state
+from baton.infra.conflict import Conflict, StoreCorrupted
+from baton.infra.planning import SEAL_FIELDS, seal_row
+from baton.infra.postgres_writes import projection_of
 
 
 async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGranted | None:

@@ -15,9 +15,9 @@ from typing import Any
 
 import asyncpg
 
-from infra.notifier import Notifier
-from infra.postgres_pool import OUTAGES
-from infra.postgres_sql import CANCEL_CHANNEL, EVENTS_CHANNEL
+from baton.infra.notifier import Notifier
+from baton.infra.postgres_pool import OUTAGES
+from baton.infra.postgres_sql import CANCEL_CHANNEL, EVENTS_CHANNEL
 
 log = logging.getLogger("baton.listener")
 MAX_PAUSE = 10.0

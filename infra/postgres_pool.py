@@ -8,7 +8,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 import asyncpg
 import msgspec
 
-from domain.ports import StoreUnavailable
+from baton.domain.ports import StoreUnavailable
 
 _json_encoder = msgspec.json.Encoder()
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import asyncpg
 
-from domain.identifiers import parse_session_id
-from infra import history
-from infra.history import (
+from baton.domain.identifiers import parse_session_id
+from baton.infra import history
+from baton.infra.history import (
     HistoryEvent,
     InvalidCursor,
     SessionFilter,
@@ -37,7 +37,7 @@ from infra.history import (
     stored_event,
     with_void,
 )
-from infra.postgres_pool import PostgresPool, unavailable_on_outage
+from baton.infra.postgres_pool import PostgresPool, unavailable_on_outage
 
 _CURSOR = re.compile(r"([0-9]{1,19})\.([0-9]{1,19})")
 # The snapshot's xmin, as a bigint like the txid column (xid8 has no direct cast).

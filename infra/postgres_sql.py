@@ -4,7 +4,7 @@ Each statement is conditional and appends its event through a data-modifying CTE
 into the session's hash chain with sha256() (the link is defined in infra/chain.py).
 """
 
-from infra.tables import EVENT_FIELDS, LOAD_SESSION, SESSION_FIELDS, UPDATED_FIELDS
+from baton.infra.tables import EVENT_FIELDS, LOAD_SESSION, SESSION_FIELDS, UPDATED_FIELDS
 
 SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
 

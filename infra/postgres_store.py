@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from domain.commands import (
+from baton.domain.commands import (
     AppendRecord,
     ClaimTurn,
     Command,
@@ -35,27 +35,27 @@ from domain.commands import (
     RenewClaim,
     StartSession,
 )
-from domain.decisions import ClaimGranted
-from domain.events import (
+from baton.domain.decisions import ClaimGranted
+from baton.domain.events import (
     ClaimRenewed,
     RecordAppended,
     RequestRefused,
     SessionEvent,
     TurnCommitted,
 )
-from domain.identifiers import SessionId
-from domain.outcomes import Contended
-from domain.recovery import ReadAccess, Replay
-from domain.refusals import Refusal
-from domain.state import SessionState
-from infra import postgres_sql as sql
-from infra.command_store import CommandStore
-from infra.conflict import Conflict, retrying
-from infra.notifier import Notifier
-from infra.planning import Loaded, plan
-from infra.postgres_fast import fast_claim, fast_commit, fast_record, fast_renew
-from infra.postgres_pool import PostgresPool, unavailable_on_outage
-from infra.postgres_writes import (
+from baton.domain.identifiers import SessionId
+from baton.domain.outcomes import Contended
+from baton.domain.recovery import ReadAccess, Replay
+from baton.domain.refusals import Refusal
+from baton.domain.state import SessionState
+from baton.infra import postgres_sql as sql
+from baton.infra.command_store import CommandStore
+from baton.infra.conflict import Conflict, retrying
+from baton.infra.notifier import Notifier
+from baton.infra.planning import Loaded, plan
+from baton.infra.postgres_fast import fast_claim, fast_commit, fast_record, fast_renew
+from baton.infra.postgres_pool import PostgresPool, unavailable_on_outage
+from baton.infra.postgres_writes import (
     history,
     load,
     load_seal,

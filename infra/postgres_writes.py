@@ -11,18 +11,18 @@ from typing import Any
 
 import asyncpg
 
-from domain.events import (
+from baton.domain.events import (
     EventKind,
     SessionEvent,
     SideEvent,
 )
-from domain.identifiers import SessionId
-from domain.recovery import Forget, Seal
-from infra import postgres_sql as sql
-from infra.chain import ChainHeads, row_payload
-from infra.codec import event_to_row, row_to_session_event, row_to_state
-from infra.conflict import Conflict
-from infra.planning import (
+from baton.domain.identifiers import SessionId
+from baton.domain.recovery import Forget, Seal
+from baton.infra import postgres_sql as sql
+from baton.infra.chain import ChainHeads, row_payload
+from baton.infra.codec import event_to_row, row_to_session_event, row_to_state
+from baton.infra.conflict import Conflict
+from baton.infra.planning import (
     SEAL_FIELDS,
     Loaded,
     SideRow,
@@ -30,7 +30,7 @@ from infra.planning import (
     plan_side,
     seal_from,
 )
-from infra.tables import EVENT_FIELDS, SESSION_FIELDS, UPDATED_FIELDS
+from baton.infra.tables import EVENT_FIELDS, SESSION_FIELDS, UPDATED_FIELDS
 
 
 def projection_of(record: asyncpg.Record) -> dict[str, Any]:

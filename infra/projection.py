@@ -39,9 +39,15 @@ from typing import Any
 from sqlalchemy import Column, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from infra.chain import Folded, fold_session, in_chain_order
-from infra.database import batch, snapshot
-from infra.tables import SESSION_FIELDS, events, sessions, sessions_with_side_chains, side_chains
+from baton.infra.chain import Folded, fold_session, in_chain_order
+from baton.infra.database import batch, snapshot
+from baton.infra.tables import (
+    SESSION_FIELDS,
+    events,
+    sessions,
+    sessions_with_side_chains,
+    side_chains,
+)
 
 BATCH = 200  # sessions per transaction
 Progress = Callable[[], None] | None

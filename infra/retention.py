@@ -31,11 +31,11 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.state import SessionStatus
-from infra.chain import in_chain_order
-from infra.database import batch
-from infra.export_format import ExportWriter
-from infra.tables import events, followers, pruned, recovery, sessions, side_chains
+from baton.domain.state import SessionStatus
+from baton.infra.chain import in_chain_order
+from baton.infra.database import batch
+from baton.infra.export_format import ExportWriter
+from baton.infra.tables import events, followers, pruned, recovery, sessions, side_chains
 
 BATCH = 200  # sessions removed per transaction
 

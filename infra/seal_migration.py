@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Select, insert, select, update
 
-from infra.chain import ChainHeads, follow, in_chain_order
-from infra.tables import SessionIdType, events, recovery
+from baton.infra.chain import ChainHeads, follow, in_chain_order
+from baton.infra.tables import SessionIdType, events, recovery
 
 # The projection as it is at revision 0005 (0006 moves the side chain's heads out of it).
 sessions = sa.table(

@@ -101,7 +101,7 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     host: str = "127.0.0.1"
     port: int = 8787
-    handler: str = "api.demo:demo_handler"
+    handler: str = "baton.api.demo:demo_handler"
     max_body_bytes: int = MIB
     # FULL: an acknowledged commit survives a power loss; otherwise a client could hold a
     # token the database forgot. NORMAL is faster and loses only the last commits of a

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from domain.identifiers import parse_session_id
-from domain.ports import StoreUnavailable
-from infra import history
-from infra.history import (
+from baton.domain.identifiers import parse_session_id
+from baton.domain.ports import StoreUnavailable
+from baton.infra import history
+from baton.infra.history import (
     HistoryEvent,
     InvalidCursor,
     SessionFilter,
@@ -29,7 +29,7 @@ from infra.history import (
     stored_event,
     with_void,
 )
-from infra.sqlite_values import (
+from baton.infra.sqlite_values import (
     db_id,
     event_from,
     json_value,

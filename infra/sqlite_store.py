@@ -16,20 +16,20 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
 
-from domain.commands import Command
-from domain.events import RequestRefused, SessionEvent
-from domain.identifiers import SessionId
-from domain.ports import StoreUnavailable
-from domain.recovery import Forget, Seal
-from domain.state import SessionState
-from infra.chain import ChainHeads
-from infra.codec import row_to_session_event
-from infra.command_store import CommandStore
-from infra.conflict import Conflict, retrying
-from infra.history import EVENT_COLUMNS
-from infra.notifier import Notifier
-from infra.planning import SEAL_FIELDS, Loaded, SideRow, WritePlan, plan, plan_side, seal_from
-from infra.sqlite_values import (
+from baton.domain.commands import Command
+from baton.domain.events import RequestRefused, SessionEvent
+from baton.domain.identifiers import SessionId
+from baton.domain.ports import StoreUnavailable
+from baton.domain.recovery import Forget, Seal
+from baton.domain.state import SessionState
+from baton.infra.chain import ChainHeads
+from baton.infra.codec import row_to_session_event
+from baton.infra.command_store import CommandStore
+from baton.infra.conflict import Conflict, retrying
+from baton.infra.history import EVENT_COLUMNS
+from baton.infra.notifier import Notifier
+from baton.infra.planning import SEAL_FIELDS, Loaded, SideRow, WritePlan, plan, plan_side, seal_from
+from baton.infra.sqlite_values import (
     db_id,
     event_from,
     event_values,
@@ -40,8 +40,8 @@ from infra.sqlite_values import (
     state_from,
     time_text,
 )
-from infra.sqlite_writer import SqliteWriter
-from infra.tables import EVENT_FIELDS, LOAD_SESSION, SESSION_FIELDS, UPDATED_FIELDS
+from baton.infra.sqlite_writer import SqliteWriter
+from baton.infra.tables import EVENT_FIELDS, LOAD_SESSION, SESSION_FIELDS, UPDATED_FIELDS
 
 T = TypeVar("T")
 

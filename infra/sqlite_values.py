@@ -9,9 +9,9 @@ from typing import Any
 
 import msgspec
 
-from domain.state import SessionState
-from infra.codec import row_to_state
-from infra.tables import SESSION_FIELDS
+from baton.domain.state import SessionState
+from baton.infra.codec import row_to_state
+from baton.infra.tables import SESSION_FIELDS
 
 _json_encoder = msgspec.json.Encoder()
 _TIME_FIELDS = ("lease_until", "created_at", "updated_at")

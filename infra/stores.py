@@ -8,19 +8,19 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from domain.identifiers import SessionId
-from domain.ports import SessionStore, StoreUnavailable
-from infra.database import SQLITE, normalize_url
-from infra.db_clock import DatabaseClock
-from infra.history import SessionReader
-from infra.notifier import Notifier
-from infra.postgres_listener import PostgresListener
-from infra.postgres_pool import PostgresPool
-from infra.postgres_reader import PostgresReader
-from infra.postgres_store import PostgresSessionStore
-from infra.settings import Settings
-from infra.sqlite_reader import SqliteReader
-from infra.sqlite_store import SqliteSessionStore
+from baton.domain.identifiers import SessionId
+from baton.domain.ports import SessionStore, StoreUnavailable
+from baton.infra.database import SQLITE, normalize_url
+from baton.infra.db_clock import DatabaseClock
+from baton.infra.history import SessionReader
+from baton.infra.notifier import Notifier
+from baton.infra.postgres_listener import PostgresListener
+from baton.infra.postgres_pool import PostgresPool
+from baton.infra.postgres_reader import PostgresReader
+from baton.infra.postgres_store import PostgresSessionStore
+from baton.infra.settings import Settings
+from baton.infra.sqlite_reader import SqliteReader
+from baton.infra.sqlite_store import SqliteSessionStore
 
 SpendRefusal = Callable[[str, datetime, datetime], Awaitable[tuple[int, datetime]]]
 

@@ -18,13 +18,13 @@ from typing import Any, TextIO
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from infra.audit import check_chains
-from infra.chain import Folded, in_chain_order
-from infra.database import writing
-from infra.export_format import ExportWriter, ImportRefused
-from infra.import_checks import check_session
-from infra.import_lines import Parsed, parse, refuse
-from infra.tables import events, sessions, side_chains
+from baton.infra.audit import check_chains
+from baton.infra.chain import Folded, in_chain_order
+from baton.infra.database import writing
+from baton.infra.export_format import ExportWriter, ImportRefused
+from baton.infra.import_checks import check_session
+from baton.infra.import_lines import Parsed, parse, refuse
+from baton.infra.tables import events, sessions, side_chains
 
 BATCH = 1000
 

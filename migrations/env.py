@@ -6,9 +6,9 @@ import asyncio
 from alembic import context
 from sqlalchemy import Connection
 
-from infra.database import create_engine
-from infra.settings import Settings
-from infra.tables import metadata
+from baton.infra.database import create_engine
+from baton.infra.settings import Settings
+from baton.infra.tables import metadata
 
 
 def run_migrations(connection: Connection) -> None:

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.identifiers import SessionId
-from domain.ports import SessionStore
-from infra.database import create_engine
-from infra.history import SessionReader
-from infra.migrate import upgrade_to_head
-from infra.settings import Settings
-from infra.stores import Database, open_database
+from baton.domain.identifiers import SessionId
+from baton.domain.ports import SessionStore
+from baton.infra.database import create_engine
+from baton.infra.history import SessionReader
+from baton.infra.migrate import upgrade_to_head
+from baton.infra.settings import Settings
+from baton.infra.stores import Database, open_database
 from tests.databases import BACKENDS, MEMORY, fresh_database
 from tests.domain.fakes import InMemorySessionStore
 

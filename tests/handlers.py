@@ -3,9 +3,9 @@
 import asyncio
 from pathlib import Path
 
-from api.demo import demo_handler
-from domain.handler import Turn
-from domain.outcomes import Finished, Parked
+from baton.api.demo import demo_handler
+from baton.domain.handler import Turn
+from baton.domain.outcomes import Finished, Parked
 
 HOLD_LIMIT_SECONDS = 60
 

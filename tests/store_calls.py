@@ -6,7 +6,7 @@ the same name, so a scripted history reads as a list of calls.
 
 from datetime import datetime
 
-from domain.commands import (
+from baton.domain.commands import (
     AppendRecord,
     ClaimTurn,
     CloseSession,
@@ -17,8 +17,8 @@ from domain.commands import (
     RequestCancel,
     StartSession,
 )
-from domain.decisions import CancelAnswer, ClaimGranted
-from domain.events import (
+from baton.domain.decisions import CancelAnswer, ClaimGranted
+from baton.domain.events import (
     ClaimRenewed,
     CloseCause,
     Lease,
@@ -27,13 +27,13 @@ from domain.events import (
     TurnCommitted,
     TurnReleased,
 )
-from domain.identifiers import SessionId, TokenDigest
-from domain.json import JsonObject, JsonValue
-from domain.outcomes import Contended, HandlerOutcome
-from domain.ports import SessionStore
-from domain.recovery import ReadAccess, Seal
-from domain.refusals import Refusal
-from domain.state import Claim, SessionState
+from baton.domain.identifiers import SessionId, TokenDigest
+from baton.domain.json import JsonObject, JsonValue
+from baton.domain.outcomes import Contended, HandlerOutcome
+from baton.domain.ports import SessionStore
+from baton.domain.recovery import ReadAccess, Seal
+from baton.domain.refusals import Refusal
+from baton.domain.state import Claim, SessionState
 
 
 async def start(

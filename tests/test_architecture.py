@@ -20,15 +20,17 @@ def test_the_import_contracts_hold() -> None:
 
 def lint_a_copy_with(tmp_path: Path, package: str, module: str, source: str) -> str:
     """lint-imports over a copy of the tree in which `package` has one more module."""
+    (tmp_path / "baton").mkdir()
+    (tmp_path / "baton" / "__init__.py").symlink_to(ROOT / "baton" / "__init__.py")
     for name in ("domain", "infra", "api"):
         if name == package:
-            (tmp_path / name).mkdir()
+            (tmp_path / "baton" / name).mkdir()
             for child in (ROOT / name).iterdir():
-                (tmp_path / name / child.name).symlink_to(child)
+                (tmp_path / "baton" / name / child.name).symlink_to(child)
         else:
-            (tmp_path / name).symlink_to(ROOT / name, target_is_directory=True)
+            (tmp_path / "baton" / name).symlink_to(ROOT / name, target_is_directory=True)
     (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
-    (tmp_path / package / f"{module}.py").write_text(source)
+    (tmp_path / "baton" / package / f"{module}.py").write_text(source)
     result = subprocess.run(
         [str(LINT_IMPORTS), "--no-cache"],
         cwd=tmp_path,
@@ -44,7 +46,7 @@ def lint_a_copy_with(tmp_path: Path, package: str, module: str, source: str) -> 
 def test_the_contracts_catch_a_domain_module_that_imports_the_database(tmp_path: Path) -> None:
     """Proves the contracts can fail: a domain module reaching for the database and the API
     breaks the layers and the domain's purity."""
-    out = lint_a_copy_with(tmp_path, "domain", "rogue", "import sqlalchemy\nimport api\n")
+    out = lint_a_copy_with(tmp_path, "domain", "rogue", "import sqlalchemy\nimport baton.api\n")
     assert "Contracts: 1 kept, 2 broken." in out, out
 
 
@@ -53,7 +55,7 @@ def test_the_contracts_catch_an_api_module_that_queries_the_database_itself(
 ) -> None:
     out = lint_a_copy_with(tmp_path, "api", "rogue", "import sqlalchemy\n")
     assert "Contracts: 2 kept, 1 broken." in out, out
-    assert "api is not allowed to import sqlalchemy" in out
+    assert "baton.api is not allowed to import sqlalchemy" in out
 
 
 def _sizes() -> tuple[dict[str, int], list[int]]:
@@ -80,3 +82,37 @@ def test_modules_and_functions_stay_small() -> None:
     assert {path: lines for path, lines in modules.items() if lines > 300} == {}
     assert statistics.median(modules.values()) <= 150
     assert statistics.median(functions) <= 10
+
+
+TOP_LEVEL = {"domain", "infra", "api"}
+
+
+def _top_level_imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = (
+            [alias.name for alias in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom) and node.level == 0
+            else []
+        )
+        found += [
+            f"{path.relative_to(ROOT)}:{node.lineno} {name}"
+            for name in names
+            if name.split(".")[0] in TOP_LEVEL
+        ]
+    return found
+
+
+def test_nothing_imports_the_folders_by_their_top_level_names() -> None:
+    """Installed, the folders are baton.domain, baton.infra and baton.api only. In the
+    repository `import infra` would still work (the root is on the path) and load a second
+    copy of every module, with classes unequal to baton.infra's: so nothing may."""
+    sources = [
+        path
+        for folder in ("domain", "infra", "api", "tests", "bench", "migrations")
+        for path in (ROOT / folder).rglob("*.py")
+    ]
+    assert len(sources) > 200
+    assert [found for path in sources for found in _top_level_imports(path)] == []

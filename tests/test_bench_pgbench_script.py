@@ -17,8 +17,8 @@ from bench.baselines.pgbench_script import (
     check_variables,
     rewrite,
 )
-from infra import postgres_sql
-from infra.tables import DIGEST_LENGTH
+from baton.infra import postgres_sql
+from baton.infra.tables import DIGEST_LENGTH
 
 
 def _substituted(statement: str, variables: dict[int, str]) -> str:

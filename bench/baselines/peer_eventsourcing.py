@@ -29,7 +29,7 @@ from eventsourcing.sqlite import SQLiteConnection, SQLiteFactory
 from eventsourcing.utils import EnvType
 
 from bench.databases import PostgresDatabase
-from infra.settings import Settings
+from baton.infra.settings import Settings
 
 SYNCHRONOUS_ENV = "SQLITE_SYNCHRONOUS"
 SQLITE_SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}

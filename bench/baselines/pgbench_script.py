@@ -35,21 +35,21 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from domain.events import EventKind, Lease, TurnClaimed, TurnCommitted
-from domain.identifiers import (
+from baton.domain.events import EventKind, Lease, TurnClaimed, TurnCommitted
+from baton.domain.identifiers import (
     SessionId,
     digest_token,
     mint_token,
     new_session_id,
     seal_token,
 )
-from domain.outcomes import KEEP, Finished
-from domain.state import SessionStatus, outcome_summary
-from infra import postgres_sql
-from infra.chain import row_payload
-from infra.codec import event_to_row
-from infra.settings import Settings
-from infra.tables import SESSION_FIELDS
+from baton.domain.outcomes import KEEP, Finished
+from baton.domain.state import SessionStatus, outcome_summary
+from baton.infra import postgres_sql
+from baton.infra.chain import row_payload
+from baton.infra.codec import event_to_row
+from baton.infra.settings import Settings
+from baton.infra.tables import SESSION_FIELDS
 
 # What the claim's RETURNING row is captured as: `claimed_version`, `claimed_head_hash`...
 CLAIMED = "claimed_"

@@ -15,17 +15,17 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from domain.commands import ClaimTurn, CommitTurn, RenewClaim, StartSession
-from domain.events import Lease, RecordAppended, RequestRefused
-from domain.identifiers import SessionId, TokenDigest, digest_token
-from domain.outcomes import Finished
-from domain.refusals import RefusalReason
-from domain.state import SessionState, fold
-from infra.chain import ChainHeads
-from infra.codec import event_to_row
-from infra.database import create_engine, writing
-from infra.settings import Settings
-from infra.tables import events
+from baton.domain.commands import ClaimTurn, CommitTurn, RenewClaim, StartSession
+from baton.domain.events import Lease, RecordAppended, RequestRefused
+from baton.domain.identifiers import SessionId, TokenDigest, digest_token
+from baton.domain.outcomes import Finished
+from baton.domain.refusals import RefusalReason
+from baton.domain.state import SessionState, fold
+from baton.infra.chain import ChainHeads
+from baton.infra.codec import event_to_row
+from baton.infra.database import create_engine, writing
+from baton.infra.settings import Settings
+from baton.infra.tables import events
 
 EVENTS_PER_SESSION = 10
 BATCH = 5000

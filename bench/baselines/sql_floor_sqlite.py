@@ -30,15 +30,15 @@ from bench.baselines.pgbench_script import TYPICAL_TURN
 from bench.baselines.store_appends import seed_sessions
 from bench.databases import migrate, sqlite_url
 from bench.measure import COMMITTED, Tally, Window, clock
-from domain.events import Lease, TurnClaimed, TurnCommitted
-from domain.identifiers import SessionId, digest_token, mint_token, seal_token
-from domain.outcomes import Finished
-from domain.recovery import Forget
-from domain.state import SessionStatus, outcome_summary
-from infra.chain import link, row_payload
-from infra.codec import event_to_row
-from infra.settings import Settings
-from infra.sqlite_store import (
+from baton.domain.events import Lease, TurnClaimed, TurnCommitted
+from baton.domain.identifiers import SessionId, digest_token, mint_token, seal_token
+from baton.domain.outcomes import Finished
+from baton.domain.recovery import Forget
+from baton.domain.state import SessionStatus, outcome_summary
+from baton.infra.chain import link, row_payload
+from baton.infra.codec import event_to_row
+from baton.infra.settings import Settings
+from baton.infra.sqlite_store import (
     FORGET,
     INSERT_EVENT,
     KEEP_SEAL,
@@ -46,11 +46,11 @@ from infra.sqlite_store import (
     UPDATE_SESSION,
     connect,
 )
-from infra.sqlite_values import db_id, event_values, seal_values
-from infra.sqlite_values import session_id_of as _session_id_of
-from infra.sqlite_values import time_text as db_time
-from infra.sqlite_writer import SqliteWriter
-from infra.tables import UPDATED_FIELDS
+from baton.infra.sqlite_values import db_id, event_values, seal_values
+from baton.infra.sqlite_values import session_id_of as _session_id_of
+from baton.infra.sqlite_values import time_text as db_time
+from baton.infra.sqlite_writer import SqliteWriter
+from baton.infra.tables import UPDATED_FIELDS
 
 SESSIONS = 16  # one per client at the highest concurrency
 LEASE = timedelta(seconds=30)  # domain.driver.TurnServices.lease_seconds

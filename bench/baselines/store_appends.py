@@ -12,14 +12,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from domain.commands import ClaimTurn, CommitTurn, StartSession
-from domain.decisions import ClaimGranted
-from domain.events import Lease, TurnCommitted
-from domain.identifiers import TokenDigest, digest_token, mint_token, new_session_id
-from domain.outcomes import Finished
-from domain.ports import SessionStore
-from infra.settings import Settings
-from infra.stores import open_store
+from baton.domain.commands import ClaimTurn, CommitTurn, StartSession
+from baton.domain.decisions import ClaimGranted
+from baton.domain.events import Lease, TurnCommitted
+from baton.domain.identifiers import TokenDigest, digest_token, mint_token, new_session_id
+from baton.domain.outcomes import Finished
+from baton.domain.ports import SessionStore
+from baton.infra.settings import Settings
+from baton.infra.stores import open_store
 
 EVENTS_PER_CYCLE = 2  # a claimed event, then a committed one
 

@@ -57,7 +57,7 @@ def upgrade() -> None:
         sessions.add_column(sa.Column("refusals", sa.Integer(), nullable=False, server_default="0"))
         sessions.add_column(sa.Column("refusal_head", sa.String(64), nullable=True))
     op.create_index("ix_events_txid_position", "events", ["txid", "position"])
-    from infra.chain_backfill import backfill
+    from baton.infra.chain_backfill import backfill
 
     backfill(op.get_bind())
 

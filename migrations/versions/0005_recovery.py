@@ -53,7 +53,7 @@ def upgrade() -> None:
         sessions.add_column(
             sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false())
         )
-    from infra.seal_migration import move_seals_out_of_events
+    from baton.infra.seal_migration import move_seals_out_of_events
 
     move_seals_out_of_events(op.get_bind())
 

@@ -9,11 +9,11 @@ from httpx import ASGITransport, AsyncClient
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
-from api.demo import demo_handler
-from domain.handler import Turn
-from domain.outcomes import Finished, Parked
-from infra.settings import Settings
+from baton.api.app import create_app
+from baton.api.demo import demo_handler
+from baton.domain.handler import Turn
+from baton.domain.outcomes import Finished, Parked
+from baton.infra.settings import Settings
 
 
 class HeldTurns:

@@ -6,7 +6,7 @@ from httpx import AsyncClient, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.tables import events, sessions
+from baton.infra.tables import events, sessions
 
 
 async def start(client: AsyncClient, message: str = "hello") -> dict[str, Any]:

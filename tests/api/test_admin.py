@@ -11,8 +11,8 @@ import pytest
 from httpx import AsyncClient, Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
-from infra.settings import Settings
+from baton.api.app import create_app
+from baton.infra.settings import Settings
 from tests.api.conftest import HeldTurns, in_process_client, running
 from tests.api.protocol import events_of, send, start
 from tests.waiting import until

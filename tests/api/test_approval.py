@@ -9,9 +9,9 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
-from api.approval import approval_handler
-from infra.settings import Settings
+from baton.api.app import create_app
+from baton.api.approval import approval_handler
+from baton.infra.settings import Settings
 from tests.api.conftest import in_process_client, running
 
 

@@ -7,7 +7,7 @@ from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.tables import events
+from baton.infra.tables import events
 from tests.api.protocol import all_sessions, refusal_of, start
 
 MIB = 1024 * 1024

@@ -7,7 +7,7 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.tables import events
+from baton.infra.tables import events
 from tests.api.protocol import send, start
 
 ROUNDS = 20

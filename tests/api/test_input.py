@@ -10,10 +10,10 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
-from api.demo import demo_handler
-from infra.settings import Settings
-from infra.tables import events, sessions
+from baton.api.app import create_app
+from baton.api.demo import demo_handler
+from baton.infra.settings import Settings
+from baton.infra.tables import events, sessions
 from tests.api.conftest import in_process_client, running
 from tests.api.protocol import refusal_of
 

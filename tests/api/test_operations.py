@@ -5,9 +5,9 @@ from pathlib import Path
 
 from httpx import AsyncClient
 
-from api.app import create_app
-from infra.migrate import head_revision
-from infra.settings import Settings
+from baton.api.app import create_app
+from baton.infra.migrate import head_revision
+from baton.infra.settings import Settings
 from tests.api.conftest import in_process_client, running
 from tests.databases import fresh_database
 

@@ -21,10 +21,10 @@ from httpx import AsyncClient, Response
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
-from infra.audit import verify
-from infra.settings import Settings
-from infra.tables import events
+from baton.api.app import create_app
+from baton.infra.audit import verify
+from baton.infra.settings import Settings
+from baton.infra.tables import events
 from tests.api.conftest import in_process_client, running
 
 ALICE_KEY = "alice-key-0123456789abcdef0123456789"

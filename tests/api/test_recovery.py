@@ -11,7 +11,7 @@ from httpx import AsyncClient, Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.tables import events, sessions
+from baton.infra.tables import events, sessions
 from tests.api.conftest import HeldTurns
 from tests.api.protocol import event_kinds, events_of, refusal_of, send, start
 

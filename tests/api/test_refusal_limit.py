@@ -13,9 +13,9 @@ from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
-from infra.settings import Settings
-from infra.tables import events
+from baton.api.app import create_app
+from baton.infra.settings import Settings
+from baton.infra.tables import events
 from tests.api.conftest import in_process_client, running
 from tests.waiting import until
 

@@ -8,7 +8,7 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.tables import events, side_chains
+from baton.infra.tables import events, side_chains
 from tests.api.conftest import HeldTurns
 from tests.api.protocol import event_kinds, refusal_of, send, session_row, start
 

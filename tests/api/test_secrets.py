@@ -4,7 +4,7 @@ from httpx import AsyncClient
 from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.identifiers import digest_token
+from baton.domain.identifiers import digest_token
 from tests.api.protocol import send, start
 
 

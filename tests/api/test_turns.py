@@ -4,8 +4,8 @@ from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.identifiers import digest_token
-from infra.tables import events
+from baton.domain.identifiers import digest_token
+from baton.infra.tables import events
 from tests.api.protocol import event_kinds, events_of, refusal_of, send, session_row, start
 
 

@@ -2,8 +2,8 @@
 plus `{"quick": text}`, which journals the text and finishes at once (no deltas, no pauses),
 so a test can run hundreds of turns in a few seconds."""
 
-from domain.handler import Turn
-from domain.outcomes import Finished, Parked
+from baton.domain.handler import Turn
+from baton.domain.outcomes import Finished, Parked
 from tests.handlers import test_handler
 
 

@@ -8,7 +8,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.tables import events, sessions
+from baton.infra.tables import events, sessions
 from tests.conformance.clients import Answer, TurnClient
 from tests.e2e.server import BatonServer
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection
 
-from infra.tables import events, sessions
+from baton.infra.tables import events, sessions
 from tests.conformance.streams import RawEvent, parse_blocks
 from tests.e2e.server import BatonServer
 from tests.waiting import until

@@ -8,8 +8,8 @@ from httpx_sse import aconnect_sse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.identifiers import digest_token
-from infra.tables import events
+from baton.domain.identifiers import digest_token
+from baton.infra.tables import events
 from tests.conformance.streams import dispatched, stream
 from tests.conformance.test_protocol import wait_for_status
 from tests.e2e.server import BatonServer

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from domain.commands import Command
-from domain.decisions import ClaimGranted
-from domain.events import (
+from baton.domain.commands import Command
+from baton.domain.decisions import ClaimGranted
+from baton.domain.events import (
     Event,
     Lease,
     Recovered,
@@ -26,11 +26,11 @@ from domain.events import (
     TurnCommitted,
     kind_of,
 )
-from domain.identifiers import SessionId, TokenDigest
-from domain.json import JsonValue
-from domain.recovery import Forget, Seal
-from domain.state import SessionState, fold
-from infra.command_store import CommandStore
+from baton.domain.identifiers import SessionId, TokenDigest
+from baton.domain.json import JsonValue
+from baton.domain.recovery import Forget, Seal
+from baton.domain.state import SessionState, fold
+from baton.infra.command_store import CommandStore
 
 A = TypeVar("A")
 K = TypeVar("K")

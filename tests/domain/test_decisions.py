@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain import decisions, holding
-from domain.commands import (
+from baton.domain import decisions, holding
+from baton.domain.commands import (
     AppendRecord,
     ClaimTurn,
     CloseSession,
@@ -15,8 +15,8 @@ from domain.commands import (
     RenewClaim,
     StartSession,
 )
-from domain.decisions import ClaimGranted, Decision
-from domain.events import (
+from baton.domain.decisions import ClaimGranted, Decision
+from baton.domain.events import (
     ClaimExpired,
     ClaimRenewed,
     CloseCause,
@@ -30,11 +30,11 @@ from domain.events import (
     TurnCommitted,
     TurnReleased,
 )
-from domain.identifiers import SessionId, TokenDigest, digest_token
-from domain.json import JsonObject
-from domain.outcomes import Contended, Finished, HandlerOutcome, Parked
-from domain.refusals import PRESENTED_ID_LIMIT, Refusal, RefusalReason
-from domain.state import Claim, SessionState, SessionStatus, evolve, fold
+from baton.domain.identifiers import SessionId, TokenDigest, digest_token
+from baton.domain.json import JsonObject
+from baton.domain.outcomes import Contended, Finished, HandlerOutcome, Parked
+from baton.domain.refusals import PRESENTED_ID_LIMIT, Refusal, RefusalReason
+from baton.domain.state import Claim, SessionState, SessionStatus, evolve, fold
 
 AT = datetime(2025, 1, 1, tzinfo=UTC)
 SID = SessionId("0190f5a2-1b3c-7d4e-8f60-123456789abc")

@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import pytest
 
-from domain.driver import TurnDriver, TurnServices
-from domain.events import (
+from baton.domain.driver import TurnDriver, TurnServices
+from baton.domain.events import (
     CloseCause,
     RecordAppended,
     ReleaseCause,
@@ -18,14 +18,14 @@ from domain.events import (
     SessionClosed,
     TurnReleased,
 )
-from domain.handler import Turn, TurnHandler
-from domain.identifiers import SessionId, digest_token, unseal_token
-from domain.json import JsonObject, JsonValue
-from domain.outcomes import Contended, Finished, HandlerOutcome, Parked, StateUpdate
-from domain.refusals import Refusal, RefusalReason
-from domain.requests import ContinueRequest, StartRequest
-from domain.state import SessionStatus
-from domain.turn import OpenTurn, TurnFailed, TurnReply
+from baton.domain.handler import Turn, TurnHandler
+from baton.domain.identifiers import SessionId, digest_token, unseal_token
+from baton.domain.json import JsonObject, JsonValue
+from baton.domain.outcomes import Contended, Finished, HandlerOutcome, Parked, StateUpdate
+from baton.domain.refusals import Refusal, RefusalReason
+from baton.domain.requests import ContinueRequest, StartRequest
+from baton.domain.state import SessionStatus
+from baton.domain.turn import OpenTurn, TurnFailed, TurnReply
 from tests.domain.fakes import FakeClock, InMemorySessionStore, RecordingSink, SeededRandom
 from tests.waiting import until
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.identifiers import (
+from baton.domain.identifiers import (
     TOKEN_BYTES,
     digest_token,
     mint_token,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.commands import (
+from baton.domain.commands import (
     AppendRecord,
     ClaimTurn,
     CloseSession,
@@ -17,14 +17,14 @@ from domain.commands import (
     RequestCancel,
     StartSession,
 )
-from domain.decisions import ClaimGranted
-from domain.events import Lease, ReleaseCause, RequestRefused
-from domain.identifiers import SessionId, digest_token
-from domain.outcomes import Finished
-from domain.principals import visible_to
-from domain.recovery import Idempotency, key_digest
-from domain.refusals import Refusal, RefusalReason
-from domain.state import SessionState, fold
+from baton.domain.decisions import ClaimGranted
+from baton.domain.events import Lease, ReleaseCause, RequestRefused
+from baton.domain.identifiers import SessionId, digest_token
+from baton.domain.outcomes import Finished
+from baton.domain.principals import visible_to
+from baton.domain.recovery import Idempotency, key_digest
+from baton.domain.refusals import Refusal, RefusalReason
+from baton.domain.state import SessionState, fold
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 SID = SessionId("0190f5a2-1b3c-7d4e-8f60-123456789abc")

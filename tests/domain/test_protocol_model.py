@@ -21,15 +21,15 @@ from hypothesis.stateful import (
     rule,
 )
 
-from domain.driver import TurnDriver, TurnServices
-from domain.handler import Turn
-from domain.identifiers import SessionId, digest_token
-from domain.json import JsonValue
-from domain.outcomes import Finished, Parked
-from domain.refusals import Refusal, RefusalReason
-from domain.requests import ContinueRequest, StartRequest
-from domain.state import SessionStatus, fold
-from domain.turn import OpenTurn, TurnFailed, TurnReply
+from baton.domain.driver import TurnDriver, TurnServices
+from baton.domain.handler import Turn
+from baton.domain.identifiers import SessionId, digest_token
+from baton.domain.json import JsonValue
+from baton.domain.outcomes import Finished, Parked
+from baton.domain.refusals import Refusal, RefusalReason
+from baton.domain.requests import ContinueRequest, StartRequest
+from baton.domain.state import SessionStatus, fold
+from baton.domain.turn import OpenTurn, TurnFailed, TurnReply
 from tests.domain.fakes import FakeClock, InMemorySessionStore, RecordingSink, SeededRandom
 
 T = TypeVar("T")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.commands import (
+from baton.domain.commands import (
     ClaimTurn,
     CommitTurn,
     ReadSession,
@@ -15,8 +15,8 @@ from domain.commands import (
     RequestCancel,
     StartSession,
 )
-from domain.decisions import CancelAnswer, ClaimGranted, Decision
-from domain.events import (
+from baton.domain.decisions import CancelAnswer, ClaimGranted, Decision
+from baton.domain.events import (
     CancelRequested,
     ClaimExpired,
     CloseCause,
@@ -31,10 +31,10 @@ from domain.events import (
     TurnCommitted,
     TurnReleased,
 )
-from domain.identifiers import SessionId, TokenDigest, digest_token
-from domain.json import JsonObject
-from domain.outcomes import Contended, Finished
-from domain.recovery import (
+from baton.domain.identifiers import SessionId, TokenDigest, digest_token
+from baton.domain.json import JsonObject
+from baton.domain.outcomes import Contended, Finished
+from baton.domain.recovery import (
     Forget,
     Idempotency,
     ReadAccess,
@@ -46,8 +46,8 @@ from domain.recovery import (
     replay_or_refuse,
     replay_start,
 )
-from domain.refusals import Refusal, RefusalReason
-from domain.state import SessionState, SessionStatus, evolve
+from baton.domain.refusals import Refusal, RefusalReason
+from baton.domain.state import SessionState, SessionStatus, evolve
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 WINDOW = timedelta(hours=1)

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.events import (
+from baton.domain.events import (
     CloseCause,
     Lease,
     RecordAppended,
@@ -16,9 +16,9 @@ from domain.events import (
     TurnCommitted,
     TurnReleased,
 )
-from domain.identifiers import SessionId, digest_token
-from domain.outcomes import KEEP, Finished, Parked, StateUpdate
-from domain.state import Claim, SessionStatus, evolve, fold
+from baton.domain.identifiers import SessionId, digest_token
+from baton.domain.outcomes import KEEP, Finished, Parked, StateUpdate
+from baton.domain.state import Claim, SessionStatus, evolve, fold
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 SID = SessionId("0190f5a2-1b3c-7d4e-8f60-123456789abc")

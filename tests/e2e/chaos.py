@@ -38,10 +38,10 @@ from baton_client import RecoveryStats
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.identifiers import digest_token
-from infra.audit import verify
-from infra.projection import check_sessions
-from infra.tables import events, sessions
+from baton.domain.identifiers import digest_token
+from baton.infra.audit import verify
+from baton.infra.projection import check_sessions
+from baton.infra.tables import events, sessions
 from tests.databases import POSTGRES_ADMIN_URL, fresh_database
 from tests.e2e.chaos_clients import ClientLog, User, Users
 from tests.e2e.server import BatonServer

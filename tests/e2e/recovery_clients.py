@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from domain.identifiers import digest_token, unseal_token, unseal_under_key
+from baton.domain.identifiers import digest_token, unseal_token, unseal_under_key
 
 READ_SECONDS = 60.0  # a deadline for one message of a stream, never a pause
 

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.database import create_engine
-from infra.settings import Settings
-from infra.tables import events, sessions
+from baton.infra.database import create_engine
+from baton.infra.settings import Settings
+from baton.infra.tables import events, sessions
 
 
 @asynccontextmanager

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from infra.tables import events
+from baton.infra.tables import events
 from tests.databases import fresh_database
 from tests.e2e.server import TEST_HANDLER, BatonServer
 from tests.e2e.store_probe import probe

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.identifiers import digest_token
-from infra.tables import sessions
+from baton.domain.identifiers import digest_token
+from baton.infra.tables import sessions
 from tests.databases import fresh_database
 from tests.e2e.server import TEST_HANDLER, BatonServer
 from tests.e2e.store_probe import probe, session_events, wait_for_status

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from domain.identifiers import digest_token
-from infra.tables import events
+from baton.domain.identifiers import digest_token
+from baton.infra.tables import events
 from tests.databases import POSTGRES_ADMIN_URL, fresh_database
 from tests.e2e.server import BatonServer
 from tests.e2e.store_probe import probe

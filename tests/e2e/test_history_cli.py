@@ -13,9 +13,9 @@ import pytest
 from httpx import Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.app import create_app
-from api.demo import demo_handler
-from infra.settings import Settings
+from baton.api.app import create_app
+from baton.api.demo import demo_handler
+from baton.infra.settings import Settings
 from tests.api.conftest import in_process_client, running
 from tests.api.protocol import events_of
 from tests.api.test_admin import EVENTFUL_KINDS, eventful_session

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import update
 
-from infra.tables import events, sessions
+from baton.infra.tables import events, sessions
 from tests.databases import fresh_database
 from tests.e2e.operators import baton
 from tests.e2e.server import BatonServer
@@ -228,8 +228,8 @@ def grow_then_close(server: BatonServer, made: list[tuple[str, str]]) -> None:
 async def test_verify_anchor_then_against_catches_a_consistent_rewrite(
     database: str, tmp_path: Path
 ) -> None:
-    from infra.database import create_engine
-    from infra.settings import Settings
+    from baton.infra.database import create_engine
+    from baton.infra.settings import Settings
     from tests.infra.test_anchors import rewrite
 
     anchor = tmp_path / "anchor.json"

@@ -19,13 +19,13 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra import projection, retention
-from infra.database import create_engine
-from infra.export_format import ExportWriter
-from infra.projection import Rebuilt, check_sessions, rebuild_sessions
-from infra.retention import closed_before, prune_sessions
-from infra.settings import Settings
-from infra.tables import events, pruned, sessions
+from baton.infra import projection, retention
+from baton.infra.database import create_engine
+from baton.infra.export_format import ExportWriter
+from baton.infra.projection import Rebuilt, check_sessions, rebuild_sessions
+from baton.infra.retention import closed_before, prune_sessions
+from baton.infra.settings import Settings
+from baton.infra.tables import events, pruned, sessions
 from tests.databases import fresh_database
 from tests.e2e.live_load import RefusalSpam, TurnLoop, clones, closed_session, live_sessions
 from tests.e2e.operators import baton

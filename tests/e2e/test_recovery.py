@@ -20,8 +20,8 @@ import websockets
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.identifiers import digest_token
-from infra.tables import metadata, recovery
+from baton.domain.identifiers import digest_token
+from baton.infra.tables import metadata, recovery
 from tests.databases import fresh_database
 from tests.e2e.operators import baton
 from tests.e2e.recovery_clients import (

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from domain.identifiers import digest_token
-from infra.tables import events, sessions
+from baton.domain.identifiers import digest_token
+from baton.infra.tables import events, sessions
 from tests.databases import fresh_database
 from tests.e2e.server import TEST_HANDLER, BatonServer
 from tests.e2e.store_probe import probe

@@ -10,15 +10,15 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.commands import StartSession
-from domain.decisions import ClaimGranted
-from domain.events import ReleaseCause
-from domain.identifiers import SessionId, digest_token
-from domain.outcomes import Finished, Parked
-from domain.ports import SessionStore
-from domain.refusals import Refusal
-from infra.chain import link, payload
-from infra.transfer import export_sessions, import_sessions
+from baton.domain.commands import StartSession
+from baton.domain.decisions import ClaimGranted
+from baton.domain.events import ReleaseCause
+from baton.domain.identifiers import SessionId, digest_token
+from baton.domain.outcomes import Finished, Parked
+from baton.domain.ports import SessionStore
+from baton.domain.refusals import Refusal
+from baton.infra.chain import link, payload
+from baton.infra.transfer import export_sessions, import_sessions
 from tests import store_calls as calls
 from tests.infra.test_store import lease, new_id, new_token, now
 

@@ -12,20 +12,20 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.decisions import ClaimGranted
-from domain.identifiers import SessionId, digest_token
-from domain.outcomes import Finished
-from domain.ports import SessionStore
-from infra.anchor_file import Anchor, AnchorRefused, read_anchor
-from infra.anchors import Finding, check_against, write_anchor
-from infra.audit import verify
-from infra.chain import ChainHeads, follow, in_chain_order
-from infra.database import create_engine
-from infra.migrate import upgrade_to_head
-from infra.retention import prune_sessions
-from infra.settings import Settings
-from infra.stores import open_store
-from infra.tables import events, sessions, side_chains
+from baton.domain.decisions import ClaimGranted
+from baton.domain.identifiers import SessionId, digest_token
+from baton.domain.outcomes import Finished
+from baton.domain.ports import SessionStore
+from baton.infra.anchor_file import Anchor, AnchorRefused, read_anchor
+from baton.infra.anchors import Finding, check_against, write_anchor
+from baton.infra.audit import verify
+from baton.infra.chain import ChainHeads, follow, in_chain_order
+from baton.infra.database import create_engine
+from baton.infra.migrate import upgrade_to_head
+from baton.infra.retention import prune_sessions
+from baton.infra.settings import Settings
+from baton.infra.stores import open_store
+from baton.infra.tables import events, sessions, side_chains
 from tests import store_calls as calls
 from tests.databases import fresh_database
 from tests.infra.test_audit import five_turns

@@ -8,16 +8,16 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.decisions import ClaimGranted, record_refusal
-from domain.identifiers import SessionId, digest_token
-from domain.ports import SessionStore
-from domain.refusals import RefusalReason, unknown_session
-from infra.audit import BrokenLink, verify
-from infra.database import create_engine
-from infra.migrate import upgrade_to_head
-from infra.settings import Settings
-from infra.stores import open_store
-from infra.tables import events
+from baton.domain.decisions import ClaimGranted, record_refusal
+from baton.domain.identifiers import SessionId, digest_token
+from baton.domain.ports import SessionStore
+from baton.domain.refusals import RefusalReason, unknown_session
+from baton.infra.audit import BrokenLink, verify
+from baton.infra.database import create_engine
+from baton.infra.migrate import upgrade_to_head
+from baton.infra.settings import Settings
+from baton.infra.stores import open_store
+from baton.infra.tables import events
 from tests import store_calls as calls
 from tests.databases import fresh_database
 from tests.infra.test_projection import varied_sessions
@@ -49,7 +49,7 @@ async def scratch(backend: str, tmp_path: Path) -> AsyncIterator[tuple[AsyncEngi
 async def five_turns(store: SessionStore) -> SessionId:
     """A session with five committed turns and two refusals."""
     session_id, token = await committed_session(store)
-    from domain.outcomes import Finished
+    from baton.domain.outcomes import Finished
     from tests.infra.test_store import new_token
 
     for _ in range(4):

@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from infra.db_clock import DatabaseClock
+from baton.infra.db_clock import DatabaseClock
 
 T0 = datetime(2026, 12, 2, tzinfo=UTC)
 

@@ -16,14 +16,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.decisions import ClaimGranted
-from domain.events import ReleaseCause
-from domain.history import void_records
-from domain.identifiers import SessionId, digest_token
-from domain.outcomes import Finished
-from domain.ports import SessionStore
-from infra.history import InvalidCursor, SessionReader, StoredEvent
-from infra.tables import events
+from baton.domain.decisions import ClaimGranted
+from baton.domain.events import ReleaseCause
+from baton.domain.history import void_records
+from baton.domain.identifiers import SessionId, digest_token
+from baton.domain.outcomes import Finished
+from baton.domain.ports import SessionStore
+from baton.infra.history import InvalidCursor, SessionReader, StoredEvent
+from baton.infra.tables import events
 from tests import store_calls as calls
 from tests.infra.test_store import committed_session, lease, new_token, now
 

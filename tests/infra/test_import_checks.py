@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.ports import SessionStore
-from infra.audit import verify
-from infra.database import create_engine
-from infra.export_format import ImportRefused
-from infra.migrate import upgrade_to_head
-from infra.projection import check_sessions
-from infra.settings import Settings
-from infra.stores import open_store
-from infra.transfer import export_sessions
+from baton.domain.ports import SessionStore
+from baton.infra.audit import verify
+from baton.infra.database import create_engine
+from baton.infra.export_format import ImportRefused
+from baton.infra.migrate import upgrade_to_head
+from baton.infra.projection import check_sessions
+from baton.infra.settings import Settings
+from baton.infra.stores import open_store
+from baton.infra.transfer import export_sessions
 from tests.databases import fresh_database
 from tests.infra.exports import Record, exported, import_text, rehash, rich_session, text
 from tests.infra.test_audit import five_turns

@@ -3,12 +3,12 @@ token, its turn can no longer commit, and no token is ever consumed twice."""
 
 from datetime import timedelta
 
-from domain.decisions import ClaimGranted
-from domain.events import ClaimRenewed, Lease, TurnCommitted
-from domain.identifiers import digest_token
-from domain.outcomes import Contended, Finished
-from domain.ports import SessionStore
-from domain.refusals import RefusalReason
+from baton.domain.decisions import ClaimGranted
+from baton.domain.events import ClaimRenewed, Lease, TurnCommitted
+from baton.domain.identifiers import digest_token
+from baton.domain.outcomes import Contended, Finished
+from baton.domain.ports import SessionStore
+from baton.domain.refusals import RefusalReason
 from tests import store_calls as calls
 from tests.databases import EVERY_STORE
 from tests.infra.test_store import (

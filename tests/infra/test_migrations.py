@@ -27,8 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.commands import ReadSession
-from domain.events import (
+from baton.domain.commands import ReadSession
+from baton.domain.events import (
     Lease,
     RequestRefused,
     SessionEvent,
@@ -36,19 +36,19 @@ from domain.events import (
     TurnClaimed,
     TurnCommitted,
 )
-from domain.identifiers import SessionId, digest_token, mint_token, seal_token, unseal_token
-from domain.outcomes import Finished
-from domain.recovery import ReadAccess
-from domain.refusals import Refusal, RefusalReason
-from domain.state import SessionState, fold
-from infra.audit import check_chains, verify
-from infra.chain import ChainHeads
-from infra.codec import event_to_row, state_to_row
-from infra.database import create_engine, writing
-from infra.migrate import alembic_config, current_revision, head_revision, upgrade_to_head
-from infra.settings import Settings
-from infra.stores import open_database
-from infra.tables import DIGEST_LENGTH, events, metadata, recovery
+from baton.domain.identifiers import SessionId, digest_token, mint_token, seal_token, unseal_token
+from baton.domain.outcomes import Finished
+from baton.domain.recovery import ReadAccess
+from baton.domain.refusals import Refusal, RefusalReason
+from baton.domain.state import SessionState, fold
+from baton.infra.audit import check_chains, verify
+from baton.infra.chain import ChainHeads
+from baton.infra.codec import event_to_row, state_to_row
+from baton.infra.database import create_engine, writing
+from baton.infra.migrate import alembic_config, current_revision, head_revision, upgrade_to_head
+from baton.infra.settings import Settings
+from baton.infra.stores import open_database
+from baton.infra.tables import DIGEST_LENGTH, events, metadata, recovery
 from tests.databases import fresh_database
 from tests.infra.test_store import now
 

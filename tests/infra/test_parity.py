@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.commands import (
+from baton.domain.commands import (
     AppendRecord,
     ClaimTurn,
     CommitTurn,
@@ -32,8 +32,8 @@ from domain.commands import (
     RenewClaim,
     StartSession,
 )
-from domain.decisions import ClaimGranted
-from domain.events import (
+from baton.domain.decisions import ClaimGranted
+from baton.domain.events import (
     CloseCause,
     Lease,
     Recovered,
@@ -42,15 +42,15 @@ from domain.events import (
     RequestRefused,
     SessionEvent,
 )
-from domain.identifiers import SessionId, TokenDigest, digest_token
-from domain.json import JsonObject
-from domain.outcomes import Finished, Parked
-from domain.ports import SessionStore
-from domain.recovery import Idempotency, Seal, fingerprint, key_digest
-from domain.state import Claim, SessionState
-from infra.codec import event_to_row, row_to_session_event
-from infra.planning import seal_row
-from infra.tables import events, recovery
+from baton.domain.identifiers import SessionId, TokenDigest, digest_token
+from baton.domain.json import JsonObject
+from baton.domain.outcomes import Finished, Parked
+from baton.domain.ports import SessionStore
+from baton.domain.recovery import Idempotency, Seal, fingerprint, key_digest
+from baton.domain.state import Claim, SessionState
+from baton.infra.codec import event_to_row, row_to_session_event
+from baton.infra.planning import seal_row
+from baton.infra.tables import events, recovery
 from tests import store_calls as calls
 from tests.domain.fakes import InMemorySessionStore
 

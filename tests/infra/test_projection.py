@@ -5,13 +5,13 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.decisions import ClaimGranted
-from domain.events import CloseCause, ReleaseCause
-from domain.identifiers import digest_token
-from domain.outcomes import Finished, Parked
-from domain.ports import SessionStore
-from infra.projection import Rebuilt, check_sessions, rebuild_sessions
-from infra.tables import sessions
+from baton.domain.decisions import ClaimGranted
+from baton.domain.events import CloseCause, ReleaseCause
+from baton.domain.identifiers import digest_token
+from baton.domain.outcomes import Finished, Parked
+from baton.domain.ports import SessionStore
+from baton.infra.projection import Rebuilt, check_sessions, rebuild_sessions
+from baton.infra.tables import sessions
 from tests import store_calls as calls
 from tests.infra.test_store import committed_session, lease, new_id, new_token, now
 

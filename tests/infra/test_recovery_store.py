@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.commands import ClaimTurn, ReadSession, StartSession
-from domain.decisions import CancelAnswer, ClaimGranted
-from domain.events import CloseCause, Lease, RecoveredVia, ReleaseCause, TurnCommitted
-from domain.identifiers import (
+from baton.domain.commands import ClaimTurn, ReadSession, StartSession
+from baton.domain.decisions import CancelAnswer, ClaimGranted
+from baton.domain.events import CloseCause, Lease, RecoveredVia, ReleaseCause, TurnCommitted
+from baton.domain.identifiers import (
     SessionId,
     digest_token,
     mint_token,
@@ -28,14 +28,14 @@ from domain.identifiers import (
     seal_under_key,
     unseal_token,
 )
-from domain.json import JsonObject
-from domain.outcomes import Finished
-from domain.ports import SessionStore
-from domain.recovery import Idempotency, ReadAccess, Replay, Seal, fingerprint, key_digest
-from domain.refusals import Refusal, RefusalReason
-from domain.state import Claim
-from infra.planning import seal_row
-from infra.tables import events, recovery
+from baton.domain.json import JsonObject
+from baton.domain.outcomes import Finished
+from baton.domain.ports import SessionStore
+from baton.domain.recovery import Idempotency, ReadAccess, Replay, Seal, fingerprint, key_digest
+from baton.domain.refusals import Refusal, RefusalReason
+from baton.domain.state import Claim
+from baton.infra.planning import seal_row
+from baton.infra.tables import events, recovery
 from tests import store_calls as calls
 from tests.conftest import Stored
 from tests.databases import EVERY_STORE, MEMORY

@@ -2,8 +2,8 @@
 
 import pytest
 
-from infra.database import normalize_url
-from infra.settings import DEFAULT_DATABASE_URL, MIB, Settings, SettingsError
+from baton.infra.database import normalize_url
+from baton.infra.settings import DEFAULT_DATABASE_URL, MIB, Settings, SettingsError
 
 
 def test_defaults_serve_sqlite_on_port_8787_with_full_sync() -> None:

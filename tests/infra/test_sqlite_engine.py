@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from infra.database import create_engine, writing
-from infra.settings import Settings
-from infra.stores import open_store
+from baton.infra.database import create_engine, writing
+from baton.infra.settings import Settings
+from baton.infra.stores import open_store
 
 SYNCHRONOUS_LEVELS = {1: "NORMAL", 2: "FULL"}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.sqlite_writer import SqliteWriter
+from baton.infra.sqlite_writer import SqliteWriter
 
 
 def connect(path: Path, timeout: float = 5.0) -> sqlite3.Connection:

@@ -13,15 +13,15 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.decisions import ClaimGranted
-from domain.events import CloseCause, Lease, ReleaseCause, TurnCommitted
-from domain.identifiers import SessionId, digest_token, mint_token
-from domain.outcomes import Contended, Finished
-from domain.ports import SessionStore
-from domain.refusals import Refusal, RefusalReason
-from domain.state import SessionStatus
-from infra.conflict import StoreCorrupted
-from infra.tables import events, sessions
+from baton.domain.decisions import ClaimGranted
+from baton.domain.events import CloseCause, Lease, ReleaseCause, TurnCommitted
+from baton.domain.identifiers import SessionId, digest_token, mint_token
+from baton.domain.outcomes import Contended, Finished
+from baton.domain.ports import SessionStore
+from baton.domain.refusals import Refusal, RefusalReason
+from baton.domain.state import SessionStatus
+from baton.infra.conflict import StoreCorrupted
+from baton.infra.tables import events, sessions
 from tests import store_calls as calls
 from tests.conftest import Stored
 from tests.databases import EVERY_STORE
