@@ -28,7 +28,7 @@ test: lint
 	$(BIN)/pytest
 
 # The benchmark suite: real servers, baselines measured in the same run, one table.
-# QUICK=1 gives a short run (under 90 s) with the same scenarios.
+# QUICK=1 gives a short run (under two minutes) with the same scenarios.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 
+from baton.infra.settings import Settings
 from bench.config import DEFAULT_OUTPUT, FULL, QUICK, ROOT, SMOKE, RunConfig
 from bench.databases import POSTGRES_ADMIN_URL, postgres_version
 from bench.goals import evaluate
@@ -32,7 +33,6 @@ from bench.report import (
     write_json,
 )
 from bench.suite import Suite
-from baton.infra.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Baton's benchmark suite: real servers, baselines, one table.",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="short durations (under 90 s), every scenario"
+        "--quick", action="store_true", help="short durations (under two minutes), every scenario"
     )
     # For tests/test_bench.py: every row and ratio in a few seconds; the numbers mean little.
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)

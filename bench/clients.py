@@ -135,6 +135,12 @@ class RestClient:
         self.session_id = reply.session_id
         self._continue_path = f"{START_PATH}/{reply.session_id}/message"
 
+    def adopt(self, session_id: str, token: str) -> None:
+        """Take over a session someone else started, at its current token (instead of
+        `setup`): the flood's owner runs turns at a session whose id the flooder knows."""
+        self.session_id, self.token = session_id, token
+        self._continue_path = f"{START_PATH}/{session_id}/message"
+
     async def turn(self) -> Result:
         headers = self._headers((TOKEN_HEADER, self.token))
         request = request_bytes(

@@ -18,6 +18,14 @@ RACE_WIDTH = 50  # concurrent continues presenting one token, per round
 # at equal concurrency, because concurrent writers are what a session store serves (and what
 # a table lock per save, or a commit per save, cannot serve well).
 APPEND_WRITERS = 16
+# The flood of issue 13: junk continues at one session, from this many connections of one
+# client (its own source address), while the session's owner runs its turns from another.
+# The server under the flood refuses a client past FLOOD_REFUSAL_LIMIT refusals per
+# FLOOD_REFUSAL_WINDOW seconds (BATON_REFUSAL_LIMIT, BATON_REFUSAL_WINDOW): a window short
+# enough that a flood of a few seconds spans several, so each new window's budget is tested.
+FLOOD_CONCURRENCY = 8
+FLOOD_REFUSAL_LIMIT = 50
+FLOOD_REFUSAL_WINDOW = 1.0
 
 # Access logging is uvicorn's, not Baton's; at "info" every request writes a line to the
 # server's stdout and that cost would dominate a 2-core box. Baton and the http-floor get the
@@ -36,6 +44,7 @@ class RunConfig:
     append_events: int  # events each store appends, measured
     append_warmup_events: int
     replay_events: int  # the fixture `baton replay` rebuilds the projection from
+    flood_requests: int  # junk continues in the flood (issue 13 asks for 10,000)
     profile: bool  # run the PostgreSQL c16 scenario again under pyinstrument
     # Also write the results as bench/results/<UTC start>.json, a file kept in git: only the
     # full run's numbers are worth keeping (quick and smoke runs measure too briefly).
@@ -55,6 +64,7 @@ FULL = RunConfig(
     append_events=5000,
     append_warmup_events=200,
     replay_events=100_000,
+    flood_requests=10_000,
     profile=True,
     keep_dated=True,
 )
@@ -69,6 +79,7 @@ QUICK = RunConfig(
     append_events=400,
     append_warmup_events=40,
     replay_events=10_000,
+    flood_requests=10_000,
     profile=False,
     keep_dated=False,
 )
@@ -84,6 +95,7 @@ SMOKE = RunConfig(
     append_events=60,
     append_warmup_events=10,
     replay_events=200,
+    flood_requests=2_000,
     profile=False,
     keep_dated=False,
 )

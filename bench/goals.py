@@ -1,9 +1,11 @@
-"""The goals of issue 4 (and of issue 11: the cost of recovery), each measured from the
-run's rows: the measured value, the goal, whether it was met, and the keys of the rows it was
-computed from (so a verdict can be traced to its numbers). tests/test_bench_goals.py pins
-every comparator, threshold and row. A goal not met is a finding, not a failed run.
+"""The goals of issue 4 (and of issue 11: the cost of recovery; of issue 13: a flood of junk
+continues), each measured from the run's rows: the measured value, the goal, whether it was
+met, and the keys of the rows it was computed from (so a verdict can be traced to its
+numbers). tests/test_bench_goals.py pins every comparator, threshold and row. A goal not met
+is a finding, not a failed run.
 """
 
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -15,6 +17,7 @@ from bench.rows import (
     BATON_STORE,
     BUFFERED,
     BUFFERED_KEYED,
+    FLOOD,
     HTTP_FLOOR,
     IDEMPOTENT_RETRY,
     NO_BACKEND,
@@ -72,6 +75,9 @@ STREAMED_TARGET = 0.8
 # stream or an idempotent retry costs no more than a turn (issue 15 judges them too).
 KEYED_TARGET = 0.9
 RECOVERY_TARGET = 1.0
+# Issue 13: a flood of junk continues at a session leaves its owner's p50 within 2x of its p50
+# alone, and stores no more refusals than the server's refusal limit allows.
+FLOOD_P50_TARGET = 2.0
 
 
 def _judge(
@@ -240,6 +246,64 @@ def _recovery_ratios(rows: Rows) -> list[Ratio]:
     return [*keyed, *recovered]
 
 
+def refusals_allowed(
+    limit: int, window_seconds: float, flood_seconds: float, connections: int
+) -> tuple[int, int]:
+    """The refused events a flood of `flood_seconds` from one client may leave stored under a
+    limit of `limit` per `window_seconds`, and the windows it may span. A window starts at
+    the client's first refusal after the last window ended, so the flood spans at most
+    floor(flood_seconds / window_seconds) + 1 of them; in each, the limit, plus the
+    requests already past the check when the client reached it: one per connection."""
+    windows = math.floor(flood_seconds / window_seconds) + 1
+    return windows * (limit + connections), windows
+
+
+def _flood_p50(rows: Rows, backend: str) -> Ratio:
+    goal = f"{backend} flood: owner p50 flooded <= {FLOOD_P50_TARGET:g} x unflooded"
+    key = (FLOOD, backend, 1)
+    row = rows.get(key)
+    alone = row.extra.get("unflooded_p50_ms") if row else None
+    if row is None or row.p50_ms is None or not alone:
+        missing = "missing row, or no owner turns alone or flooded"
+        return _judge(goal, None, "<=", FLOOD_P50_TARGET, "x", missing, (key,))
+    detail = f"{row.p50_ms:.2f} ms while flooded / {alone:.2f} ms alone, same session"
+    return _judge(goal, row.p50_ms / alone, "<=", FLOOD_P50_TARGET, "x", detail, (key,))
+
+
+FLOOD_FACTS = (
+    "refusals_stored",
+    "refusal_limit",
+    "refusal_window_seconds",
+    "flood_seconds",
+    "flood_concurrency",
+    "flood_requests",
+    "flood_answered",
+)
+
+
+def _flood_refusals(rows: Rows, backend: str) -> Ratio:
+    goal = f"{backend} flood: refusals stored <= what the limit allows"
+    key = (FLOOD, backend, 1)
+    row = rows.get(key)
+    facts = row.extra if row else {}
+    if any(facts.get(fact) is None for fact in FLOOD_FACTS):
+        return _judge(goal, None, "<=", 0.0, "rows", "missing row", (key,))
+    if facts["flood_answered"] < facts["flood_requests"]:
+        short = f"the flood got {facts['flood_answered']} of {facts['flood_requests']} answers"
+        return _judge(goal, None, "<=", 0.0, "rows", short, (key,))
+    limit, window = facts["refusal_limit"], facts["refusal_window_seconds"]
+    allowed, windows = refusals_allowed(
+        limit, window, facts["flood_seconds"], facts["flood_concurrency"]
+    )
+    detail = (
+        f"{windows} window(s) of {window:g} s x (limit {limit} + "
+        f"{facts['flood_concurrency']} in flight), {facts['flood_requests']} junk continues"
+    )
+    return _judge(
+        goal, float(facts["refusals_stored"]), "<=", float(allowed), "rows", detail, (key,)
+    )
+
+
 def evaluate(measured: list[Row]) -> list[Ratio]:
     rows: Rows = {row.key: row for row in measured}
     return [
@@ -251,4 +315,6 @@ def evaluate(measured: list[Row]) -> list[Ratio]:
         *_recovery_ratios(rows),
         *(_peak_rss(rows, backend) for backend in BACKENDS),
         *(_replay_rss(rows, backend) for backend in BACKENDS),
+        *(_flood_p50(rows, backend) for backend in BACKENDS),
+        *(_flood_refusals(rows, backend) for backend in BACKENDS),
     ]

@@ -43,9 +43,12 @@ def request_bytes(
 class HttpConnection:
     """One keep-alive connection. Not safe for concurrent requests: one virtual client each."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, source: str | None = None) -> None:
         self.host = host
         self.port = port
+        # The local address to connect from (None: the kernel's choice). All of 127/8 is
+        # loopback on Linux, so one machine can be several clients to a server on 127.0.0.1.
+        self.source = source
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -54,7 +57,10 @@ class HttpConnection:
         return f"{self.host}:{self.port}"
 
     async def open(self) -> None:
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        local = (self.source, 0) if self.source is not None else None
+        self._reader, self._writer = await asyncio.open_connection(
+            self.host, self.port, local_addr=local
+        )
 
     async def close(self) -> None:
         writer, self._reader, self._writer = self._writer, None, None

@@ -9,10 +9,10 @@ over the measured window's wall time; 1.0 is one full core).
 import asyncio
 import multiprocessing
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.clients import (
     EchoClient,
@@ -41,6 +41,7 @@ WORKLOADS: dict[str, tuple[Callable[[str, int], VirtualClient], str]] = {
     "echo": (EchoClient, "req/s"),
 }
 RACE = "race"
+J = TypeVar("J")  # a job's argument
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,11 @@ class LoadGenerator:
 
     def run(self, spec: LoadSpec) -> dict[str, Any]:
         return self._pool.submit(run_load, spec).result()
+
+    def submit(self, job: Callable[[J], dict[str, Any]], spec: J) -> "Future[dict[str, Any]]":
+        """Run another job (a module-level function, one picklable argument) in the worker,
+        without waiting for it: the flood's owner runs there while the flood runs elsewhere."""
+        return self._pool.submit(job, spec)
 
     def __enter__(self) -> "LoadGenerator":
         return self

@@ -76,19 +76,23 @@ def _layout(header: Sequence[str], lines: list[list[str]], right: set[str]) -> l
     return [render(header), rule, *(render(cells) for cells in lines)]
 
 
+COUNTED_UNITS = {"rows"}  # whole numbers: no decimals
+
+
+def _number(value: float, unit: str) -> str:
+    return f"{value:.0f}" if unit in COUNTED_UNITS else f"{value:.2f}"
+
+
 def _measured(ratio: Ratio) -> str:
     if ratio.measured is None:
         return "missing"
-    return (
-        f"{ratio.measured:.2f}{ratio.unit}"
-        if ratio.unit == "x"
-        else (f"{ratio.measured:.2f} {ratio.unit}")
-    )
+    measured = _number(ratio.measured, ratio.unit)
+    return f"{measured}{ratio.unit}" if ratio.unit == "x" else f"{measured} {ratio.unit}"
 
 
 def _target(ratio: Ratio) -> str:
     unit = ratio.unit if ratio.unit == "x" else f" {ratio.unit}"
-    return f"{ratio.comparator} {ratio.target:.2f}{unit}"
+    return f"{ratio.comparator} {_number(ratio.target, ratio.unit)}{unit}"
 
 
 def _result(ratio: Ratio) -> str:

@@ -14,6 +14,9 @@ START = "start"
 # stream of that turn's events, and an idempotent retry of that turn, answered from the store.
 RESUME = "resume"
 IDEMPOTENT_RETRY = "idempotent-retry"
+# Issue 13: one owner's c1 turns while a flood of junk continues hits its session, on a
+# server with a per-client refusal limit (bench/flood.py).
+FLOOD = "flood"
 HTTP_FLOOR = "http-floor"
 SQL_FLOOR_PG = "sql-floor-pg"  # the PostgreSQL store's own statements, driven by pgbench
 # The ten-round-trip transactions sql-floor-pg used to run, kept for comparison only.

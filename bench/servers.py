@@ -39,10 +39,18 @@ def _healthy(port: int) -> bool:
 
 
 class ServerProcess:
-    def __init__(self, label: str, command: list[str], port: int, log_dir: Path) -> None:
+    def __init__(
+        self,
+        label: str,
+        command: list[str],
+        port: int,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.label = label
         self.command = command
         self.port = port
+        self.env = env or {}  # on top of the benchmark's own environment (BATON_* settings)
         self.log_path = log_dir / f"{label}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -52,6 +60,7 @@ class ServerProcess:
             "BATON_LOG_LEVEL": SERVER_LOG_LEVEL,
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": str(ROOT),  # so `-m bench.floor_app` imports from the repository
+            **self.env,
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:  # one log per label per run
@@ -112,9 +121,13 @@ def baton_serve_args(database_url: str, port: int) -> list[str]:
     return ["serve", "--handler", "bench", "--database-url", database_url, "--port", str(port)]
 
 
-def baton_server(database_url: str, log_dir: Path, label: str) -> ServerProcess:
+def baton_server(
+    database_url: str, log_dir: Path, label: str, env: dict[str, str] | None = None
+) -> ServerProcess:
+    """`baton serve --handler bench`; `env` adds settings (BATON_REFUSAL_LIMIT, ...)."""
     port = free_port()
-    return ServerProcess(label, [BATON, *baton_serve_args(database_url, port)], port, log_dir)
+    command = [BATON, *baton_serve_args(database_url, port)]
+    return ServerProcess(label, command, port, log_dir, env)
 
 
 def floor_server(log_dir: Path) -> ServerProcess:

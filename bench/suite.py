@@ -1,5 +1,6 @@
-"""The whole run, in order: the baselines, Baton on each backend, the store appends, and (in
-a full run) the profile. Every database is fresh and dropped (or deleted) at the end."""
+"""The whole run, in order: the baselines, Baton on each backend, the flood on each backend,
+the store appends, and (in a full run) the profile. Every database is fresh and dropped (or
+deleted) at the end."""
 
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from bench.databases import (
     migrate,
     sqlite_url,
 )
+from bench.flood import run_flood
 from bench.loadgen import LoadGenerator
 from bench.profiling import profile_postgres_c16
 from bench.progress import progress
@@ -68,6 +70,8 @@ class Suite:
             ("sql-floor-sqlite", self.sql_floor_sqlite),
             ("baton on sqlite", self.baton_sqlite),
             ("baton on postgresql", self.baton_postgresql),
+            ("flood: sqlite", lambda: self.flood(rows.SQLITE)),
+            ("flood: postgresql", lambda: self.flood(rows.POSTGRESQL)),
             ("store appends: sqlite", lambda: self.appends(rows.SQLITE)),
             ("store appends: postgresql", lambda: self.appends(rows.POSTGRESQL)),
             ("replay: sqlite", lambda: self.replay(rows.SQLITE)),
@@ -137,6 +141,24 @@ class Suite:
                 self.profile = profile_postgres_c16(
                     url, self.loadgen, self.config, self.results_dir, self.work_dir
                 )
+
+    def flood(self, backend: str) -> None:
+        """Issue 13: junk continues at one session while its owner runs turns, on a server
+        of its own (with a refusal limit) on a fresh database."""
+        if backend == rows.SQLITE:
+            url = sqlite_url(fresh_sqlite_path(self.work_dir, "flood"))
+            row = run_flood(backend, url, self.loadgen, self.config, self.log_dir, self.work_dir)
+        else:
+            with fresh_postgres("flood") as database:
+                row = run_flood(
+                    backend,
+                    database.baton_url,
+                    self.loadgen,
+                    self.config,
+                    self.log_dir,
+                    self.work_dir,
+                )
+        self._add(row)
 
     def appends(self, backend: str) -> None:
         """Both stores, one writer each and then APPEND_WRITERS each."""

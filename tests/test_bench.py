@@ -32,6 +32,7 @@ BATON_ROWS = {
         ("start", 16),
         ("resume", 16),
         ("idempotent-retry", 16),
+        ("flood", 1),
         ("peer-eventsourcing", 1),
         ("peer-eventsourcing", 16),
         ("baton-store", 1),
@@ -51,9 +52,10 @@ BASELINE_ROWS = {
 }
 SmokeRun = tuple[dict[str, Any], str]  # the results JSON, and the printed table
 # The seven goals of issue 4 and replay's memory (issue 6), per backend where they say so,
-# the PostgreSQL ratio against the legacy floor (for comparison), and issue 11's three per
-# backend (keyed turns, resumed streams, idempotent retries against buffered turns).
-GOALS = 22
+# the PostgreSQL ratio against the legacy floor (for comparison), issue 11's three per
+# backend (keyed turns, resumed streams, idempotent retries against buffered turns), and
+# issue 13's two per backend (the owner's p50 under a flood, the refusals it stored).
+GOALS = 26
 
 
 def require_pgbench() -> None:
@@ -127,6 +129,29 @@ def test_every_race_round_has_exactly_one_winner(smoke_run: SmokeRun) -> None:
         assert race["conflicts_per_round"] == [race["width"] - 1] * race["rounds"]
         assert not row["failed"]
     assert results["race_ok"] is True
+
+
+@pytest.mark.e2e
+def test_the_flood_is_answered_and_stores_only_what_it_was_refused(smoke_run: SmokeRun) -> None:
+    """Every junk continue is answered: refused (stale-token, a stored row) until the limit,
+    then 429 too-many-refusals (nothing stored). The events table grew by exactly the
+    refusals the flood was answered, within what the limit allows."""
+    results, _ = smoke_run
+    ratios = {ratio["goal"]: ratio for ratio in results["ratios"]}
+    for backend in ("sqlite", "postgresql"):
+        row = next(
+            row for row in results["rows"] if (row["name"], row["backend"]) == ("flood", backend)
+        )
+        facts = row["extra"]
+        answers = facts["flood_answers"]
+        assert facts["flood_answered"] == facts["flood_requests"], backend
+        assert facts["flood_errors"] == {}, backend
+        assert set(answers) == {"409 stale-token", "429 too-many-refusals"}, backend
+        assert facts["refusals_stored"] == answers["409 stale-token"], backend
+        assert row["refusals"] == {}, backend  # the owner is refused nothing
+        assert facts["unflooded_count"] > 0, backend
+        stored = ratios[f"{backend} flood: refusals stored <= what the limit allows"]
+        assert stored["met"] is True, stored
 
 
 @pytest.mark.e2e

@@ -109,6 +109,8 @@ LEGACY = RateGoal(
 P50_GOAL = "p50 of a turn at c1 on PostgreSQL <= http-floor p50 + sql-floor-pg p50 + 1 ms"
 PEAK_RSS_GOAL = "peak RSS of one server under c64 ({backend}) < 150 MB"
 REPLAY_GOAL = "peak RSS of baton replay over"
+FLOOD_P50_GOAL = "{backend} flood: owner p50 flooded <= 2 x unflooded"
+FLOOD_STORED_GOAL = "{backend} flood: refusals stored <= what the limit allows"
 BACKENDS = ("sqlite", "postgresql")
 
 
@@ -163,6 +165,11 @@ def test_every_ratio_of_a_run_is_pinned_here() -> None:
     ratios = evaluate(_rows())
     pinned = [goal.goal for goal in [*RATE_GOALS, LEGACY]] + [P50_GOAL, REPLAY_GOAL, REPLAY_GOAL]
     pinned += [PEAK_RSS_GOAL.format(backend=backend) for backend in BACKENDS]
+    pinned += [
+        goal.format(backend=backend)
+        for goal in (FLOOD_P50_GOAL, FLOOD_STORED_GOAL)
+        for backend in BACKENDS
+    ]
     assert len(ratios) == len(pinned)
     for ratio in ratios:
         assert any(ratio.goal.startswith(goal) for goal in pinned), ratio.goal
@@ -307,6 +314,104 @@ def test_a_replay_without_its_progress_bar_is_not_met(backend: str) -> None:
     assert (ratio.measured, ratio.met) == (None, False)
 
 
+# ------------------------------------------------------------------ the flood (issue 13)
+
+FLOOD_FACTS: dict[str, Any] = {
+    "unflooded_p50_ms": 2.0,  # every other row's p50 is 1.0 (buffered c1's too)
+    "refusals_stored": 100,
+    "refusal_limit": 50,
+    "refusal_window_seconds": 1.0,
+    "flood_seconds": 2.5,
+    "flood_concurrency": 8,
+    "flood_requests": 10_000,
+    "flood_answered": 10_000,
+}
+
+
+def _flood(backend: str, flooded_ms: float | None = 4.0, **facts: Any) -> Row:
+    row = _row(("flood", backend, 1), 1000.0, **{**FLOOD_FACTS, **facts})
+    row.p50_ms = flooded_ms
+    return row
+
+
+def _flood_goal(goal: str, backend: str, row: Row) -> Ratio:
+    """The goal on `backend`, the other backend's flood row far from it either way."""
+    other = next(name for name in BACKENDS if name != backend)
+    far = _flood(other, 1000.0, unflooded_p50_ms=1.0, refusals_stored=10**6, flood_seconds=99.0)
+    return _find(evaluate(_rows(flood=row, other=far)), goal.format(backend=backend))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("flooded_ms", "met"), [(3.9, True), (4.0, True), (4.02, False)])
+def test_the_owner_p50_under_a_flood_may_be_twice_its_p50_alone(
+    backend: str, flooded_ms: float, met: bool
+) -> None:
+    """Judged against the owner's own p50 before the flood (2 ms), not buffered c1's (1 ms)
+    nor the other backend's."""
+    ratio = _flood_goal(FLOOD_P50_GOAL, backend, _flood(backend, flooded_ms))
+    assert ratio.measured == flooded_ms / 2.0
+    assert (ratio.comparator, ratio.target, ratio.unit) == ("<=", 2.0, "x")
+    assert ratio.met is met
+    assert ratio.rows == (("flood", backend, 1),)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "row",
+    [
+        pytest.param({"flooded_ms": None}, id="no-owner-turn-during-the-flood"),
+        pytest.param({"unflooded_p50_ms": None}, id="no-owner-turn-alone"),
+    ],
+)
+def test_the_owner_p50_without_turns_is_missing(backend: str, row: dict[str, Any]) -> None:
+    ratio = _flood_goal(FLOOD_P50_GOAL, backend, _flood(backend, **row))
+    assert (ratio.measured, ratio.met) == (None, False)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("flood_seconds", "allowed"),
+    # limit 50 per 1 s window, 8 connections: (50 + 8) per window the flood may span
+    [(0.99, 58), (1.0, 116), (2.5, 174), (3.0, 232)],
+)
+@pytest.mark.parametrize(("over", "met"), [(-1, True), (0, True), (1, False)])
+def test_a_flood_stores_at_most_the_limit_and_its_connections_per_window(
+    backend: str, flood_seconds: float, allowed: int, over: int, met: bool
+) -> None:
+    row = _flood(backend, flood_seconds=flood_seconds, refusals_stored=allowed + over)
+    ratio = _flood_goal(FLOOD_STORED_GOAL, backend, row)
+    assert ratio.measured == allowed + over
+    assert (ratio.comparator, ratio.target, ratio.unit) == ("<=", allowed, "rows")
+    assert ratio.met is met
+    assert ratio.rows == (("flood", backend, 1),)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_allowance_follows_the_limit_window_and_connections(backend: str) -> None:
+    row = _flood(
+        backend,
+        refusal_limit=10,
+        refusal_window_seconds=2.0,
+        flood_seconds=5.0,
+        flood_concurrency=3,
+        refusals_stored=0,
+    )
+    assert _flood_goal(FLOOD_STORED_GOAL, backend, row).target == 3 * (10 + 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "facts",
+    [
+        pytest.param({"flood_answered": 9_999}, id="a-junk-continue-unanswered"),
+        pytest.param({"refusals_stored": None}, id="nothing-counted"),
+    ],
+)
+def test_an_incomplete_flood_is_missing(backend: str, facts: dict[str, Any]) -> None:
+    ratio = _flood_goal(FLOOD_STORED_GOAL, backend, _flood(backend, **facts))
+    assert (ratio.measured, ratio.met) == (None, False)
+
+
 # ------------------------------------------------------------------ the report
 
 
@@ -317,6 +422,14 @@ def test_the_table_marks_the_comparison_and_names_the_files_it_wrote() -> None:
     assert "info: met" in legacy_line
     assert "results written to bench/results/latest.json" in table
     assert "results written to dated.json" in table
+
+
+def test_the_table_counts_stored_refusals_in_whole_rows() -> None:
+    rows = _rows(flood=_flood("sqlite", refusals_stored=168))
+    table = render_table(rows, evaluate(rows))
+    line = next(line for line in table.splitlines() if "sqlite flood: refusals" in line)
+    assert "168 rows" in line
+    assert "<= 174 rows" in line
 
 
 def test_a_full_run_is_kept_under_its_utc_start() -> None:

@@ -8,6 +8,8 @@ import re
 
 import pytest
 
+from baton.infra import postgres_sql
+from baton.infra.tables import DIGEST_LENGTH
 from bench.baselines import pgbench_script
 from bench.baselines.pgbench_script import (
     CLAIM_VARIABLES,
@@ -17,8 +19,6 @@ from bench.baselines.pgbench_script import (
     check_variables,
     rewrite,
 )
-from baton.infra import postgres_sql
-from baton.infra.tables import DIGEST_LENGTH
 
 
 def _substituted(statement: str, variables: dict[int, str]) -> str:

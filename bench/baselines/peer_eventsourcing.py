@@ -28,8 +28,8 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.sqlite import SQLiteConnection, SQLiteFactory
 from eventsourcing.utils import EnvType
 
-from bench.databases import PostgresDatabase
 from baton.infra.settings import Settings
+from bench.databases import PostgresDatabase
 
 SYNCHRONOUS_ENV = "SQLITE_SYNCHRONOUS"
 SQLITE_SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}

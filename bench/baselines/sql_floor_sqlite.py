@@ -26,10 +26,6 @@ from typing import Any
 
 import msgspec
 
-from bench.baselines.pgbench_script import TYPICAL_TURN
-from bench.baselines.store_appends import seed_sessions
-from bench.databases import migrate, sqlite_url
-from bench.measure import COMMITTED, Tally, Window, clock
 from baton.domain.events import Lease, TurnClaimed, TurnCommitted
 from baton.domain.identifiers import SessionId, digest_token, mint_token, seal_token
 from baton.domain.outcomes import Finished
@@ -51,6 +47,10 @@ from baton.infra.sqlite_values import session_id_of as _session_id_of
 from baton.infra.sqlite_values import time_text as db_time
 from baton.infra.sqlite_writer import SqliteWriter
 from baton.infra.tables import UPDATED_FIELDS
+from bench.baselines.pgbench_script import TYPICAL_TURN
+from bench.baselines.store_appends import seed_sessions
+from bench.databases import migrate, sqlite_url
+from bench.measure import COMMITTED, Tally, Window, clock
 
 SESSIONS = 16  # one per client at the highest concurrency
 LEASE = timedelta(seconds=30)  # domain.driver.TurnServices.lease_seconds
