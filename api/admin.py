@@ -37,7 +37,6 @@ from baton.infra.history import (
     SessionReader,
 )
 
-PREFIX = "/v1/admin"
 MESSAGE_LIMIT = 300  # a message names the bad parameter; it never echoes a 10 KB value
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="page size, 1 to 500")]
@@ -238,13 +237,13 @@ async def admin_events(state: State, after: Cursor = None, limit: Limit = 50) ->
     return FeedPageBody(events=[event_body(event) for event in served], next=following)
 
 
-def admin_routes(keys: tuple[str, ...]) -> list[Router]:
-    """The admin router for `keys`; none at all without keys."""
+def admin_routes(keys: tuple[str, ...], prefix: str = "/v1") -> list[Router]:
+    """The admin router for `keys`, under the turn API's `prefix`; none at all without keys."""
     if not keys:
         return []
     return [
         Router(
-            PREFIX,
+            f"{prefix}/admin",
             route_handlers=[admin_sessions, admin_session_events, admin_events],
             guards=[AdminKeyGuard(keys)],
             exception_handlers={ValidationException: _invalid_parameter},

@@ -22,6 +22,7 @@ from litestar.openapi.spec import (
     OpenAPIMediaType,
     Operation,
     Parameter,
+    PathItem,
     Reference,
     RequestBody,
     Schema,
@@ -86,12 +87,26 @@ FOLLOWING = {
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
-def _operations(schema: OpenAPI) -> Iterator[tuple[str, str, Operation]]:
+CANONICAL = "/v1"  # the tables above name the paths as mounted at /v1
+
+
+def _canonical(prefix: str, path: str) -> str:
+    """A path of the schema, as the tables above name it (the API may be mounted elsewhere)."""
+    return CANONICAL + path.removeprefix(prefix) if path.startswith(f"{prefix}/") else path
+
+
+def _operations(schema: OpenAPI, prefix: str) -> Iterator[tuple[str, str, Operation]]:
+    """Each operation, by its canonical path."""
     for path, item in (schema.paths or {}).items():
         for method in METHODS:
             operation = getattr(item, method, None)
             if operation is not None:
-                yield path, method, operation
+                yield _canonical(prefix, path), method, operation
+
+
+def _item(schema: OpenAPI, prefix: str, path: str) -> PathItem | None:
+    """The schema's item of a canonical path."""
+    return schema.paths.get(prefix + path.removeprefix(CANONICAL)) if schema.paths else None
 
 
 def _input_schema(path: str, handler: TurnHandler, components: dict[str, Any]) -> dict[str, Any]:
@@ -114,9 +129,11 @@ def _input_schema(path: str, handler: TurnHandler, components: dict[str, Any]) -
     return {"allOf": [reference, described]}
 
 
-def _publish_bodies(schema: OpenAPI, handler: TurnHandler, components: dict[str, Any]) -> None:
+def _publish_bodies(
+    schema: OpenAPI, prefix: str, handler: TurnHandler, components: dict[str, Any]
+) -> None:
     for path in TURN_PATHS:
-        item = schema.paths.get(path) if schema.paths else None
+        item = _item(schema, prefix, path)
         if item is None or item.post is None:
             continue
         # A plain JSON schema where Litestar expects its Schema: serialised as it is.
@@ -139,8 +156,8 @@ def _without_null(schema: Schema | Reference | None) -> Schema | Reference | Non
     return schema
 
 
-def _publish_parameters(schema: OpenAPI) -> None:
-    for path, _, operation in _operations(schema):
+def _publish_parameters(schema: OpenAPI, prefix: str) -> None:
+    for path, _, operation in _operations(schema, prefix):
         for parameter in operation.parameters or []:
             if not isinstance(parameter, Parameter):
                 continue
@@ -154,9 +171,10 @@ def _publish_parameters(schema: OpenAPI) -> None:
             parameter.required = rule.get("required", False)
 
 
-def _publish_links(schema: OpenAPI) -> None:
+def _publish_links(schema: OpenAPI, prefix: str) -> None:
     ids = {
-        (method, path): operation.operation_id for path, method, operation in _operations(schema)
+        (method, path): operation.operation_id
+        for path, method, operation in _operations(schema, prefix)
     }
     links = {
         name: Link(
@@ -171,7 +189,7 @@ def _publish_links(schema: OpenAPI) -> None:
         if (method, path) in ids
     }
     for path in TURN_PATHS:
-        item = schema.paths.get(path) if schema.paths else None
+        item = _item(schema, prefix, path)
         replied = (
             item.post.responses.get("200") if item and item.post and item.post.responses else None
         )
@@ -179,15 +197,15 @@ def _publish_links(schema: OpenAPI) -> None:
             replied.links = dict(links)
 
 
-def publish_turn_input(app: Litestar, handler: TurnHandler) -> None:
+def publish_turn_input(app: Litestar, handler: TurnHandler, prefix: str = CANONICAL) -> None:
     """Publish what Litestar cannot know (see the module's doc): the body of the turn
     endpoints as the handler's input (PROTOCOL section 4), the parameters' real form, and
     the links from a turn's reply to what its token authorises."""
     schema = app.openapi_schema
     components: dict[str, Any] = {}
-    _publish_bodies(schema, handler, components)
-    _publish_parameters(schema)
-    _publish_links(schema)
+    _publish_bodies(schema, prefix, handler, components)
+    _publish_parameters(schema, prefix)
+    _publish_links(schema, prefix)
     if components and schema.components is not None:
         existing = schema.components.schemas or {}
         schema.components.schemas = {**existing, **components}

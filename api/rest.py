@@ -71,9 +71,9 @@ def wants_stream(request: AnyRequest) -> bool:
     return request.accept.best_match([JSON, EVENT_STREAM], default=JSON) == EVENT_STREAM
 
 
-def events_location(session_id: str) -> str:
+def events_location(prefix: str, session_id: str) -> str:
     """Where a session's events are read, and a dropped turn stream resumes."""
-    return f"/v1/session/{session_id}/events"
+    return f"{prefix}/session/{session_id}/events"
 
 
 # The endpoints return a Response either way: Litestar lets a handler whose annotation is a
@@ -90,7 +90,9 @@ async def answer(request: AnyRequest, opened: Opened, turns: TurnApi) -> TurnRes
             return stream_replay(opened, REPLAYED)
         return Response(turn_reply_body(opened), media_type=JSON, headers=REPLAYED)
     if wants_stream(request):
-        return stream_turn(opened, turns.ping_seconds, events_location(opened.session_id))
+        return stream_turn(
+            opened, turns.ping_seconds, events_location(turns.prefix, opened.session_id)
+        )
     end = await opened.end()
     if not isinstance(end, TurnReply):
         raise ApiError(*failure_of(end))
@@ -104,10 +106,10 @@ async def turn_body(request: AnyRequest) -> dict[str, Any]:
 
 
 # A session's own path: DELETE here, GET in api/sessions.py.
-SESSION_PATH = "/v1/session/{session_id:str}"
+SESSION_PATH = "/session/{session_id:str}"
 
 
-@post("/v1/session", status_code=200, responses=RESPONSES, tags=["turns"])
+@post("/session", status_code=200, responses=RESPONSES, tags=["turns"])
 async def start_session(
     request: AnyRequest,
     turns: NamedDependency[TurnApi],
@@ -150,7 +152,7 @@ async def delete_session(
 
 
 @post(
-    "/v1/session/{session_id:str}/message",
+    "/session/{session_id:str}/message",
     status_code=200,
     responses=RESPONSES,
     tags=["turns"],

@@ -107,7 +107,7 @@ async def read_session(
 
 
 @get(
-    "/v1/session/{session_id:str}/events",
+    "/session/{session_id:str}/events",
     responses={
         **READ_RESPONSES,
         200: ResponseSpec(
@@ -140,7 +140,7 @@ async def session_events(
 
 
 @post(
-    "/v1/session/{session_id:str}/cancel",
+    "/session/{session_id:str}/cancel",
     status_code=200,
     responses={
         **READ_RESPONSES,

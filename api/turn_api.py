@@ -92,6 +92,8 @@ class TurnApi:
     following: Following
     ping_seconds: float = 15.0  # an SSE stream's keep-alive interval
     limiter: RefusalLimiter | None = None  # BATON_REFUSAL_LIMIT (api/refusal_limit.py)
+    prefix: str = "/v1"  # where the turn API is mounted (BatonConfig.path)
+    max_frame_bytes: int = 1024 * 1024  # a larger WebSocket frame closes it (1009)
 
     async def start(self, request: StartRequest) -> Opened:
         """Start a session and run its first turn (a replica shutting down refuses: 503)."""

@@ -55,7 +55,7 @@ from baton.domain.refusals import Refusal
 from baton.domain.requests import CancelRequest, ContinueRequest, ReadRequest, StartRequest
 from baton.domain.turn import TurnCancelled, TurnFailed, TurnReply
 
-WS_PATH = "/v1/ws"
+WS_PATH = "/ws"
 POLICY_VIOLATION = 1008  # RFC 6455 close code
 AFTER_FIELD, CANCEL_FIELD = "after", "cancel"
 
@@ -82,6 +82,11 @@ class Connection:
                 if message["type"] == "websocket.disconnect":
                     return
                 text = message.get("text")
+                if isinstance(text, str) and _too_big(text, self._turns.max_frame_bytes):
+                    # As uvicorn does under `baton serve` (ws_max_size), whatever server
+                    # runs the app (an embedding app's may take 16 MiB frames).
+                    await self._socket.close(code=MESSAGE_TOO_BIG, reason="frame too large")
+                    return
                 await self._on_frame(text if isinstance(text, str) else None)
         finally:
             # The turn itself runs on in the TurnRunner; only its relay to this client stops.
@@ -208,6 +213,15 @@ class Connection:
         async with self._send_lock:
             with contextlib.suppress(Exception):  # the client may be gone; the turn is not
                 await self._socket.send_text(json.dumps(body, separators=(",", ":")))
+
+
+MESSAGE_TOO_BIG = 1009  # RFC 6455
+
+
+def _too_big(text: str, limit: int) -> bool:
+    """Over `limit` bytes in UTF-8 (a character is at most 4 bytes: most frames are
+    judged by their length alone)."""
+    return len(text) * 4 > limit and len(text.encode()) > limit
 
 
 def _parse(text: str | None) -> dict[str, Any]:

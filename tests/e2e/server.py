@@ -30,11 +30,13 @@ class BatonServer:
         log_path: Path,
         *extra_args: str,
         wrapper: tuple[str, ...] = (),
+        program: tuple[str, ...] = (str(BATON), "serve"),
     ) -> None:
         self.database_url = database_url
         self.log_path = log_path
         self.extra_args = extra_args
         self.wrapper = wrapper  # a command the server runs under (faketime, say)
+        self.program = program  # `baton serve`, or an app of a user's (tests/plugin_app.py)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -44,8 +46,7 @@ class BatonServer:
 
     def start(self) -> "BatonServer":
         command = [
-            str(BATON),
-            "serve",
+            *self.program,
             "--port",
             str(self.port),
             "--database-url",
@@ -66,7 +67,7 @@ class BatonServer:
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"baton serve exited early:\n{self.log()}")
+                raise RuntimeError(f"{' '.join(self.program)} exited early:\n{self.log()}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return

@@ -1,0 +1,137 @@
+"""What a Baton app holds while it runs, and its lifespan: the database opened, the turn API
+wired to it, seals swept, and on the way out the shutdown gate closed and turns drained."""
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Litestar
+
+from baton.api.follow import Following
+from baton.api.handlers import input_check
+from baton.api.live import TurnRunner, turn_status
+from baton.api.metrics import Metrics
+from baton.api.refusal_limit import RefusalLimiter
+from baton.api.shutdown import ShutdownGate
+from baton.api.turn_api import TurnApi
+from baton.domain.driver import TurnDriver, TurnServices
+from baton.domain.handler import TurnHandler
+from baton.domain.ports import StoreUnavailable
+from baton.infra.settings import Settings
+from baton.infra.stores import Database, open_database
+
+log = logging.getLogger("baton.app")
+
+
+@dataclass(slots=True)
+class Services:
+    """The parts that exist from the app's creation; the turn API joins them once the
+    database is open (the lifespan), and is what every transport's `turns` dependency is."""
+
+    metrics: Metrics
+    runner: TurnRunner
+    gate: ShutdownGate
+    prefix: str
+    owner: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    )
+    api: TurnApi | None = None
+
+    @classmethod
+    def create(cls, settings: Settings, prefix: str) -> "Services":
+        metrics = Metrics()
+        runner = TurnRunner(
+            on_end=lambda end: metrics.count_turn(turn_status(end)),
+            max_turns=settings.max_turns,
+            buffer=settings.stream_buffer,
+        )
+        return cls(metrics, runner, ShutdownGate(), prefix)
+
+    def turn_api(self) -> TurnApi:
+        if self.api is None:
+            raise RuntimeError("the turn API is used before the app's lifespan opened it")
+        return self.api
+
+    def state(self, head_revision: str) -> dict[str, Any]:
+        """What the operations routes and the error handlers find in the app's state."""
+        return {
+            "metrics": self.metrics,
+            "head_revision": head_revision,
+            "gate": self.gate,
+            "runner": self.runner,
+        }
+
+
+def baton_lifespan(
+    settings: Settings, handler: TurnHandler, services: Services
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def database(app: Litestar) -> AsyncIterator[None]:
+        async with open_database(settings, listen=True) as opened:
+            driver = TurnDriver(
+                TurnServices(
+                    opened.store,
+                    handler,
+                    opened.clock,  # leases on the database's time (infra/db_clock.py)
+                    secrets.token_bytes,
+                    owner=services.owner,
+                    lease_seconds=settings.lease,
+                    turn_timeout=settings.turn_timeout,
+                    recovery_window=settings.recovery_window,
+                    check_input=input_check(handler),
+                )
+            )
+            # A cancel asked on another replica stops the turn this one runs at once.
+            opened.on_cancel(services.runner.cancel)
+            following = Following(
+                opened.store, opened.notifier, opened.follow, opened.clock, opened.poll_seconds
+            )
+            app.state.reader = opened.reader
+            services.api = TurnApi(
+                driver,
+                services.runner,
+                services.gate,
+                following,
+                settings.sse_ping_seconds,
+                _refusal_limiter(settings, opened),
+                services.prefix,
+                settings.max_body_bytes,
+            )
+            app.state.turns = services.api
+            sweeping = asyncio.create_task(_sweep_forever(opened, settings.recovery_window))
+            try:
+                yield
+            finally:
+                sweeping.cancel()
+                # Turns outlive the requests that started them: give them what is left of
+                # the grace period, then cancel (and so release) the rest.
+                services.gate.close()
+                await services.runner.drain(services.gate.remaining(settings.shutdown_grace))
+
+    return database
+
+
+async def _sweep_forever(database: Database, window: float) -> None:
+    """Erase seals past their recovery window, every so often (a read checks the window
+    too, so this only keeps the table small and the erasure prompt)."""
+    pause = min(max(window / 2, 0.5), 60.0)
+    while True:
+        await asyncio.sleep(pause)
+        try:
+            await database.sweep(database.clock())
+        except StoreUnavailable as error:
+            log.warning("sweeping expired seals: %s", error)
+
+
+def _refusal_limiter(settings: Settings, database: Database) -> RefusalLimiter | None:
+    if settings.refusal_limit is None or database.spend_refusal is None:
+        return None
+    return RefusalLimiter(
+        database.spend_refusal, settings.refusal_limit, settings.refusal_window, database.clock
+    )
