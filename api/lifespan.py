@@ -58,6 +58,10 @@ class Services:
             raise RuntimeError("the turn API is used before the app's lifespan opened it")
         return self.api
 
+    def limiter(self) -> RefusalLimiter | None:
+        """The refusal limiter, once the database is open (before: nobody is blocked)."""
+        return self.api.limiter if self.api is not None else None
+
     def state(self, head_revision: str) -> dict[str, Any]:
         """What the operations routes and the error handlers find in the app's state."""
         return {

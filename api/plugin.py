@@ -93,7 +93,7 @@ class BatonPlugin(InitPluginProtocol, CLIPluginProtocol):
             "request_max_body_size": settings.max_body_bytes,
         }
         app_config.route_handlers += [
-            self._turn_api(settings, security.requirement, own),
+            self._turn_api(settings, services, security.requirement, own),
             *admin_routes(settings.admin_keys, self.config.path),
             *self._operations(own),
             *(web_routes(settings) if self.config.web else []),
@@ -112,7 +112,7 @@ class BatonPlugin(InitPluginProtocol, CLIPluginProtocol):
         return app_config
 
     def _turn_api(
-        self, settings: Settings, security: Any, own: dict[str, Any]
+        self, settings: Settings, services: Services, security: Any, own: dict[str, Any]
     ) -> ControllerRouterHandler:
         websocket_route = turns_socket if settings.websockets else websockets_disabled
         return Router(
@@ -131,7 +131,11 @@ class BatonPlugin(InitPluginProtocol, CLIPluginProtocol):
             middleware=[
                 *authentication(settings),
                 # After authentication: a client is its principal when there is one.
-                *([identify_clients] if settings.refusal_limit is not None else []),
+                *(
+                    [identify_clients(lambda: services.limiter())]
+                    if settings.refusal_limit is not None
+                    else []
+                ),
             ],
             security=security,
             **own,

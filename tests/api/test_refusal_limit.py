@@ -3,10 +3,14 @@ being stored at the limit and is answered 429, other clients and the session's o
 untouched, the count is shared by replicas, and the window ends."""
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from httpx import AsyncClient
@@ -14,6 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from baton.api.app import create_app
+from baton.api.metrics import Metrics
+from baton.api.refusal_limit import CLIENT, RefusalLimiter, identify_clients
 from baton.infra.settings import Settings
 from baton.infra.tables import events
 from tests.api.conftest import in_process_client, running
@@ -137,3 +143,38 @@ async def test_without_a_limit_nothing_is_counted(settings: Settings, mallory: s
     async with replica(keyed) as client:
         session_id, _ = await start(client)
         assert {await junk(client, session_id) for _ in range(LIMIT + 3)} == {404}
+
+
+async def test_a_blocked_client_is_answered_before_the_app_is_reached() -> None:
+    """The flood's 429 costs no routing, parsing or handler: the middleware answers it."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    async def spend(client: str, at: datetime, until: datetime) -> tuple[int, datetime]:
+        return 1, now + timedelta(seconds=2.5)
+
+    limiter = RefusalLimiter(spend, 1, 5.0, lambda: now)
+    token = CLIENT.set("address:10.0.0.9")
+    await limiter.spent()  # the limit reached: blocked for what is left of the window
+    CLIENT.reset(token)
+
+    async def unreachable(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the app was reached")
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    app = SimpleNamespace(state=SimpleNamespace(metrics=Metrics()))
+    scope: Any = {"type": "http", "client": ("10.0.0.9", 1234), "app": app}
+    middleware = identify_clients(lambda: limiter)(unreachable)
+    await middleware(scope, None, send)  # type: ignore[arg-type]
+    start, body = sent
+    assert start["status"] == 429
+    assert dict(start["headers"])[b"retry-after"] == b"3"
+    assert json.loads(body["body"]) == {
+        "error": "too many refused requests from this client; retry in 3 s",
+        "reason": "too-many-refusals",
+    }
+    with pytest.raises(AssertionError, match="the app was reached"):  # another client
+        await middleware({**scope, "client": ("10.0.0.8", 1)}, None, send)  # type: ignore[arg-type]
