@@ -69,6 +69,8 @@ C16 = 16
 PG_FLOOR_TARGET = 0.5
 SQLITE_FLOOR_TARGET = 0.4
 HTTP_FLOOR_TARGET = 0.25
+# Issue 15: a turn costs the server at most three echo requests' CPU (both at c16).
+CPU_PER_TURN_TARGET = 3.0
 APPENDS_TARGETS = ((POSTGRESQL, 3.0), (SQLITE, 1.5))
 STREAMED_TARGET = 0.8
 # Issue 11: an Idempotency-Key on every turn costs buffered turns at most 10%, and a resumed
@@ -192,6 +194,29 @@ def _http_ratios(rows: Rows) -> list[Ratio]:
     ]
 
 
+def _cpu_ratios(rows: Rows) -> list[Ratio]:
+    """Server CPU per buffered turn over server CPU per echo request, both at c16."""
+    echo = (HTTP_FLOOR, NO_BACKEND, C16)
+    judged = []
+    for backend in BACKENDS:
+        turn = (BUFFERED, backend, C16)
+        goal = f"{backend}: server CPU per turn <= {CPU_PER_TURN_TARGET:g} x per echo request"
+        per_turn, per_echo = (_cpu_per_request(rows, key) for key in (turn, echo))
+        if per_turn is None or per_echo is None or per_echo <= 0:
+            judged.append(_judge(goal, None, "<=", CPU_PER_TURN_TARGET, "x", "missing row"))
+            continue
+        detail = f"{per_turn:.3f} ms CPU a turn / {per_echo:.3f} ms CPU an echo request"
+        ratio = per_turn / per_echo
+        judged.append(_judge(goal, ratio, "<=", CPU_PER_TURN_TARGET, "x", detail, (turn, echo)))
+    return judged
+
+
+def _cpu_per_request(rows: Rows, key: RowKey) -> float | None:
+    row = rows.get(key)
+    value = row.extra.get("server_cpu_ms_per_request") if row else None
+    return float(value) if value is not None else None
+
+
 def _append_ratios(rows: Rows) -> list[Ratio]:
     return [
         _rate_ratio(
@@ -309,6 +334,7 @@ def evaluate(measured: list[Row]) -> list[Ratio]:
     return [
         *_floor_ratios(rows),
         *_http_ratios(rows),
+        *_cpu_ratios(rows),
         *_append_ratios(rows),
         _p50_budget(rows),
         *_streamed_ratios(rows),

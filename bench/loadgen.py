@@ -52,6 +52,7 @@ class LoadSpec:
     warmup_seconds: float
     measure_seconds: float
     rounds: int = 0  # the race only
+    server_pid: int | None = None  # whose CPU the window samples (bench/measure.py)
 
 
 def deadline_seconds(spec: LoadSpec) -> float:
@@ -84,7 +85,7 @@ async def _run_clients(spec: LoadSpec) -> dict[str, Any]:
     try:
         # Sessions are started (and connections opened) before the clock runs.
         await asyncio.gather(*(client.setup() for client in clients))
-        window = Window(spec.warmup_seconds, spec.measure_seconds)
+        window = Window(spec.warmup_seconds, spec.measure_seconds, spec.server_pid)
         tally = Tally()
         window.open()
         await asyncio.gather(*(_drive(client, window, tally) for client in clients))

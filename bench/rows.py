@@ -63,6 +63,10 @@ class Row:
         extra = dict(result.get("extra", {}))
         if "race" in result:
             extra["race"] = result["race"]
+        server_cpu = result.get("server_cpu_seconds")
+        if server_cpu is not None and result["count"]:
+            # The server's CPU per measured request: what a turn costs the process.
+            extra["server_cpu_ms_per_request"] = round(1000 * server_cpu / result["count"], 4)
         return cls(
             name=name,
             backend=backend,

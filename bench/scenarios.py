@@ -50,10 +50,11 @@ ON_OWN_SERVER = Scenario(rows.BUFFERED, "buffered", PEAK_RSS_CONCURRENCY)
 HTTP_FLOOR_CONCURRENCY = (1, STREAM_CONCURRENCY)
 
 
-def _spec(scenario: Scenario, port: int, config: RunConfig) -> LoadSpec:
+def _spec(scenario: Scenario, server: ServerProcess, config: RunConfig) -> LoadSpec:
     return LoadSpec(
         workload=scenario.workload,
-        port=port,
+        port=server.port,
+        server_pid=server.pid,
         concurrency=scenario.concurrency,
         warmup_seconds=config.warmup_seconds,
         measure_seconds=config.measure_seconds,
@@ -73,7 +74,7 @@ def run_scenario(
         scenario.name,
         backend,
         scenario.concurrency,
-        loadgen.run(_spec(scenario, server.port, config)),
+        loadgen.run(_spec(scenario, server, config)),
     )
     if scenario.workload == RACE:
         _judge_race(row)

@@ -55,7 +55,7 @@ SmokeRun = tuple[dict[str, Any], str]  # the results JSON, and the printed table
 # the PostgreSQL ratio against the legacy floor (for comparison), issue 11's three per
 # backend (keyed turns, resumed streams, idempotent retries against buffered turns), and
 # issue 13's two per backend (the owner's p50 under a flood, the refusals it stored).
-GOALS = 26
+GOALS = 28
 
 
 def require_pgbench() -> None:

@@ -111,6 +111,7 @@ PEAK_RSS_GOAL = "peak RSS of one server under c64 ({backend}) < 150 MB"
 REPLAY_GOAL = "peak RSS of baton replay over"
 FLOOD_P50_GOAL = "{backend} flood: owner p50 flooded <= 2 x unflooded"
 FLOOD_STORED_GOAL = "{backend} flood: refusals stored <= what the limit allows"
+CPU_GOAL = "{backend}: server CPU per turn <= 3 x per echo request"
 BACKENDS = ("sqlite", "postgresql")
 
 
@@ -167,7 +168,7 @@ def test_every_ratio_of_a_run_is_pinned_here() -> None:
     pinned += [PEAK_RSS_GOAL.format(backend=backend) for backend in BACKENDS]
     pinned += [
         goal.format(backend=backend)
-        for goal in (FLOOD_P50_GOAL, FLOOD_STORED_GOAL)
+        for goal in (FLOOD_P50_GOAL, FLOOD_STORED_GOAL, CPU_GOAL)
         for backend in BACKENDS
     ]
     assert len(ratios) == len(pinned)
@@ -276,6 +277,52 @@ def test_the_p50_budget_without_the_sql_floor_is_missing() -> None:
     rows = [row for row in _p50_rows(2.0) if row.key != P50_KEYS["sql"]]
     ratio = _find(evaluate(rows), P50_GOAL)
     assert (ratio.measured, ratio.met) == (None, False)
+
+
+# ------------------------------------------------------------------ CPU
+
+
+def _cpu(backend: str, turn_ms: float | None, echo_ms: float | None) -> Ratio:
+    turn, echo = ("buffered", backend, 16), ("http-floor", "-", 16)
+    rows = _rows(
+        turn=_row(
+            turn, 1000.0, **({} if turn_ms is None else {"server_cpu_ms_per_request": turn_ms})
+        ),
+        echo=_row(
+            echo, 1000.0, **({} if echo_ms is None else {"server_cpu_ms_per_request": echo_ms})
+        ),
+    )
+    return _find(evaluate(rows), CPU_GOAL.format(backend=backend))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("turn_ms", "met"), [(0.59, True), (0.6, True), (0.61, False)])
+def test_a_turn_may_cost_the_server_three_echo_requests_of_cpu(
+    backend: str, turn_ms: float, met: bool
+) -> None:
+    ratio = _cpu(backend, turn_ms, 0.2)
+    assert ratio.measured == pytest.approx(turn_ms / 0.2)
+    assert ratio.met is met
+    assert ratio.rows == (("buffered", backend, 16), ("http-floor", "-", 16))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("turn_ms", "echo_ms"), [(None, 0.2), (0.5, None), (0.5, 0.0)])
+def test_the_cpu_goal_without_both_measurements_is_missing(
+    backend: str, turn_ms: float | None, echo_ms: float | None
+) -> None:
+    ratio = _cpu(backend, turn_ms, echo_ms)
+    assert ratio.measured is None
+    assert not ratio.met
+
+
+def test_a_rows_cpu_per_request_is_the_servers_cpu_over_its_count() -> None:
+    result = {
+        "rate": 100.0, "unit": "turns/s", "count": 400, "p50_ms": 1.0, "p99_ms": 2.0,
+        "refusals": {}, "errors": {}, "loadgen_cpu": 0.5, "server_cpu_seconds": 0.2,
+    }  # fmt: skip
+    row = Row.from_result("buffered", "sqlite", 16, result)
+    assert row.extra["server_cpu_ms_per_request"] == 0.5
 
 
 # ------------------------------------------------------------------ memory
