@@ -117,16 +117,26 @@ class ServerProcess:
         self.stop()
 
 
-def baton_serve_args(database_url: str, port: int) -> list[str]:
-    return ["serve", "--handler", "bench", "--database-url", database_url, "--port", str(port)]
+def baton_serve_args(database_url: str, port: int, workers: int = 1) -> list[str]:
+    """One worker unless asked: the rows compare one server process with the baselines
+    (PostgreSQL's default would be one per core)."""
+    return [
+        "serve",
+        *("--handler", "bench", "--database-url", database_url),
+        *("--port", str(port), "--workers", str(workers)),
+    ]
 
 
 def baton_server(
-    database_url: str, log_dir: Path, label: str, env: dict[str, str] | None = None
+    database_url: str,
+    log_dir: Path,
+    label: str,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> ServerProcess:
     """`baton serve --handler bench`; `env` adds settings (BATON_REFUSAL_LIMIT, ...)."""
     port = free_port()
-    command = [BATON, *baton_serve_args(database_url, port)]
+    command = [BATON, *baton_serve_args(database_url, port, workers)]
     return ServerProcess(label, command, port, log_dir, env)
 
 
