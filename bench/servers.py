@@ -46,8 +46,12 @@ class ServerProcess:
         port: int,
         log_dir: Path,
         env: dict[str, str] | None = None,
+        ready_line: str | None = None,
     ) -> None:
         self.label = label
+        # With workers, the socket answers once the first one serves; this line in the log
+        # says they all do.
+        self.ready_line = ready_line
         self.command = command
         self.port = port
         self.env = env or {}  # on top of the benchmark's own environment (BATON_* settings)
@@ -74,6 +78,11 @@ class ServerProcess:
             if time.monotonic() > deadline:
                 self.stop()
                 raise TimeoutError(f"{self.label} did not come up:\n{self.log_tail()}")
+            time.sleep(0.05)
+        while self.ready_line is not None and self.ready_line not in self.log_tail():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"{self.label}: not every worker came up:\n{self.log_tail()}")
             time.sleep(0.05)
         return self
 
@@ -137,7 +146,8 @@ def baton_server(
     """`baton serve --handler bench`; `env` adds settings (BATON_REFUSAL_LIMIT, ...)."""
     port = free_port()
     command = [BATON, *baton_serve_args(database_url, port, workers)]
-    return ServerProcess(label, command, port, log_dir, env)
+    ready = f"baton: {workers} workers ready" if workers > 1 else None
+    return ServerProcess(label, command, port, log_dir, env, ready)
 
 
 def floor_server(log_dir: Path) -> ServerProcess:
