@@ -12,6 +12,7 @@ from baton.api.commands import add_commands
 from baton.api.handlers import HandlerNotFound
 from baton.api.history_cli import add_history_arguments, print_history
 from baton.api.serving import run_server
+from baton.api.workers import run_workers, worker_count
 from baton.domain.ports import StoreUnavailable
 from baton.infra.migrate import head_revision, migrate
 from baton.infra.settings import Settings, SettingsError
@@ -64,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="serve the chat page at / (default: with the demo handler only)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes on one socket (default: one per core on PostgreSQL; "
+        "SQLite serves with one)",
     )
     _database_option(serve)
     serve.set_defaults(run=lambda settings, _: _serve(settings))
@@ -121,9 +128,14 @@ def _chat(arguments: list[str]) -> int:
 
 
 def _serve(settings: Settings) -> None:
-    app = create_app(settings)
-    asyncio.run(_migrate(settings))
-    run_server(app, settings)
+    workers = worker_count(settings)
+    app = create_app(settings)  # a bad --handler fails here, once, before any worker starts
+    asyncio.run(_migrate(settings))  # once, before any worker serves
+    if workers == 1:
+        run_server(app, settings)
+    else:
+        print(f"baton: serving with {workers} worker processes", file=sys.stderr)
+        run_workers(settings, workers)
 
 
 SETTINGS = {field.name for field in fields(Settings)}

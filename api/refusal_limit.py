@@ -37,10 +37,11 @@ def identify_clients(limiter: Callable[[], "RefusalLimiter | None"]) -> Middlewa
     and answer a blocked client's HTTP request at once.
 
     A flood of junk from a blocked client is answered here, before its body is read, its
-    dependencies resolved or any handler run: a 429 costs a few microseconds of the process's one CPU instead of a trip
-    through the framework, so the flood cannot starve the session's owner of that CPU
-    (`make bench`'s flood row measures it). A WebSocket upgrade goes on to the handler,
-    which refuses it in-band (TurnApi checks the client too).
+    dependencies resolved or any handler run: a 429 costs a few microseconds of the
+    process's one CPU instead of a trip through the framework, so the flood cannot starve
+    the session's owner of that CPU (`make bench`'s flood row measures it). A WebSocket
+    upgrade goes on to the handler, which refuses it in-band (TurnApi checks the client
+    too).
     """
 
     def middleware(app: ASGIApp) -> ASGIApp:

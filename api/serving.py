@@ -11,8 +11,9 @@ down as usual: it stops accepting and waits for the open responses to finish.
 
 import math
 import signal
+from collections.abc import Callable
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 import uvicorn
 from litestar import Litestar
@@ -37,11 +38,13 @@ class GracefulServer(uvicorn.Server):
         gate: ShutdownGate | None,
         running: Turns | None,
         grace_seconds: float,
+        orphaned: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(config)
         self._gate = gate
         self._running = running
         self._grace = grace_seconds
+        self._orphaned = orphaned  # a worker whose supervisor died stops as if told to
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._gate is not None:
@@ -49,6 +52,8 @@ class GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
+        if not self.should_exit and self._orphaned is not None and self._orphaned():
+            self.handle_exit(signal.SIGTERM, None)
         stop = await super().on_tick(counter)
         if not stop or self.force_exit or self._gate is None:
             return stop
@@ -64,14 +69,16 @@ class GracefulServer(uvicorn.Server):
         return True
 
 
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+def exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """Once it has shut down gracefully, uvicorn raises the signal it caught again, for the
+    handler it found; a stop that went well should end the process with status 0."""
     raise SystemExit(0)
 
 
-def run_server(app: Litestar, settings: Settings) -> None:
-    """Serve `app` the way `baton serve` does; benchmarks serve their baselines through this
-    too, so a comparison differs only in the app."""
-    config = uvicorn.Config(
+def uvicorn_config(app: Litestar | str, settings: Settings, **options: Any) -> uvicorn.Config:
+    """uvicorn's configuration for `settings`: of the app itself, or (with several
+    workers, api/workers.py) of the import string of its factory."""
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -80,11 +87,26 @@ def run_server(app: Litestar, settings: Settings) -> None:
         ws="auto" if settings.websockets else "none",
         ws_max_size=settings.max_body_bytes,  # a larger frame closes the socket with 1009
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
+        **options,
     )
-    redact_queries()  # after uvicorn configured its logging, before it logs anything
-    # Once it has shut down gracefully, uvicorn raises the signal it caught again, for the
-    # handler it found; a stop that went well should end the process with status 0.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
+
+
+def graceful_server(
+    config: uvicorn.Config,
+    app: Litestar,
+    settings: Settings,
+    orphaned: Callable[[], bool] | None = None,
+) -> GracefulServer:
+    """A server that drains `app`'s turns through its gate (api/app.py) on SIGTERM."""
     gate = getattr(app.state, "gate", None)
     running = getattr(app.state, "runner", None)
-    GracefulServer(config, gate, running, settings.shutdown_grace).run()
+    return GracefulServer(config, gate, running, settings.shutdown_grace, orphaned)
+
+
+def run_server(app: Litestar, settings: Settings) -> None:
+    """Serve `app` the way `baton serve` does; benchmarks serve their baselines through this
+    too, so a comparison differs only in the app."""
+    config = uvicorn_config(app, settings)
+    redact_queries()  # after uvicorn configured its logging, before it logs anything
+    signal.signal(signal.SIGTERM, exit_cleanly)
+    graceful_server(config, app, settings).run()

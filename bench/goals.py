@@ -17,6 +17,7 @@ from bench.rows import (
     BATON_STORE,
     BUFFERED,
     BUFFERED_KEYED,
+    BUFFERED_WORKERS,
     FLOOD,
     HTTP_FLOOR,
     IDEMPOTENT_RETRY,
@@ -31,6 +32,7 @@ from bench.rows import (
     SQLITE,
     SSE,
     WEBSOCKET,
+    WORKERS_COMPARED,
     Row,
     RowKey,
 )
@@ -271,6 +273,23 @@ def _recovery_ratios(rows: Rows) -> list[Ratio]:
     return [*keyed, *recovered]
 
 
+def _workers_ratios(rows: Rows) -> list[Ratio]:
+    """Issue 14 item 6, issue 15 item 3: what a second worker process adds, for comparison
+    (it depends on the cores the load generator and the database leave free)."""
+    ratios = []
+    for backend in BACKENDS:
+        top, bottom = (BUFFERED_WORKERS, backend, C16), (BUFFERED, backend, C16)
+        goal = f"{backend} buffered c16: {WORKERS_COMPARED} workers >= 1 x 1 worker (comparison)"
+        refused = rows[top].extra.get("refused") if top in rows else None
+        if refused:
+            detail = f"not served: baton serve refuses --workers {WORKERS_COMPARED} here"
+            ratio = _judge(goal, None, ">=", 1.0, "x", detail, (top, bottom))
+        else:
+            ratio = _rate_ratio(goal, rows, top, bottom, 1.0)
+        ratios.append(replace(ratio, informational=True))
+    return ratios
+
+
 def refusals_allowed(
     limit: int, window_seconds: float, flood_seconds: float, connections: int
 ) -> tuple[int, int]:
@@ -339,6 +358,7 @@ def evaluate(measured: list[Row]) -> list[Ratio]:
         _p50_budget(rows),
         *_streamed_ratios(rows),
         *_recovery_ratios(rows),
+        *_workers_ratios(rows),
         *(_peak_rss(rows, backend) for backend in BACKENDS),
         *(_replay_rss(rows, backend) for backend in BACKENDS),
         *(_flood_p50(rows, backend) for backend in BACKENDS),

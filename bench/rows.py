@@ -17,6 +17,11 @@ IDEMPOTENT_RETRY = "idempotent-retry"
 # Issue 13: one owner's c1 turns while a flood of junk continues hits its session, on a
 # server with a per-client refusal limit (bench/flood.py).
 FLOOD = "flood"
+# Issue 14 item 6 / issue 15 item 3: buffered c16 on a `baton serve --workers 2`, next to
+# buffered c16 on one worker (every other row). SQLite refuses more than one worker: its row
+# records the refusal (rate 0, extra["refused"]) instead of a measurement.
+BUFFERED_WORKERS = "buffered-2-workers"
+WORKERS_COMPARED = 2
 HTTP_FLOOR = "http-floor"
 SQL_FLOOR_PG = "sql-floor-pg"  # the PostgreSQL store's own statements, driven by pgbench
 # The ten-round-trip transactions sql-floor-pg used to run, kept for comparison only.

@@ -109,7 +109,40 @@ def run_backend(
         row.extra["server_peak_rss_bytes"] = peak
         row.notes.append(f"server peak RSS {peak / MB:.0f} MB")
         measured.append(row)
+    measured.append(run_workers(backend, database_url, loadgen, config, log_dir))
     return measured
+
+
+def run_workers(
+    backend: str, database_url: str, loadgen: LoadGenerator, config: RunConfig, log_dir: Path
+) -> Row:
+    """Buffered c16 on `baton serve --workers 2`, on a server of its own; or, where baton
+    serve refuses that many workers (SQLite), a row that says so."""
+    workers = rows.WORKERS_COMPARED
+    scenario = Scenario(rows.BUFFERED_WORKERS, "buffered", STREAM_CONCURRENCY)
+    server = baton_server(database_url, log_dir, f"baton-{backend}-workers", workers=workers)
+    try:
+        server.start()
+    except RuntimeError:  # it exited at once: a refusal, if it says why
+        if server.process is None or server.process.returncode != 2:
+            raise
+        return _refused_row(scenario, backend, server.log_tail(lines=1))
+    try:
+        row = run_scenario(scenario, backend, server, loadgen, config)
+    finally:
+        server.stop()
+    row.notes.append(f"baton serve --workers {workers}; buffered c16 is --workers 1")
+    return row
+
+
+def _refused_row(scenario: Scenario, backend: str, refusal: str) -> Row:
+    progress(f"  refused: {refusal}")
+    empty = {"rate": 0.0, "unit": "turns/s", "p50_ms": None, "p99_ms": None}
+    result = {**empty, "refusals": {}, "errors": {}, "loadgen_cpu": None, "count": 0}
+    row = Row.from_result(scenario.name, backend, scenario.concurrency, result)
+    row.extra["refused"] = refusal
+    row.notes.append(f"not served, by design: {refusal.removeprefix('baton: error: ')}")
+    return row
 
 
 def run_http_floor(loadgen: LoadGenerator, config: RunConfig, log_dir: Path) -> list[Row]:

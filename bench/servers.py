@@ -46,8 +46,12 @@ class ServerProcess:
         port: int,
         log_dir: Path,
         env: dict[str, str] | None = None,
+        ready_line: str | None = None,
     ) -> None:
         self.label = label
+        # With workers, the socket answers once the first one serves; this line in the log
+        # says they all do.
+        self.ready_line = ready_line
         self.command = command
         self.port = port
         self.env = env or {}  # on top of the benchmark's own environment (BATON_* settings)
@@ -74,6 +78,11 @@ class ServerProcess:
             if time.monotonic() > deadline:
                 self.stop()
                 raise TimeoutError(f"{self.label} did not come up:\n{self.log_tail()}")
+            time.sleep(0.05)
+        while self.ready_line is not None and self.ready_line not in self.log_tail():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"{self.label}: not every worker came up:\n{self.log_tail()}")
             time.sleep(0.05)
         return self
 
@@ -117,17 +126,28 @@ class ServerProcess:
         self.stop()
 
 
-def baton_serve_args(database_url: str, port: int) -> list[str]:
-    return ["serve", "--handler", "bench", "--database-url", database_url, "--port", str(port)]
+def baton_serve_args(database_url: str, port: int, workers: int = 1) -> list[str]:
+    """One worker unless asked: the rows compare one server process with the baselines
+    (PostgreSQL's default would be one per core)."""
+    return [
+        "serve",
+        *("--handler", "bench", "--database-url", database_url),
+        *("--port", str(port), "--workers", str(workers)),
+    ]
 
 
 def baton_server(
-    database_url: str, log_dir: Path, label: str, env: dict[str, str] | None = None
+    database_url: str,
+    log_dir: Path,
+    label: str,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> ServerProcess:
     """`baton serve --handler bench`; `env` adds settings (BATON_REFUSAL_LIMIT, ...)."""
     port = free_port()
-    command = [BATON, *baton_serve_args(database_url, port)]
-    return ServerProcess(label, command, port, log_dir, env)
+    command = [BATON, *baton_serve_args(database_url, port, workers)]
+    ready = f"baton: {workers} workers ready" if workers > 1 else None
+    return ServerProcess(label, command, port, log_dir, env, ready)
 
 
 def floor_server(log_dir: Path) -> ServerProcess:

@@ -113,3 +113,8 @@ async def batch(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 def backend_of(engine: AsyncEngine) -> str:
     return engine.dialect.name
+
+
+def is_sqlite(raw_url: str) -> bool:
+    """Whether a database URL names SQLite (a SettingsError if it names nothing supported)."""
+    return normalize_url(raw_url).get_backend_name() == SQLITE

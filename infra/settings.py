@@ -145,6 +145,9 @@ class Settings:
     jwt_public_key_file: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # Server processes on one listening socket (api/workers.py); None: one per core on
+    # PostgreSQL, one on SQLite.
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         """What no way of building settings may get past: checked however they are made
@@ -177,6 +180,15 @@ class Settings:
     def lease(self) -> float:
         return self.lease_seconds or min(30.0, self.turn_timeout)
 
+    def as_environment(self) -> dict[str, str]:
+        """The BATON_* variables from which Settings.from_env builds these settings again:
+        how `baton serve --workers N` hands its flags to worker processes it cannot call."""
+        return {
+            f"BATON_{field.name.upper()}": _environment_value(getattr(self, field.name))
+            for field in fields(self)
+            if getattr(self, field.name) is not None
+        }
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Settings from BATON_* variables, then `overrides` (CLI flags) that are not None."""
@@ -191,6 +203,15 @@ class Settings:
         for name, value in given.items():
             _PARSERS[name](f"--{name.replace('_', '-')}", str(value))
         return replace(settings, **given)
+
+
+def _environment_value(value: object) -> str:
+    """A setting as its variable spells it (the inverse of its parser)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(":".join(item) if isinstance(item, tuple) else str(item) for item in value)
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
@@ -220,4 +241,5 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "jwt_public_key_file": _text,
     "jwt_issuer": _text,
     "jwt_audience": _text,
+    "workers": _positive_int,
 }

@@ -106,6 +106,17 @@ LEGACY = RateGoal(
     ("sql-floor-pg-legacy", "postgresql", 16),
     0.5,
 )
+# Issue 14 item 6: buffered c16 on two worker processes against one, for comparison.
+WORKERS = [
+    RateGoal(
+        f"{backend} buffered c16: 2 workers >= 1 x 1 worker (comparison)",
+        ("buffered-2-workers", backend, 16),
+        ("buffered", backend, 16),
+        1.0,
+    )
+    for backend in ("sqlite", "postgresql")
+]
+COMPARISONS = [LEGACY, *WORKERS]
 P50_GOAL = "p50 of a turn at c1 on PostgreSQL <= http-floor p50 + sql-floor-pg p50 + 1 ms"
 PEAK_RSS_GOAL = "peak RSS of one server under c64 ({backend}) < 150 MB"
 REPLAY_GOAL = "peak RSS of baton replay over"
@@ -158,13 +169,14 @@ def _with_numerator(goal: RateGoal, factor: float) -> Ratio:
     return _find(evaluate(_rows(rates)), goal.goal)
 
 
-RATE_IDS = [goal.goal for goal in [*RATE_GOALS, LEGACY]]
+RATE_IDS = [goal.goal for goal in [*RATE_GOALS, *COMPARISONS]]
 
 
 def test_every_ratio_of_a_run_is_pinned_here() -> None:
     """A goal added to bench/goals.py without a test here fails this one."""
     ratios = evaluate(_rows())
-    pinned = [goal.goal for goal in [*RATE_GOALS, LEGACY]] + [P50_GOAL, REPLAY_GOAL, REPLAY_GOAL]
+    pinned = [goal.goal for goal in [*RATE_GOALS, *COMPARISONS]]
+    pinned += [P50_GOAL, REPLAY_GOAL, REPLAY_GOAL]
     pinned += [PEAK_RSS_GOAL.format(backend=backend) for backend in BACKENDS]
     pinned += [
         goal.format(backend=backend)
@@ -176,7 +188,7 @@ def test_every_ratio_of_a_run_is_pinned_here() -> None:
         assert any(ratio.goal.startswith(goal) for goal in pinned), ratio.goal
 
 
-@pytest.mark.parametrize("goal", [*RATE_GOALS, LEGACY], ids=RATE_IDS)
+@pytest.mark.parametrize("goal", [*RATE_GOALS, *COMPARISONS], ids=RATE_IDS)
 def test_a_rate_ratio_divides_the_intended_rows(goal: RateGoal) -> None:
     rates = _distinct_rates()
     ratio = _find(evaluate(_rows(rates)), goal.goal)
@@ -185,18 +197,18 @@ def test_a_rate_ratio_divides_the_intended_rows(goal: RateGoal) -> None:
     assert (ratio.comparator, ratio.target, ratio.unit) == (">=", goal.target, "x")
 
 
-@pytest.mark.parametrize("goal", [*RATE_GOALS, LEGACY], ids=RATE_IDS)
+@pytest.mark.parametrize("goal", [*RATE_GOALS, *COMPARISONS], ids=RATE_IDS)
 @pytest.mark.parametrize("factor", [1.0, 1.01])
 def test_a_rate_goal_is_met_at_and_just_above_its_threshold(goal: RateGoal, factor: float) -> None:
     assert _with_numerator(goal, factor).met is True
 
 
-@pytest.mark.parametrize("goal", [*RATE_GOALS, LEGACY], ids=RATE_IDS)
+@pytest.mark.parametrize("goal", [*RATE_GOALS, *COMPARISONS], ids=RATE_IDS)
 def test_a_rate_goal_is_not_met_just_below_its_threshold(goal: RateGoal) -> None:
     assert _with_numerator(goal, 0.99).met is False
 
 
-@pytest.mark.parametrize("goal", [*RATE_GOALS, LEGACY], ids=RATE_IDS)
+@pytest.mark.parametrize("goal", [*RATE_GOALS, *COMPARISONS], ids=RATE_IDS)
 def test_a_rate_goal_without_its_denominator_is_missing_and_not_met(goal: RateGoal) -> None:
     rows = [row for row in _rows() if row.key != goal.denominator]
     ratio = _find(evaluate(rows), goal.goal)
@@ -232,11 +244,23 @@ def test_the_recovery_goals_compare_with_buffered_c16_on_their_own_backend(backe
         assert (ratio.measured, ratio.met) == (0.5, False)
 
 
-def test_only_the_legacy_comparison_is_informational() -> None:
+def test_only_the_comparisons_are_informational() -> None:
     ratios = evaluate(_rows())
     informational = [ratio.goal for ratio in ratios if ratio.informational]
-    assert len(informational) == 1
-    assert informational[0].startswith(LEGACY.goal)
+    assert len(informational) == len(COMPARISONS)
+    for goal, comparison in zip(informational, COMPARISONS, strict=True):
+        assert goal.startswith(comparison.goal)
+
+
+@pytest.mark.parametrize("goal", WORKERS, ids=[goal.goal for goal in WORKERS])
+def test_a_refused_workers_row_says_so_instead_of_a_ratio(goal: RateGoal) -> None:
+    """SQLite's `baton serve --workers 2` refuses to start: its row has no rate to divide,
+    and the ratio says why rather than reading 0x."""
+    refused = _row(goal.numerator, 0.0, refused="baton: error: --workers 2 on SQLite: ...")
+    ratio = _find(evaluate(_rows(refused=refused)), goal.goal)
+    assert (ratio.measured, ratio.met, ratio.informational) == (None, False, True)
+    assert ratio.detail == "not served: baton serve refuses --workers 2 here"
+    assert ratio.rows == (goal.numerator, goal.denominator)
 
 
 # ------------------------------------------------------------------ the p50 budget

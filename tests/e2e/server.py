@@ -34,7 +34,11 @@ class BatonServer:
     ) -> None:
         self.database_url = database_url
         self.log_path = log_path
-        self.extra_args = extra_args
+        # One process unless a test asks for workers: kill -9 and SIGSTOP of a replica must
+        # reach all of it (PostgreSQL's default is one worker per core).
+        self.extra_args = (
+            extra_args if "--workers" in extra_args else ("--workers", "1", *extra_args)
+        )
         self.wrapper = wrapper  # a command the server runs under (faketime, say)
         self.program = program  # `baton serve`, or an app of a user's (tests/plugin_app.py)
         self.port = free_port()
