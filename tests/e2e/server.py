@@ -30,8 +30,10 @@ class BatonServer:
         log_path: Path,
         *extra_args: str,
         wrapper: tuple[str, ...] = (),
+        environ: dict[str, str] | None = None,
     ) -> None:
         self.database_url = database_url
+        self.environ = environ or {}  # BATON_* settings besides the database URL
         self.log_path = log_path
         self.extra_args = extra_args
         self.wrapper = wrapper  # a command the server runs under (faketime, say)
@@ -57,7 +59,12 @@ class BatonServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 # The repository on the path, so --handler can name a module under tests/.
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+                env={
+                    **os.environ,
+                    **self.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    "PYTHONPATH": str(ROOT),
+                },
             )
         self._wait_until_healthy()
         return self
