@@ -15,9 +15,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -110,7 +112,7 @@ class PgBouncer:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"pgbouncer exited early:\n{self.log()}")
             try:
-                asyncio.run(_select_one(self.url(POSTGRES_ADMIN_URL)))
+                _in_a_thread(_select_one(self.url(POSTGRES_ADMIN_URL)))
                 return
             except (OSError, asyncpg.PostgresError):
                 time.sleep(0.05)
@@ -144,6 +146,12 @@ def _has_user(name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+def _in_a_thread(work: Coroutine[Any, Any, None]) -> None:
+    """A loop of its own in a thread of its own: a fixture may start pgbouncer from a loop."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, work).result()
 
 
 async def _select_one(url: str) -> None:
