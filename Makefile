@@ -33,9 +33,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 # The long chaos run: 3 replicas on one PostgreSQL, 200 sessions, replicas killed at random,
-# then an audit of the store (make test runs a short form).
+# then an audit of the store (make test runs a short form). PGBOUNCER=1: through pgbouncer.
 chaos: $(STAMP)
-	$(BIN)/python -m tests.e2e.chaos --seconds $(or $(SECONDS),120) --sessions 200
+	$(BIN)/python -m tests.e2e.chaos --seconds $(or $(SECONDS),120) --sessions 200 $(if $(PGBOUNCER),--pgbouncer)
 
 # Break the core rules one line at a time (tests/mutants.py) and check a test fails for each.
 mutants: $(STAMP)

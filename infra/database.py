@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from baton.infra.settings import Settings, SettingsError
 
@@ -35,16 +37,41 @@ def normalize_url(raw: str) -> URL:
     return url.set(drivername=f"{backend}+{_DRIVERS[backend]}")
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    url = normalize_url(settings.database_url)
+def create_engine(settings: Settings, *, direct: bool = False) -> AsyncEngine:
+    """The engine on the database URL, or with `direct` on the direct URL (migrations:
+    never through a transaction pooler)."""
+    url = normalize_url(settings.direct_url if direct else settings.database_url)
     if url.get_backend_name() == SQLITE:
         return _sqlite_engine(url, settings)
+    if settings.behind_pooler and not direct:
+        return _pooled_engine(url)
     return create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
     )
+
+
+def _pooled_engine(url: URL) -> AsyncEngine:
+    """An engine through a transaction pooler (PgBouncer 1.18), where consecutive
+    transactions of one connection may run on different server sessions. The dialect
+    prepares every statement by name; with no statement cache it prepares and runs each in
+    the same transaction (so on the same server session), and a name of its own keeps two
+    clients that share a server session from colliding. No pool of ours: the pooler is it."""
+    return create_async_engine(
+        url,
+        poolclass=NullPool,
+        connect_args={
+            "statement_cache_size": 0,  # asyncpg's own cache: named statements
+            "prepared_statement_cache_size": 0,  # the dialect's
+            "prepared_statement_name_func": _statement_name,
+        },
+    )
+
+
+def _statement_name() -> str:
+    return f"__baton_{uuid.uuid4().hex}__"
 
 
 def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:

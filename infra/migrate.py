@@ -69,7 +69,7 @@ def _current_revision(connection: Connection) -> str | None:
 async def migrate(settings: Settings) -> str | None:
     """Migrate the database of `settings` to head; the revision it was at (None: empty). A
     database that cannot be opened or reached is StoreUnavailable."""
-    engine = create_engine(settings)
+    engine = create_engine(settings, direct=True)  # DDL never goes through a pooler
     try:
         return await upgrade_to_head(engine)
     except (SQLAlchemyError, OSError) as error:

@@ -55,9 +55,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 class PostgresPool:
-    def __init__(self, dsn: str, *, size: int) -> None:
+    def __init__(self, dsn: str, *, size: int, pooled: bool = False) -> None:
         self._dsn = dsn
         self._size = size
+        # Behind a transaction pooler (PgBouncer) the next transaction may run on another
+        # server session, where a statement prepared by name does not exist (or another
+        # client's does, under the same name). With no statement cache asyncpg prepares
+        # every statement unnamed and parses it again in the round trip that runs it.
+        self._statement_cache_size = 0 if pooled else 100  # asyncpg's default
         self._pool: asyncpg.Pool | None = None
 
     async def open(self) -> "PostgresPool":
@@ -69,6 +74,7 @@ class PostgresPool:
             max_size=self._size,
             init=_init_connection,
             reset=_keep_session_state,
+            statement_cache_size=self._statement_cache_size,
         )
         return self
 

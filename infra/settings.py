@@ -90,6 +90,16 @@ def _named_keys(name: str, raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(named.items())
 
 
+POOLERS = ("none", "transaction")
+
+
+def _pooler(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in POOLERS:
+        raise SettingsError(f"{name} must be none or transaction, not {raw!r}")
+    return value
+
+
 def _text(name: str, raw: str) -> str:
     if not raw:
         raise SettingsError(f"{name} must not be empty")
@@ -99,6 +109,12 @@ def _text(name: str, raw: str) -> str:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
+    # What is session-scoped (migrations, LISTEN) connects here; None: the database URL.
+    # Required behind a transaction pooler, where a session does not outlive a transaction.
+    database_direct_url: str | None = None
+    # "transaction": the database URL is a transaction-pooling PgBouncer (no named prepared
+    # statements on it); "none": a direct connection (README, PgBouncer).
+    database_pooler: str = "none"
     host: str = "127.0.0.1"
     port: int = 8787
     handler: str = "baton.api.demo:demo_handler"
@@ -161,11 +177,26 @@ class Settings:
             _secret("BATON_JWT_SECRET", self.jwt_secret)
         if self.jwt_secret is not None and self.jwt_public_key_file is not None:
             raise SettingsError("set BATON_JWT_SECRET or BATON_JWT_PUBLIC_KEY_FILE, not both")
+        if self.behind_pooler and self.database_direct_url is None:
+            raise SettingsError(
+                "BATON_DATABASE_POOLER=transaction needs BATON_DATABASE_DIRECT_URL: migrations "
+                "and LISTEN need a connection of their own, which a transaction pooler breaks"
+            )
         if self.verifies_jwt and not (self.jwt_issuer and self.jwt_audience):
             raise SettingsError(
                 "a JWT key needs BATON_JWT_ISSUER and BATON_JWT_AUDIENCE: a token minted "
                 "for another service must not be accepted here"
             )
+
+    @property
+    def behind_pooler(self) -> bool:
+        """Whether the database URL is a transaction pooler (PgBouncer's transaction mode)."""
+        return self.database_pooler == "transaction"
+
+    @property
+    def direct_url(self) -> str:
+        """Where migrations and LISTEN connect: a real session, never a pooler's."""
+        return self.database_direct_url or self.database_url
 
     @property
     def verifies_jwt(self) -> bool:
@@ -216,6 +247,8 @@ def _environment_value(value: object) -> str:
 
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "database_url": _text,
+    "database_direct_url": _text,
+    "database_pooler": _pooler,
     "host": _text,
     "port": _positive_int,
     "handler": _text,

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy.engine import URL
+
 from baton.domain.identifiers import SessionId
 from baton.domain.ports import SessionStore, StoreUnavailable
 from baton.infra.database import SQLITE, normalize_url
@@ -69,11 +71,13 @@ async def open_database(settings: Settings, *, listen: bool = False) -> AsyncIte
         async with _sqlite(str(url.database), settings) as database:
             yield database
         return
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
     notifier = Notifier()
-    pool = await PostgresPool(dsn, size=settings.db_pool_size).open()
+    pool = PostgresPool(_dsn(url), size=settings.db_pool_size, pooled=settings.behind_pooler)
+    await pool.open()
     store = PostgresSessionStore(pool, notifier)
-    listener = PostgresListener(dsn, notifier) if listen else None
+    # LISTEN is session-scoped: its connection is the direct URL's, never a pooler's.
+    direct = _dsn(normalize_url(settings.direct_url))
+    listener = PostgresListener(direct, notifier) if listen else None
     clock = DatabaseClock(store.database_time)
     if listener is not None:  # a server: keep its clock on the database's
         listener.start()
@@ -97,6 +101,11 @@ async def open_database(settings: Settings, *, listen: bool = False) -> AsyncIte
         if listener is not None:
             await listener.stop()
         await pool.dispose()
+
+
+def _dsn(url: URL) -> str:
+    """asyncpg's form of a SQLAlchemy URL."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @asynccontextmanager

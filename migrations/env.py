@@ -1,5 +1,6 @@
 """Alembic environment. Baton calls it with a connection (infra.migrate); the `alembic`
-command line gets one from BATON_DATABASE_URL, set up exactly as the server's."""
+command line gets one from BATON_DATABASE_DIRECT_URL (else BATON_DATABASE_URL), set up
+exactly as the server's."""
 
 import asyncio
 
@@ -23,7 +24,7 @@ def run_migrations(connection: Connection) -> None:
 
 
 async def run_with_own_engine() -> None:
-    engine = create_engine(Settings.from_env())
+    engine = create_engine(Settings.from_env(), direct=True)
     async with engine.begin() as conn:
         await conn.run_sync(run_migrations)
     await engine.dispose()

@@ -13,31 +13,72 @@ from baton.infra.history import SessionReader
 from baton.infra.migrate import upgrade_to_head
 from baton.infra.settings import Settings
 from baton.infra.stores import Database, open_database
-from tests.databases import BACKENDS, MEMORY, fresh_database
+from tests.databases import BACKENDS, MEMORY, POSTGRESQL, fresh_database
 from tests.domain.fakes import InMemorySessionStore
+from tests.pgbouncer import PGBOUNCER, PgBouncer, running_pgbouncer
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    """Every storage and protocol test runs once on SQLite and once on PostgreSQL."""
+    """Every storage and protocol test runs once on SQLite and once on PostgreSQL (and, in
+    modules marked `pgbouncer`, once more through PgBouncer: see pytest_generate_tests)."""
     return str(request.param)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The backends of a test that asks for one: the in-memory store first for a test
+    marked `every_store`, PgBouncer last in a module marked `pgbouncer`. A test that
+    parametrizes `backend` itself keeps its own list. (A parametrize mark, added before
+    pytest reads the marks, so that it also takes precedence over the fixture's params.)"""
+    if "backend" not in metafunc.fixturenames:
+        return
+    markers = metafunc.definition.iter_markers("parametrize")
+    if any(marker.args and marker.args[0] == "backend" for marker in markers):
+        return
+    backends = list(BACKENDS)
+    if metafunc.definition.get_closest_marker("every_store") is not None:
+        backends.insert(0, MEMORY)
+    if metafunc.definition.get_closest_marker("pgbouncer") is not None:
+        backends.append(PGBOUNCER)
+    if backends != list(BACKENDS):
+        metafunc.definition.add_marker(pytest.mark.parametrize("backend", backends, indirect=True))
+
+
 @pytest.fixture(scope="session")
-def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with fresh_database(backend, tmp_path_factory.mktemp(backend)) as url:
+def pgbouncer() -> Iterator[PgBouncer]:
+    """One PgBouncer in transaction mode for the run, started when first asked for."""
+    with running_pgbouncer() as bouncer:
+        yield bouncer
+
+
+@pytest.fixture(scope="session")
+def direct_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The run's database for `backend`, as the server itself answers it (never a pooler)."""
+    real = POSTGRESQL if backend == PGBOUNCER else backend
+    with fresh_database(real, tmp_path_factory.mktemp(backend)) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+def settings(backend: str, direct_url: str, request: pytest.FixtureRequest) -> Settings:
+    if backend == PGBOUNCER:
+        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+        return bouncer.settings(direct_url)
+    return Settings(database_url=direct_url)
+
+
+@pytest.fixture(scope="session")
+def database_url(settings: Settings) -> str:
+    """The URL the server is given: through PgBouncer for backend "pgbouncer"."""
+    return settings.database_url
 
 
 @pytest.fixture(scope="session")
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    """The run's database, built by the migrations (never by create_all)."""
-    engine = create_engine(settings)
+    """The run's database, built by the migrations (never by create_all), on the direct
+    URL as `baton migrate` does; tests read and write it there too."""
+    engine = create_engine(settings, direct=True)
     await upgrade_to_head(engine)
     yield engine
     await engine.dispose()

@@ -15,11 +15,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-BACKENDS = ("sqlite", "postgresql")
+POSTGRESQL = "postgresql"
+BACKENDS = ("sqlite", POSTGRESQL)
 # The store contract also runs against the in-memory store (tests/domain/fakes.py), which is
-# nothing but the domain's decisions on the shared skeleton: where a test only uses the port.
+# nothing but the domain's decisions on the shared skeleton: where a test only uses the port
+# (tests/conftest.py reads the mark).
 MEMORY = "memory"
-EVERY_STORE = pytest.mark.parametrize("backend", [MEMORY, *BACKENDS], indirect=True)
+EVERY_STORE = pytest.mark.every_store
 POSTGRES_ADMIN_URL = os.environ.get(
     "BATON_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

@@ -3,12 +3,15 @@
 import asyncio
 from collections import Counter
 
+import pytest
 from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from baton.infra.tables import events
 from tests.api.protocol import send, start
+
+pytestmark = pytest.mark.pgbouncer  # the race, through PgBouncer too
 
 ROUNDS = 20
 RACERS = 50

@@ -30,6 +30,7 @@ import random
 import sys
 import tempfile
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from tests.databases import POSTGRES_ADMIN_URL, fresh_database
 from tests.e2e.chaos_clients import ClientLog, User, Users
 from tests.e2e.server import BatonServer
 from tests.e2e.store_probe import probe
+from tests.pgbouncer import PgBouncer, running_pgbouncer
 
 REPLICAS = 3
 LEASE_SECONDS = "1"  # a killed replica's sessions free up quickly
@@ -203,8 +205,10 @@ async def run(
     kill_every: float,
     restart_every: float,
     seed: int | None = None,
+    pgbouncer: PgBouncer | None = None,
 ) -> Result:
-    """The whole chaos run, its summary printed."""
+    """The whole chaos run, its summary printed; with `pgbouncer`, the replicas and the
+    audit reach the database through it (transaction pooling), migrations directly."""
     seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
     print(f"chaos: seed {seed} (replay with --seed {seed})")
     choices = random.Random(seed)
@@ -212,10 +216,13 @@ async def run(
         tempfile.TemporaryDirectory() as scratch,
         fresh_database("postgresql", Path(scratch)) as database,
     ):
+        url, environ = (database, {}) if pgbouncer is None else _pooled(pgbouncer, database)
         replicas = [
-            BatonServer(database, Path(scratch) / f"replica-{n}.log", "--lease", LEASE_SECONDS)
+            BatonServer(url, Path(scratch) / f"replica-{n}.log", "--lease", LEASE_SECONDS)
             for n in range(REPLICAS)
         ]
+        for replica in replicas:
+            replica.environ = environ
         for replica in replicas:
             await asyncio.to_thread(replica.start)
         operator = Operator(database, replicas)
@@ -233,7 +240,8 @@ async def run(
             await users.aclose()
             for replica in replicas:
                 replica.stop()
-        async with probe(database) as engine:
+        audited = database if pgbouncer is None else pgbouncer.settings(database)
+        async with probe(audited) as engine:
             problems, totals = await audit(engine, users.log)
         problems += operator.stalls(users.log)
 
@@ -243,6 +251,7 @@ async def run(
     print(
         f"chaos: {seconds:g} s (and {overrun:.1f} s for the last moves to end), {REPLICAS}"
         f" replicas, {session_count} sessions, {workers} clients"
+        + (f", through PgBouncer on port {pgbouncer.port}" if pgbouncer else "")
     )
     _summary(result, totals)
     return result
@@ -257,6 +266,10 @@ async def _start(users: Users, session_count: int, workers: int) -> list[list[Us
 
     counts = [len(range(n, session_count, workers)) for n in range(workers)]
     return list(await asyncio.gather(*(share(count) for count in counts)))
+
+
+def _pooled(pgbouncer: PgBouncer, database: str) -> tuple[str, dict[str, str]]:
+    return pgbouncer.url(database), pgbouncer.environ(database)
 
 
 def _fork(rng: random.Random) -> random.Random:
@@ -300,17 +313,22 @@ def main() -> int:
     parser.add_argument("--kill-every", type=float, default=4.0)
     parser.add_argument("--restart-every", type=float, default=15.0)
     parser.add_argument("--seed", type=int, help="replay the choices of an earlier run")
-    args = parser.parse_args()
-    result = asyncio.run(
-        run(
-            args.seconds,
-            args.sessions,
-            args.clients,
-            args.kill_every,
-            args.restart_every,
-            args.seed,
-        )
+    parser.add_argument(
+        "--pgbouncer", action="store_true", help="through pgbouncer in transaction mode"
     )
+    args = parser.parse_args()
+    with running_pgbouncer() if args.pgbouncer else nullcontext() as bouncer:
+        result = asyncio.run(
+            run(
+                args.seconds,
+                args.sessions,
+                args.clients,
+                args.kill_every,
+                args.restart_every,
+                args.seed,
+                bouncer,
+            )
+        )
     return 1 if result.problems else 0
 
 

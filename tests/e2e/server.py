@@ -31,13 +31,18 @@ class BatonServer:
         *extra_args: str,
         wrapper: tuple[str, ...] = (),
         program: tuple[str, ...] = (str(BATON), "serve"),
+        environ: dict[str, str] | None = None,
     ) -> None:
         self.database_url = database_url
+        self.environ = environ or {}  # BATON_* settings besides the database URL
         self.log_path = log_path
         # One process unless a test asks for workers: kill -9 and SIGSTOP of a replica must
         # reach all of it (PostgreSQL's default is one worker per core).
+        serve = program == (str(BATON), "serve")
         self.extra_args = (
-            extra_args if "--workers" in extra_args else ("--workers", "1", *extra_args)
+            ("--workers", "1", *extra_args)
+            if serve and "--workers" not in extra_args
+            else extra_args
         )
         self.wrapper = wrapper  # a command the server runs under (faketime, say)
         self.program = program  # `baton serve`, or an app of a user's (tests/plugin_app.py)
@@ -62,7 +67,12 @@ class BatonServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 # The repository on the path, so --handler can name a module under tests/.
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+                env={
+                    **os.environ,
+                    **self.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    "PYTHONPATH": str(ROOT),
+                },
             )
         self._wait_until_healthy()
         return self

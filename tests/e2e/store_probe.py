@@ -14,8 +14,10 @@ from baton.infra.tables import events, sessions
 
 
 @asynccontextmanager
-async def probe(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(Settings(database_url=database_url))
+async def probe(database: str | Settings) -> AsyncIterator[AsyncEngine]:
+    """An engine on a database URL, or as `Settings` set it up (through a pooler, say)."""
+    settings = Settings(database_url=database) if isinstance(database, str) else database
+    engine = create_engine(settings)
     try:
         yield engine
     finally:

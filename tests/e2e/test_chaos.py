@@ -11,6 +11,7 @@ import pytest
 from tests.databases import require_postgres
 from tests.e2e import chaos_clients
 from tests.e2e.chaos import RECOVERY_PATHS, run
+from tests.pgbouncer import PGBOUNCER
 
 pytestmark = pytest.mark.e2e
 
@@ -18,9 +19,22 @@ pytestmark = pytest.mark.e2e
 CLIENT_IMPORTS = {"baton_client", "httpx"}
 
 
-async def test_a_short_chaos_run_passes_the_audit(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("through", ["postgresql", PGBOUNCER])
+async def test_a_short_chaos_run_passes_the_audit(
+    through: str, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+) -> None:
+    """Directly, and through PgBouncer in transaction mode (the database's restarts then
+    also cut PgBouncer's server connections under clients it had paired them with)."""
     require_postgres()
-    result = await run(seconds=22, session_count=200, workers=12, kill_every=2.5, restart_every=6)
+    bouncer = request.getfixturevalue("pgbouncer") if through == PGBOUNCER else None
+    result = await run(
+        seconds=22,
+        session_count=200,
+        workers=12,
+        kill_every=2.5,
+        restart_every=6,
+        pgbouncer=bouncer,
+    )
     report = capsys.readouterr().out
     assert result.problems == [], report
     # The run really was chaotic: replicas died, the database restarted, streams were cut

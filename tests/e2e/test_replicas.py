@@ -9,26 +9,35 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.databases import fresh_database
+from tests.databases import POSTGRESQL, fresh_database
 from tests.e2e.server import BatonServer
+from tests.pgbouncer import PGBOUNCER, PgBouncer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.pgbouncer]  # the race, through PgBouncer too
 ROUNDS = 20
 RACERS = 30
 
 
 @pytest.fixture
-def database(backend: str, tmp_path: Path) -> Iterator[str]:
-    with fresh_database(backend, tmp_path) as url:
-        yield url
+def database(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """The replicas' --database-url and the other settings they need."""
+    with fresh_database(POSTGRESQL if backend == PGBOUNCER else backend, tmp_path) as url:
+        if backend != PGBOUNCER:
+            yield url, {}
+            return
+        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+        yield bouncer.url(url), bouncer.environ(url)
 
 
 async def test_two_replicas_racing_one_token_let_exactly_one_turn_run(
-    database: str, tmp_path: Path
+    database: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
+    url, environ = database
     with (
-        BatonServer(database, tmp_path / "a.log") as first,
-        BatonServer(database, tmp_path / "b.log") as second,
+        BatonServer(url, tmp_path / "a.log", environ=environ) as first,
+        BatonServer(url, tmp_path / "b.log", environ=environ) as second,
     ):
         async with httpx.AsyncClient(timeout=30) as client:
             started = (await client.post(f"{first.url}/v1/session", json={"message": "a"})).json()

@@ -3,6 +3,8 @@ token, its turn can no longer commit, and no token is ever consumed twice."""
 
 from datetime import timedelta
 
+import pytest
+
 from baton.domain.decisions import ClaimGranted
 from baton.domain.events import ClaimRenewed, Lease, TurnCommitted
 from baton.domain.identifiers import digest_token
@@ -19,6 +21,8 @@ from tests.infra.test_store import (
     new_token,
     now,
 )
+
+pytestmark = pytest.mark.pgbouncer  # the store contract, through PgBouncer too
 
 
 @EVERY_STORE

@@ -54,6 +54,8 @@ from baton.infra.tables import events, recovery
 from tests import store_calls as calls
 from tests.domain.fakes import InMemorySessionStore
 
+pytestmark = pytest.mark.pgbouncer  # the fast paths, through PgBouncer too
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 

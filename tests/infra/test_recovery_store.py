@@ -49,6 +49,8 @@ KEY_SPENT = Refusal(
     RefusalReason.STALE_TOKEN, "the session this Idempotency-Key started has moved on"
 )
 
+pytestmark = pytest.mark.pgbouncer  # the store contract, through PgBouncer too
+
 
 def now() -> datetime:
     """Real time: a server sharing the database sweeps seals whose window has passed."""

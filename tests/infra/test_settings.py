@@ -135,3 +135,29 @@ def test_named_api_keys_and_jwt_settings_are_read() -> None:
     assert settings.verifies_jwt
     assert LONG not in repr(settings)
     assert not Settings.from_env({}).authenticates
+
+
+def test_the_direct_url_defaults_to_the_database_url() -> None:
+    plain = Settings.from_env({"BATON_DATABASE_URL": "postgresql://db/baton"})
+    assert (plain.direct_url, plain.behind_pooler) == ("postgresql://db/baton", False)
+    pooled = Settings.from_env(
+        {
+            "BATON_DATABASE_URL": "postgresql://bouncer:6432/baton",
+            "BATON_DATABASE_POOLER": "Transaction",
+            "BATON_DATABASE_DIRECT_URL": "postgresql://db/baton",
+        }
+    )
+    assert (pooled.direct_url, pooled.behind_pooler) == ("postgresql://db/baton", True)
+
+
+@pytest.mark.parametrize(
+    ("environ", "complaint"),
+    [
+        ({"BATON_DATABASE_POOLER": "statement"}, "must be none or transaction"),
+        # Behind a transaction pooler, migrations and LISTEN would have no session to use.
+        ({"BATON_DATABASE_POOLER": "transaction"}, "needs BATON_DATABASE_DIRECT_URL"),
+    ],
+)
+def test_a_pooler_without_a_direct_url_is_refused(environ: dict[str, str], complaint: str) -> None:
+    with pytest.raises(SettingsError, match=complaint):
+        Settings.from_env(environ)

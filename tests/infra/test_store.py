@@ -26,6 +26,8 @@ from tests import store_calls as calls
 from tests.conftest import Stored
 from tests.databases import EVERY_STORE
 
+pytestmark = pytest.mark.pgbouncer  # the store contract, through PgBouncer too
+
 
 def now() -> datetime:
     return datetime.now(UTC)
