@@ -21,8 +21,8 @@ from baton.api.errors import EXCEPTION_HANDLERS
 from baton.api.follow import Following
 from baton.api.handlers import input_check, load_handler
 from baton.api.health import healthz, metrics_text, readyz
-from baton.api.live import TurnRunner, turn_status
-from baton.api.metrics import Metrics
+from baton.api.instruments import Instruments, TracerProvider
+from baton.api.live import TurnRunner
 from baton.api.openapi import publish_turn_input
 from baton.api.options import allow_every_method
 from baton.api.refusal_limit import RefusalLimiter, identify_clients
@@ -67,16 +67,18 @@ def _refusal_limiter(settings: Settings, database: Database) -> RefusalLimiter |
     )
 
 
-def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Litestar:
+def create_app(
+    settings: Settings,
+    *,
+    handler: TurnHandler | None = None,
+    tracer_provider: TracerProvider | None = None,  # else OpenTelemetry's global one, if set
+) -> Litestar:
     """The app for `settings`. The handler is loaded now so a bad --handler fails at start."""
     turn_handler = handler if handler is not None else load_handler(settings.handler)
 
-    metrics = Metrics()
-    runner = TurnRunner(
-        on_end=lambda end: metrics.count_turn(turn_status(end)),
-        max_turns=settings.max_turns,
-        buffer=settings.stream_buffer,
-    )
+    instruments = Instruments(tracer_provider)  # /metrics, and traces (api/instruments.py)
+    metrics = instruments.metrics
+    runner = TurnRunner(max_turns=settings.max_turns, buffer=settings.stream_buffer)
     gate = ShutdownGate()
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
@@ -84,8 +86,8 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
     async def database(app: Litestar) -> AsyncIterator[None]:
         async with open_database(settings, listen=True) as opened:
             services = TurnServices(
-                opened.store,
-                turn_handler,
+                instruments.store(opened),
+                instruments.handler(turn_handler),
                 opened.clock,  # leases on the database's time (infra/db_clock.py)
                 secrets.token_bytes,
                 owner=owner,
@@ -107,6 +109,7 @@ def create_app(settings: Settings, *, handler: TurnHandler | None = None) -> Lit
                 following,
                 settings.sse_ping_seconds,
                 _refusal_limiter(settings, opened),
+                instruments,
             )
             sweeping = asyncio.create_task(_sweep_forever(opened, settings.recovery_window))
             try:
