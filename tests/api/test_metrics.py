@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from httpx_sse import aconnect_sse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -113,6 +114,13 @@ async def websocket_turns(load: Load) -> None:
     load.ran(await ws.send(c.session_id, c.token, {"message": "2"}), "websocket")
     stale = await ws.send(c.session_id, c.token, {"message": "3"})
     load.refused(stale, "stale-token", over_http=False)  # an error frame, not a response
+    async with websockets.connect(ws.url):
+        websocket = frozenset({("transport", "websocket")})
+
+        async def counted() -> bool:
+            return samples(await load.scrape())["baton_open_streams", websocket] == 1
+
+        await until(counted, "the open WebSocket is counted")
 
 
 async def refusals(load: Load, session_id: str, spent: str) -> None:
