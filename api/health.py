@@ -40,5 +40,7 @@ def _not_ready(message: str) -> Response[dict[str, Any]]:
 
 
 @get("/metrics", media_type=MediaType.TEXT, tags=["operations"])
-async def metrics_text(metrics: NamedDependency[Metrics]) -> str:
-    return metrics.render()
+async def metrics_text(metrics: NamedDependency[Metrics]) -> Response[bytes]:
+    """Prometheus text exposition: every worker's, with PROMETHEUS_MULTIPROC_DIR set."""
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

@@ -15,7 +15,8 @@ from litestar import Litestar
 
 from baton.api.follow import Following
 from baton.api.handlers import input_check
-from baton.api.live import TurnRunner, turn_status
+from baton.api.instruments import Instruments, TracerProvider
+from baton.api.live import TurnRunner
 from baton.api.metrics import Metrics
 from baton.api.refusal_limit import RefusalLimiter
 from baton.api.shutdown import ShutdownGate
@@ -34,7 +35,7 @@ class Services:
     """The parts that exist from the app's creation; the turn API joins them once the
     database is open (the lifespan), and is what every transport's `turns` dependency is."""
 
-    metrics: Metrics
+    instruments: Instruments  # /metrics, and traces (api/instruments.py)
     runner: TurnRunner
     gate: ShutdownGate
     prefix: str
@@ -44,14 +45,15 @@ class Services:
     api: TurnApi | None = None
 
     @classmethod
-    def create(cls, settings: Settings, prefix: str) -> "Services":
-        metrics = Metrics()
-        runner = TurnRunner(
-            on_end=lambda end: metrics.count_turn(turn_status(end)),
-            max_turns=settings.max_turns,
-            buffer=settings.stream_buffer,
-        )
-        return cls(metrics, runner, ShutdownGate(), prefix)
+    def create(
+        cls, settings: Settings, prefix: str, tracer_provider: TracerProvider | None = None
+    ) -> "Services":
+        runner = TurnRunner(max_turns=settings.max_turns, buffer=settings.stream_buffer)
+        return cls(Instruments(tracer_provider), runner, ShutdownGate(), prefix)
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.instruments.metrics
 
     def turn_api(self) -> TurnApi:
         if self.api is None:
@@ -80,8 +82,8 @@ def baton_lifespan(
         async with open_database(settings, listen=True) as opened:
             driver = TurnDriver(
                 TurnServices(
-                    opened.store,
-                    handler,
+                    services.instruments.store(opened),
+                    services.instruments.handler(handler),
                     opened.clock,  # leases on the database's time (infra/db_clock.py)
                     secrets.token_bytes,
                     owner=services.owner,
@@ -102,10 +104,11 @@ def baton_lifespan(
                 services.runner,
                 services.gate,
                 following,
-                settings.sse_ping_seconds,
-                _refusal_limiter(settings, opened),
-                services.prefix,
-                settings.max_body_bytes,
+                ping_seconds=settings.sse_ping_seconds,
+                limiter=_refusal_limiter(settings, opened),
+                instruments=services.instruments,
+                prefix=services.prefix,
+                max_frame_bytes=settings.max_body_bytes,
             )
             app.state.turns = services.api
             sweeping = asyncio.create_task(_sweep_forever(opened, settings.recovery_window))

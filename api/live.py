@@ -7,9 +7,10 @@ turn runs on to its commit, whose outcome stays in the store.
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from baton.api.errors import ApiError
 from baton.api.reasons import INTERNAL, UNAVAILABLE
@@ -56,6 +57,14 @@ DEFAULT_BUFFER = 1000  # live events a stream may fall behind before it is dropp
 AT_CAPACITY = "this replica runs its maximum of {} turns at once; retry with the same token"
 
 
+class TurnWatcher(Protocol):
+    """What measures a turn (api/instruments.py): told when it is launched and how it ended."""
+
+    def launched(self, opened: OpenTurn) -> None: ...
+
+    def ended(self, end: TurnEnd) -> None: ...
+
+
 def turn_status(end: TurnEnd) -> str:
     """How a turn ended, in one word, for metrics."""
     if isinstance(end, TurnReply):
@@ -72,16 +81,9 @@ class TurnRunner:
     garbage-collected mid-turn and shutdown can wait for them; and finds the turn this
     process runs for a session, to stop it when its holder asks."""
 
-    def __init__(
-        self,
-        on_end: Callable[[TurnEnd], None] | None = None,
-        *,
-        max_turns: int | None = None,
-        buffer: int = DEFAULT_BUFFER,
-    ) -> None:
+    def __init__(self, *, max_turns: int | None = None, buffer: int = DEFAULT_BUFFER) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[str, OpenTurn] = {}
-        self._on_end = on_end
         self._max_turns = max_turns
         self._opening = 0  # admitted, still being opened (validated, claimed)
         self._buffer = buffer
@@ -100,9 +102,11 @@ class TurnRunner:
         finally:
             self._opening -= 1
 
-    def launch(self, opened: OpenTurn) -> "LiveTurn":
+    def launch(self, opened: OpenTurn, watch: TurnWatcher | None = None) -> "LiveTurn":
         live = LiveTurn(opened.session_id, opened.claim_seq, self._buffer)
-        task = asyncio.get_running_loop().create_task(live.run(opened, self._on_end))
+        if watch is not None:
+            watch.launched(opened)
+        task = asyncio.get_running_loop().create_task(live.run(opened, watch))
         self._tasks.add(task)
         self._running[opened.session_id] = opened
         task.add_done_callback(lambda done: self._ended(done, opened))
@@ -151,13 +155,15 @@ class LiveTurn:
         self._buffer = buffer
         self._dropped = False
 
-    async def run(self, opened: OpenTurn, on_end: Callable[[TurnEnd], None] | None) -> None:
+    async def run(self, opened: OpenTurn, watch: TurnWatcher | None = None) -> None:
         try:
             end: TurnEnd = await opened.run(self)
         except asyncio.CancelledError:
             # The replica is stopping: the turn was released (or its commit's fate is
             # unknown), and the stream still gets an end, never silence.
             self._queue.put_nowait(STOPPED)
+            if watch is not None:
+                watch.ended(STOPPED)
             raise
         except StoreUnavailable as error:
             # Whether the commit landed is unknown: the client retries with the same token
@@ -168,8 +174,8 @@ class LiveTurn:
             log.exception("turn %s of session %s crashed", opened.number, opened.session_id)
             # Never the exception's name or text: it is the server's, not the client's.
             end = TurnCrashed(INTERNAL, "the turn could not be completed (a server error)")
-        if on_end is not None:
-            on_end(end)
+        if watch is not None:
+            watch.ended(end)
         if not self._dropped:
             self._queue.put_nowait(end)  # an end is never refused: a stream must end
 

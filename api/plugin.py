@@ -57,6 +57,9 @@ class BatonConfig:
     path: str = "/v1"  # the turn API's prefix: {path}/session, {path}/ws, {path}/admin
     settings: Settings | None = None
     operations: bool = True  # /healthz, /readyz and /metrics at the root
+    # Traces with this OpenTelemetry tracer provider (baton[otel]); None: the global one,
+    # if one is set when the app is created.
+    tracer_provider: Any = None
     web: bool = False  # the chat page at / (baton serve: on with the demo handler)
 
     def resolved(self) -> Settings:
@@ -80,7 +83,7 @@ class BatonPlugin(InitPluginProtocol, CLIPluginProtocol):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         settings = self.config.resolved()
         handler = self.config.turn_handler(settings)  # a bad handler fails at start
-        services = Services.create(settings, self.config.path)
+        services = Services.create(settings, self.config.path, self.config.tracer_provider)
         security = openapi_security(settings)
         own = {
             "dependencies": {

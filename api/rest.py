@@ -16,6 +16,7 @@ from litestar.params import FromPath, HeaderParameter
 from baton.api.auth import principal_of
 from baton.api.errors import ApiError
 from baton.api.idempotency import KEY_HEADER, key_from_header
+from baton.api.metrics import REST, SSE
 from baton.api.schemas import ErrorBody, TurnReplyBody
 from baton.api.sse import EVENT_STREAM, stream_replay, stream_turn
 from baton.api.turn_api import Opened, TurnApi
@@ -71,6 +72,11 @@ def wants_stream(request: AnyRequest) -> bool:
     return request.accept.best_match([JSON, EVENT_STREAM], default=JSON) == EVENT_STREAM
 
 
+def transport_of(request: AnyRequest) -> str:
+    """How the turn will be carried, as metrics and traces name it."""
+    return SSE if wants_stream(request) else REST
+
+
 def events_location(prefix: str, session_id: str) -> str:
     """Where a session's events are read, and a dropped turn stream resumes."""
     return f"{prefix}/session/{session_id}/events"
@@ -87,12 +93,11 @@ async def answer(request: AnyRequest, opened: Opened, turns: TurnApi) -> TurnRes
         raise ApiError.refused(opened)
     if isinstance(opened, TurnReply):  # a retry of a turn that committed already
         if wants_stream(request):
-            return stream_replay(opened, REPLAYED)
+            return stream_replay(opened, REPLAYED, turns.instruments.sse_streams)
         return Response(turn_reply_body(opened), media_type=JSON, headers=REPLAYED)
     if wants_stream(request):
-        return stream_turn(
-            opened, turns.ping_seconds, events_location(turns.prefix, opened.session_id)
-        )
+        location = events_location(turns.prefix, opened.session_id)
+        return stream_turn(opened, turns.ping_seconds, location, turns.instruments.sse_streams)
     end = await opened.end()
     if not isinstance(end, TurnReply):
         raise ApiError(*failure_of(end))
@@ -121,7 +126,8 @@ async def start_session(
     session_id = take_text(turn_input, SESSION_FIELD)
     key = key_from_header(key_header, starting=True)
     opened = await turns.start(
-        StartRequest(turn_input, token, session_id, key, principal_of(request))
+        StartRequest(turn_input, token, session_id, key, principal_of(request)),
+        transport_of(request),
     )
     return await answer(request, opened, turns)
 
@@ -168,6 +174,7 @@ async def continue_session(
     turn_input, token = split_turn_input(await turn_body(request), token_header)
     key = key_from_header(key_header, starting=False)
     opened = await turns.proceed(
-        ContinueRequest(session_id, turn_input, token, key, principal_of(request))
+        ContinueRequest(session_id, turn_input, token, key, principal_of(request)),
+        transport_of(request),
     )
     return await answer(request, opened, turns)

@@ -24,6 +24,7 @@ from litestar.response import Stream
 from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import Receive, Send
+from prometheus_client import Gauge
 
 from baton.api.follow import Lapsed
 from baton.api.live import LiveTurn
@@ -56,37 +57,42 @@ def priming(seq: int) -> bytes:
     return f"id: {seq}\r\nretry: {RETRY_MS}\r\n\r\n".encode()
 
 
-async def _turn_frames(live: LiveTurn, ping_seconds: float) -> AsyncIterator[bytes]:
-    yield priming(live.claim_seq)
-    async for event in live.events_or_idle(ping_seconds):
-        if event is None:
-            yield PING
-            continue
-        body, seq = event_object(event)
-        yield frame(body, seq)
-
-
-async def _replay_frames(reply: TurnReply) -> AsyncIterator[bytes]:
-    """A committed turn's stored records and outcome, given again (PROTOCOL section 6.4)."""
-    first = min(reply.record_seqs, default=reply.seq or 1)
-    yield priming(first - 1)
-    for seq, record in zip(reply.record_seqs, reply.records, strict=True):
-        yield frame({"type": "record", "record": record}, seq)
-    yield frame(outcome_object(reply), reply.seq)
-
-
-async def _stored_frames(view: EventsView, after: int, ping_seconds: float) -> AsyncIterator[bytes]:
-    yield priming(after)
-    async for followed in _with_pings(view.follow(after), ping_seconds):
-        if followed is None:
-            yield PING
-            continue
-        if isinstance(followed, Lapsed):
-            yield frame(lapsed_object(followed), None)
-            return
-        batch, recovered = followed
-        for body, seq in stored_objects(batch, recovered):
+async def _turn_frames(live: LiveTurn, ping_seconds: float, streams: Gauge) -> AsyncIterator[bytes]:
+    with streams.track_inprogress():
+        yield priming(live.claim_seq)
+        async for event in live.events_or_idle(ping_seconds):
+            if event is None:
+                yield PING
+                continue
+            body, seq = event_object(event)
             yield frame(body, seq)
+
+
+async def _replay_frames(reply: TurnReply, streams: Gauge) -> AsyncIterator[bytes]:
+    """A committed turn's stored records and outcome, given again (PROTOCOL section 6.4)."""
+    with streams.track_inprogress():
+        first = min(reply.record_seqs, default=reply.seq or 1)
+        yield priming(first - 1)
+        for seq, record in zip(reply.record_seqs, reply.records, strict=True):
+            yield frame({"type": "record", "record": record}, seq)
+        yield frame(outcome_object(reply), reply.seq)
+
+
+async def _stored_frames(
+    view: EventsView, after: int, ping_seconds: float, streams: Gauge
+) -> AsyncIterator[bytes]:
+    with streams.track_inprogress():
+        yield priming(after)
+        async for followed in _with_pings(view.follow(after), ping_seconds):
+            if followed is None:
+                yield PING
+                continue
+            if isinstance(followed, Lapsed):
+                yield frame(lapsed_object(followed), None)
+                return
+            batch, recovered = followed
+            for body, seq in stored_objects(batch, recovered):
+                yield frame(body, seq)
 
 
 async def _with_pings(events: AsyncIterator[Any], seconds: float) -> AsyncIterator[Any]:
@@ -130,23 +136,24 @@ class TurnStream(Stream):
         return response
 
 
-def stream_turn(live: LiveTurn, ping_seconds: float, location: str) -> Stream:
+def stream_turn(live: LiveTurn, ping_seconds: float, location: str, streams: Gauge) -> Stream:
     """The turn as an SSE stream: records and deltas, then one outcome or error event, with
     a `: ping` comment after every `ping_seconds` of silence. `Content-Location` names the
-    session's events, where a dropped stream resumes."""
+    session's events, where a dropped stream resumes. `streams` counts the streams open."""
     headers = {**HEADERS, "Content-Location": location}
-    return TurnStream(_turn_frames(live, ping_seconds), media_type=EVENT_STREAM, headers=headers)
+    frames = _turn_frames(live, ping_seconds, streams)
+    return TurnStream(frames, media_type=EVENT_STREAM, headers=headers)
 
 
-def stream_replay(reply: TurnReply, headers: dict[str, str]) -> Stream:
+def stream_replay(reply: TurnReply, headers: dict[str, str], streams: Gauge) -> Stream:
     return TurnStream(
-        _replay_frames(reply), media_type=EVENT_STREAM, headers={**HEADERS, **headers}
+        _replay_frames(reply, streams), media_type=EVENT_STREAM, headers={**HEADERS, **headers}
     )
 
 
-def stream_events(view: EventsView, after: int, ping_seconds: float) -> Stream:
+def stream_events(view: EventsView, after: int, ping_seconds: float, streams: Gauge) -> Stream:
     """The session's stored events after `after`, then a running turn's as they come. This
     stream listens for the client's disconnect: following holds nothing that must finish."""
     return Stream(
-        _stored_frames(view, after, ping_seconds), media_type=EVENT_STREAM, headers=HEADERS
+        _stored_frames(view, after, ping_seconds, streams), media_type=EVENT_STREAM, headers=HEADERS
     )

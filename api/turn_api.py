@@ -8,12 +8,14 @@ It never reaches the driver, the runner or the shutdown gate itself.
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
 from baton.api.follow import Following, Lapsed
+from baton.api.instruments import Instruments, TurnWatch
 from baton.api.live import LiveTurn, TurnRunner
+from baton.api.metrics import REST
 from baton.api.refusal_limit import RefusalLimiter
 from baton.api.shutdown import ShutdownGate
 from baton.api.wire import RecoveredTurn
@@ -92,27 +94,32 @@ class TurnApi:
     following: Following
     ping_seconds: float = 15.0  # an SSE stream's keep-alive interval
     limiter: RefusalLimiter | None = None  # BATON_REFUSAL_LIMIT (api/refusal_limit.py)
+    instruments: Instruments = field(default_factory=Instruments)  # metrics and traces
     prefix: str = "/v1"  # where the turn API is mounted (BatonConfig.path)
     max_frame_bytes: int = 1024 * 1024  # a larger WebSocket frame closes it (1009)
 
-    async def start(self, request: StartRequest) -> Opened:
+    async def start(self, request: StartRequest, transport: str = REST) -> Opened:
         """Start a session and run its first turn (a replica shutting down refuses: 503)."""
         self.gate.check()
         self._check_client()
-        with self.runner.admission():
-            return await self._counted(self._launched(await self.driver.open_start(request)))
+        with self.runner.admission(), self.instruments.watch(transport) as watch:
+            opened = await self.driver.open_start(request)
+            return await self._counted(self._launched(opened, watch))
 
-    async def proceed(self, request: ContinueRequest) -> Opened:
-        """Validate and claim the next turn, then run it."""
+    async def proceed(self, request: ContinueRequest, transport: str = REST) -> Opened:
+        """Validate and claim the next turn, then run it (`transport` is for metrics)."""
         self.gate.check()
         self._check_client()
-        with self.runner.admission():
+        with self.runner.admission(), self.instruments.watch(transport) as watch:
             opened = await self.driver.open_continue(request)
-            return await self._counted(self._launched(opened))
+            return await self._counted(self._launched(opened, watch))
 
     async def read(self, request: ReadRequest) -> Reading | Refusal:
         self._check_client()
-        return await self._counted(await self.driver.read(request))
+        reading = await self._counted(await self.driver.read(request))
+        if not isinstance(reading, Refusal) and reading.recovered_token is not None:
+            self.instruments.recovered(RecoveredVia.READ)
+        return reading
 
     async def events(self, request: ReadRequest) -> EventsView | Refusal:
         """Authorise a read of the session's events (with the token it consumed, its last
@@ -123,6 +130,8 @@ class TurnApi:
         )
         if isinstance(reading, Refusal):
             return await self._counted(reading)
+        if reading.recovered_token is not None:
+            self.instruments.recovered(RecoveredVia.EVENTS)
         return EventsView(
             reading.state, _recovered(reading), self.following, partial(self._recover, request)
         )
@@ -131,7 +140,11 @@ class TurnApi:
         reading = await self.driver.read(
             ReadRequest(request.session_id, request.token, RecoveredVia.EVENTS, request.principal)
         )
-        return None if isinstance(reading, Refusal) else _recovered(reading)
+        if isinstance(reading, Refusal):
+            return None
+        if reading.recovered_token is not None:
+            self.instruments.recovered(RecoveredVia.EVENTS)
+        return _recovered(reading)
 
     async def cancel(
         self, request: CancelRequest, wait_seconds: float
@@ -179,13 +192,18 @@ class TurnApi:
             self.limiter.check()
 
     async def _counted(self, answer: A) -> A:
-        """Count a refusal (a stored row) against the client's limit."""
-        if self.limiter is not None and isinstance(answer, Refusal):
-            await self.limiter.spent()
+        """Count a refusal (a stored row) in the metrics and against the client's limit."""
+        if isinstance(answer, Refusal):
+            self.instruments.refused(answer)
+            if self.limiter is not None:
+                await self.limiter.spent()
         return answer
 
-    def _launched(self, opened: OpenTurn | TurnReply | Refusal) -> Opened:
-        return self.runner.launch(opened) if isinstance(opened, OpenTurn) else opened
+    def _launched(self, opened: OpenTurn | TurnReply | Refusal, watch: TurnWatch) -> Opened:
+        if isinstance(opened, OpenTurn):
+            return self.runner.launch(opened, watch)
+        watch.answered(opened)
+        return opened
 
 
 class _Deadline:

@@ -31,6 +31,7 @@ from baton.api.errors import (
 from baton.api.follow import Lapsed
 from baton.api.idempotency import KEY_FIELD, checked_key
 from baton.api.live import LiveTurn, TurnEnd
+from baton.api.metrics import WEBSOCKET
 from baton.api.sessions import MAX_SEQ
 from baton.api.turn_api import EventsView, Opened, TurnApi
 from baton.api.turn_input import (
@@ -125,9 +126,9 @@ class Connection:
             key = checked_key(turn_input.pop(KEY_FIELD, None), starting=named is None)
             if named is None:
                 start = StartRequest(turn_input, token, key=key, principal=self._principal)
-                return await self._turns.start(start)
+                return await self._turns.start(start, WEBSOCKET)
             request = ContinueRequest(named, turn_input, token, key, self._principal)
-            return await self._turns.proceed(request)
+            return await self._turns.proceed(request, WEBSOCKET)
         key = checked_key(turn_input.pop(KEY_FIELD, None), starting=False)
         self._check_bound(named)
         if self._busy and token is None:
@@ -136,7 +137,7 @@ class Connection:
         request = ContinueRequest(
             self._session_id, turn_input, token or self._token, key, self._principal
         )
-        return await self._turns.proceed(request)
+        return await self._turns.proceed(request, WEBSOCKET)
 
     def _check_bound(self, named: str | None) -> None:
         if named is not None and parse_session_id(named) != self._session_id:
@@ -242,7 +243,8 @@ async def turns_socket(
         await socket.send_text(json.dumps(error_object(BAD_REQUEST, message)))
         await socket.close(code=POLICY_VIOLATION, reason="token in upgrade request")
         return
-    await Connection(socket, turns).serve()
+    with turns.instruments.websockets.track_inprogress():
+        await Connection(socket, turns).serve()
 
 
 @get(WS_PATH, tags=["turns"])

@@ -69,6 +69,7 @@ class ClaimGranted:
 
     event: SessionStarted | TurnClaimed
     state: SessionState
+    took_over: bool = False  # the claim of a turn whose lease had lapsed expired first
 
     @property
     def claim(self) -> Claim:
@@ -182,7 +183,8 @@ def claim_turn(
     events: tuple[SessionEvent, ...] = (expired, claimed) if expired else (claimed,)
     after = fold(events, current)
     # The last turn's seal recovers a token that this claim is about to spend.
-    return Decision(ClaimGranted(claimed, after), events, after, forget=Forget.NEXT_TOKENS)
+    granted = ClaimGranted(claimed, after, took_over=expired is not None)
+    return Decision(granted, events, after, forget=Forget.NEXT_TOKENS)
 
 
 def authorise(

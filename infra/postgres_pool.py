@@ -88,6 +88,12 @@ class PostgresPool:
             raise RuntimeError("the PostgreSQL pool is not open")
         return self._pool
 
+    def connections_in_use(self) -> int:
+        """Connections checked out of the pool now (read at each /metrics scrape)."""
+        if self._pool is None:
+            return 0
+        return int(self._pool.get_size() - self._pool.get_idle_size())
+
     async def expire_connections(self) -> None:
         """After an outage every pooled connection is dead: have them all replaced."""
         if self._pool is not None:

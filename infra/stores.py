@@ -53,6 +53,8 @@ class Database:
     # Count one more refusal of a client, shared by every replica (api/refusal_limit.py):
     # (client, now, the window's end if a new one starts) -> (count, the window's end).
     spend_refusal: SpendRefusal | None = None
+    # The pool's connections checked out now (PostgreSQL; SQLite keeps no pool).
+    connections_in_use: Callable[[], int] | None = None
 
     def on_cancel(self, stop_turn: Callable[[str], object]) -> None:
         """Where a cancel request made on another replica arrives (PostgreSQL only; on
@@ -95,6 +97,7 @@ async def open_database(settings: Settings, *, listen: bool = False) -> AsyncIte
             1.0,
             clock,
             store.spend_refusal,
+            pool.connections_in_use,
         )
     finally:
         await clock.stop()

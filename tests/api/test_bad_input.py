@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from baton.infra.tables import events
 from tests.api.protocol import all_sessions, refusal_of, start
+from tests.scrape import value
 
 MIB = 1024 * 1024
 
@@ -119,16 +120,8 @@ async def test_a_ten_kb_session_id_is_an_unknown_session_cut_short(
 
 
 async def test_bad_requests_are_counted_in_metrics(client: AsyncClient) -> None:
-    def count(text: str) -> int:
-        line = next(
-            (
-                line
-                for line in text.splitlines()
-                if line.startswith('baton_errors_total{reason="bad-request"}')
-            ),
-            "x 0",
-        )
-        return int(line.split()[-1])
+    def count(text: str) -> float:
+        return value(text, "baton_errors_total", reason="bad-request")
 
     before = count((await client.get("/metrics")).text)
     await client.post("/v1/session", content=b"[]", headers={"content-type": "application/json"})

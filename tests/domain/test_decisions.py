@@ -489,6 +489,12 @@ def test_a_release_that_closes_takes_the_next_seq_after_it() -> None:
 # ---------------------------------------------------------------- leases
 
 
+def test_a_claim_of_an_idle_session_takes_nothing_over() -> None:
+    decision = claim_turn(idle(), FIRST)
+    assert isinstance(decision.answer, ClaimGranted)
+    assert not decision.answer.took_over
+
+
 def test_an_in_flight_claim_whose_lease_holds_is_refused_in_flight() -> None:
     still_held = AT + timedelta(seconds=29)
     assert reason(claim(in_flight(), FIRST, at=still_held)) is RefusalReason.IN_FLIGHT
@@ -504,6 +510,7 @@ def test_a_lapsed_claim_expires_and_the_current_token_claims_the_same_turn() -> 
         session_id=SID, seq=state.version + 1, turn=2, owner="this-process", at=lapsed
     )
     assert (decision.answer.event.seq, decision.answer.event.turn) == (state.version + 2, 2)
+    assert decision.answer.took_over  # counted as a lease takeover (api/metrics.py)
     after = fold(decision.events, state)
     assert after == decision.after == decision.answer.state
     assert after.claim == Claim(turn=2, seq=state.version + 2)
