@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,6 +164,13 @@ class User:
     messages: int = 0  # messages written so far: each new message is unique in its session
     abandoned: dict[str, Any] | None = None  # the input of a stream given up part way
     copies: list[SavedSession] = field(default_factory=list)  # old copies of the token file
+    # The user's last moves and what each left (no token): a violation names them, so that
+    # a rare failure can be read from the report of the run it happened in.
+    moves: deque[str] = field(default_factory=lambda: deque(maxlen=8))
+
+    def note(self, move: str) -> None:
+        pending = " pending" if self.session.pending else ""
+        self.moves.append(f"{move} -> turn {self.session.turn}{pending}")
 
     def new_input(self, what: str) -> dict[str, Any]:
         self.messages += 1
@@ -217,14 +224,23 @@ class Users:
             move = rng.random()
             if move < 0.40:
                 await self.turn(user, rng, streamed=False)
+                user.note("buffered")
             elif move < 0.65:
                 await self.turn(user, rng, streamed=True)
+                user.note("streamed")
             elif move < 0.77:
                 await self.abandon(user, rng)
+                user.note("abandon")
             elif move < 0.90:
                 await self.replay(user, rng)
+                user.note("replay")
             else:
                 await self.race(user, rng)
+                user.note("race")
+
+    def _violated(self, user: User, what: str) -> None:
+        moves = "; ".join(user.moves) or "none"
+        self.log.violations.append(f"{what} (session {user.session.session_id}; moves: {moves})")
 
     # -------------------------------------------------------------- honest moves
 
@@ -238,7 +254,7 @@ class Users:
             await self._carry_on(user, error)
             return
         except BatonError as error:
-            self.log.violations.append(f"an honest {kind} turn failed: {error}")
+            self._violated(user, f"an honest {kind} turn failed: {error}")
             return
         self.log.answers[f"{kind} turn{' (abandoned one again)' if again else ''}"] += 1
         self._acknowledge(user, turn, outcome)
@@ -261,7 +277,7 @@ class Users:
             await self._carry_on(user, error)
             return
         except BatonError as error:
-            self.log.violations.append(f"an abandoned stream failed before it was left: {error}")
+            self._violated(user, f"an abandoned stream failed before it was left: {error}")
             return
         self.log.answers["stream abandoned part way"] += 1
         user.abandoned = turn
@@ -281,13 +297,13 @@ class Users:
         claim takes it over, and the library's read (AsyncSession._reconcile) only waits.
         The user sends the abandoned message again: with its key, that claim takes over."""
         if user.abandoned is None:
-            self.log.violations.append(f"an honest turn gave up on in-flight: {error}")
+            self._violated(user, f"an honest turn gave up on in-flight: {error}")
             return
         self.log.stuck += 1
         try:
             outcome = await user.session.send(user.abandoned)
         except BatonError as again:
-            self.log.violations.append(f"an abandoned turn could not be sent again: {again}")
+            self._violated(user, f"an abandoned turn could not be sent again: {again}")
             return
         self._acknowledge(user, user.abandoned, outcome)
 
@@ -364,7 +380,7 @@ class Users:
             return
         lost = [s for s, a in zip(stores, answers, strict=True) if _undecided(a)]
         if lost and not await self._settle_race(user, lost, turn):
-            self.log.violations.append(f"no racer holds the session: {saved}")
+            self._violated(user, f"no racer holds the session: {saved}")
 
     async def _settle_race(
         self, user: User, lost: list[MemoryTokenStore], turn: dict[str, Any]
@@ -380,7 +396,7 @@ class Users:
             except StaleToken:
                 continue
             except BatonError as error:
-                self.log.violations.append(f"a racer's lost turn could not be settled: {error}")
+                self._violated(user, f"a racer's lost turn could not be settled: {error}")
                 return True
             user.session, user.store = session, store
             self._acknowledge(user, turn, outcome)
