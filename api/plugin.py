@@ -105,7 +105,10 @@ class BatonPlugin(InitPluginProtocol, CLIPluginProtocol):
         app_config.state.update(services.state(head_revision()))
         app_config.on_startup = [
             *app_config.on_startup,
-            lambda app: publish_turn_input(app, handler, self.config.path),
+            # (An app may have no OpenAPI at all: then there is nothing to publish.)
+            lambda app: (
+                publish_turn_input(app, handler, self.config.path) if app.openapi_config else None
+            ),
             # No token in the server's logs, whichever server runs the app: after it set
             # its logging up (api/log_redaction.py).
             lambda: redact_queries(),

@@ -85,6 +85,16 @@ async def test_baton_mounts_under_any_path(settings: Settings, engine: AsyncEngi
         assert "Continue" in start["responses"]["200"]["links"]
 
 
+async def test_an_app_without_openapi_takes_the_plugin(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    app = Litestar(openapi_config=None, plugins=[BatonPlugin(BatonConfig(settings=settings))])
+    async with running(app), in_process_client(app) as client:
+        started = await client.post("/v1/session", json={"message": "hi"})
+        assert started.status_code == 200, started.text
+        assert (await client.get("/schema/openapi.json")).status_code == 404
+
+
 def test_a_path_must_start_and_not_end_with_a_slash() -> None:
     for path in ("v1", "/v1/", ""):
         with pytest.raises(ValueError, match=r"BatonConfig\.path"):
