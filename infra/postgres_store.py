@@ -169,8 +169,12 @@ class PostgresSessionStore(CommandStore):
         refusal, a recovery) is recorded on its own; anything else (a lapsed lease to take
         over, a turn that ended meanwhile) runs through the skeleton, locked."""
         async with self.pool.db.acquire() as conn:
-            seal = await load_seal(conn, command.seal_lookup)
-            loaded = await load(conn, command.subject(seal), seal=seal)
+            # One snapshot for the seal and the row. Read apart, a commit landing between
+            # them showed no seal for the token it consumed, then the row moved on: a read
+            # with that token, racing the commit, was refused stale-token (found by chaos).
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                seal = await load_seal(conn, command.seal_lookup)
+                loaded = await load(conn, command.subject(seal), seal=seal)
             decision = command.decide(loaded.state, seal)
             if decision.after is None:
                 if decision.side_event is not None:

@@ -27,12 +27,14 @@ replays the same choices (the timing of a real run still varies).
 import argparse
 import asyncio
 import random
+import re
 import sys
 import tempfile
 from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from baton_client import RecoveryStats
@@ -141,6 +143,29 @@ async def _admin(statement: str) -> None:
 # ------------------------------------------------------------------ the audit
 
 
+SESSION_NAMED = re.compile(r"\(session ([0-9a-f-]{36});")
+
+
+def _histories(problems: list[str], stored: list[dict[str, Any]]) -> list[str]:
+    """The stored history of each session a client's violation names, one line an event
+    (digests cut to 8 characters), so that a rare failure can be read from its report."""
+    named = {match for problem in problems for match in SESSION_NAMED.findall(problem)}
+    lines = []
+    for session_id in sorted(named):
+        mine = sorted(
+            (e for e in stored if str(e["session_id"]) == session_id), key=lambda e: e["position"]
+        )
+        for e in mine:
+            data = e["data"] if isinstance(e["data"], dict) else {}
+            detail = {k: data[k] for k in ("reason", "cause", "via", "owner") if k in data}
+            lines.append(
+                f"history {session_id[-12:]}: {e['recorded_at']:%H:%M:%S.%f} {e['kind']} "
+                f"turn {e['turn']} seq {e['seq']} consumed {str(e['consumed'])[:8]} "
+                f"issued {str(e['issued'])[:8]} {detail}"
+            )
+    return lines
+
+
 async def audit(engine: AsyncEngine, log: ClientLog) -> tuple[list[str], dict[str, int]]:
     problems = list(log.violations)
     async with engine.connect() as conn:
@@ -176,6 +201,7 @@ async def audit(engine: AsyncEngine, log: ClientLog) -> tuple[list[str], dict[st
     differing = await check_sessions(engine)  # what `baton replay --check` reports
     problems += [f"projection differs from the events: session {sid}" for sid in differing]
 
+    problems += _histories(problems, stored)
     refusals = Counter(str(e["data"]["reason"]) for e in stored if e["kind"] == "refused")
     totals = {
         "turns committed": len(commits),

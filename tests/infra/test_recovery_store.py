@@ -34,7 +34,9 @@ from baton.domain.ports import SessionStore
 from baton.domain.recovery import Idempotency, ReadAccess, Replay, Seal, fingerprint, key_digest
 from baton.domain.refusals import Refusal, RefusalReason
 from baton.domain.state import Claim
+from baton.infra import postgres_store
 from baton.infra.planning import seal_row
+from baton.infra.postgres_store import PostgresSessionStore
 from baton.infra.tables import events, recovery
 from tests import store_calls as calls
 from tests.conftest import Stored
@@ -616,3 +618,34 @@ async def test_a_recovery_row_names_no_token_in_the_clear(
     for token in session.tokens:
         assert token not in text
     assert digest_token(session.tokens[1]) not in text  # only the consumed token's digest
+
+
+async def test_a_read_racing_the_commit_that_consumes_its_token_is_never_stale(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turn commits, consuming the presented token, right after the read has looked
+    for a seal under it and before it loads the session's row. The read must see one moment:
+    before the commit (in flight, the token current) or after it (recovered), never a row
+    that moved on without the seal that explains it, which answered stale-token. On
+    PostgreSQL the commit is slotted between the read's two statements; elsewhere it runs
+    just before the read (one writer, one snapshot: there is no between)."""
+    session, first = await started(store)
+    await session.commit(first)
+    running = await session.claim()
+    presented = session.current
+    commit = session.commit(running)
+
+    if isinstance(store, PostgresSessionStore):
+        original = postgres_store.load_seal
+
+        async def commit_after_the_seal_lookup(*args: Any, **kwargs: Any) -> Any:
+            found = await original(*args, **kwargs)
+            await commit  # on another pooled connection, committed before this returns
+            return found
+
+        monkeypatch.setattr(postgres_store, "load_seal", commit_after_the_seal_lookup)
+    else:
+        await commit
+    access = await session.read(presented)
+    assert isinstance(access, ReadAccess), access  # never Refusal(stale-token)
+    assert session.current != presented  # the commit did happen
