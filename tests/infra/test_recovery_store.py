@@ -636,14 +636,19 @@ async def test_a_read_racing_the_commit_that_consumes_its_token_is_never_stale(
     commit = session.commit(running)
 
     if isinstance(store, PostgresSessionStore):
-        original = postgres_store.load_seal
+        pending = [commit]
 
-        async def commit_after_the_seal_lookup(*args: Any, **kwargs: Any) -> Any:
-            found = await original(*args, **kwargs)
-            await commit  # on another pooled connection, committed before this returns
-            return found
+        def then_commit(read: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def reading(*args: Any, **kwargs: Any) -> Any:
+                found = await read(*args, **kwargs)
+                if pending:  # after the read's first statement, whichever it is
+                    await pending.pop()  # on another pooled connection, committed here
+                return found
 
-        monkeypatch.setattr(postgres_store, "load_seal", commit_after_the_seal_lookup)
+            return reading
+
+        for name in ("load", "load_seal"):
+            monkeypatch.setattr(postgres_store, name, then_commit(getattr(postgres_store, name)))
     else:
         await commit
     access = await session.read(presented)
