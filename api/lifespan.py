@@ -110,7 +110,6 @@ def baton_lifespan(
                 prefix=services.prefix,
                 max_frame_bytes=settings.max_body_bytes,
             )
-            app.state.turns = services.api
             sweeping = asyncio.create_task(_sweep_forever(opened, settings.recovery_window))
             try:
                 yield
