@@ -6,8 +6,7 @@ line or opens a stream (PROTOCOL section 3). A retry of a turn that committed al
 answered from what the store kept of it (PROTOCOL section 6.4).
 """
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -62,7 +61,6 @@ class TurnServices:
     recovery_window: float = DAY  # how long a consumed token recovers its turn (6.2)
     cancel_poll_seconds: float = 2.0  # how often a running turn asks the store (6.5)
     check_input: InputCheck | None = None  # the handler's declared input type, checked
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def lease(self, at: datetime) -> Lease:
         return Lease(self.owner, at + timedelta(seconds=self.lease_seconds))
@@ -139,10 +137,11 @@ class TurnDriver:
         if problem is not None:
             return await self._refuse_input(problem, session_id, request.principal, at)
         idempotency = _idempotency(request.key, request)
+        credentials = Credentials(request.token, request.key, idempotency, request.principal)
         command = ClaimTurn(
             session_id=session_id,
             at=at,
-            presented=digest_token(request.token) if request.token else None,
+            presented=credentials.consumed,
             input=request.input,
             lease=self._services.lease(at),
             idempotency=idempotency,
@@ -154,7 +153,6 @@ class TurnDriver:
         if isinstance(opened, Replay):
             assert request.token is not None  # noqa: S101 - a replay needs the consumed token
             return await self._replay(opened, unseal_token, request.token)
-        credentials = Credentials(request.token, request.key, idempotency, request.principal)
         return OpenTurn(self._services, opened, request.input, credentials)
 
     async def read(self, request: ReadRequest) -> Reading | Refusal:

@@ -7,7 +7,7 @@ keep the turn within its lease and timeout are domain/supervision.py's.
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ from baton.domain.events import CloseCause, ReleaseCause
 from baton.domain.handler import InvalidInput, Turn, TurnSink
 from baton.domain.identifiers import (
     SessionId,
+    TokenDigest,
     digest_token,
     mint_token,
     seal_token,
@@ -88,6 +89,13 @@ class Credentials:
     key: str | None = None  # the raw Idempotency-Key
     idempotency: Idempotency | None = None
     principal: str | None = None  # who claimed it: its every event names them
+    # The token's digest: the claim presents it, the commit consumes it and the seal is
+    # looked up by it, so it is computed once, here.
+    consumed: TokenDigest | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        digest = digest_token(self.token) if self.token else None
+        object.__setattr__(self, "consumed", digest)
 
 
 def failure_message(error: BaseException) -> str:
@@ -124,7 +132,6 @@ class OpenTurn:
             self._renew,
             self._asked_to_stop,
             services.timing(),
-            sleep=services.sleep,
         )
         self.session_id = granted.state.session_id
         self.number = granted.event.turn
@@ -216,8 +223,9 @@ class OpenTurn:
         """The issued token, sealed under what the client presented, for recovery."""
         presented, key = self._credentials.token, self._credentials.key
         lookup: str
-        if presented is not None:
-            lookup, sealed = digest_token(presented), seal_token(token, presented)
+        consumed = self._credentials.consumed
+        if presented is not None and consumed is not None:
+            lookup, sealed = consumed, seal_token(token, presented)
         elif key is not None:
             lookup = key_digest(key, self._credentials.principal)
             sealed = seal_under_key(token, key)
@@ -234,12 +242,12 @@ class OpenTurn:
 
     async def _commit(self, outcome: HandlerOutcome, records: list[JsonValue]) -> TurnReply:
         token = mint_token(self._services.random_bytes)
-        presented, at = self._credentials.token, self._services.clock()
+        at = self._services.clock()
         command = CommitTurn(
             session_id=self.session_id,
             at=at,
             claim=self._claim,
-            consumed=digest_token(presented) if presented else None,
+            consumed=self._credentials.consumed,
             issued=digest_token(token),
             outcome=outcome,
             seal=self._seal(token, at),
