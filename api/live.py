@@ -220,8 +220,10 @@ class LiveTurn:
                 return
 
     async def end(self) -> TurnEnd:
-        """Wait for the turn's end, discarding its live events."""
-        async for event in self.events():
+        """Wait for the turn's end, discarding its live events. (Not `async for` over
+        events(): an async generator left before its end is finalized by the loop in a
+        task of its own, one more for every buffered turn.)"""
+        while True:
+            event = await self._queue.get()
             if isinstance(event, TurnEnd):
                 return event
-        raise RuntimeError("a turn's events stopped before its end")  # pragma: no cover

@@ -36,8 +36,10 @@ _INT = 8  # bytes per framed integer
 
 
 def time_text(at: datetime) -> str:
-    """recorded_at as the chain sees it: fixed width, UTC, microseconds."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """recorded_at as the chain sees it: fixed width, UTC, microseconds
+    (`%Y-%m-%dT%H:%M:%S.%fZ`; isoformat writes the same for years 1000-9999 in a fraction
+    of strftime's time, and every append computes it)."""
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def payload(

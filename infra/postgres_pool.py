@@ -75,6 +75,10 @@ class PostgresPool:
             init=_init_connection,
             reset=_keep_session_state,
             statement_cache_size=self._statement_cache_size,
+            # asyncpg arms a timer at every release to close a connection idle this long,
+            # and cancels it at the next acquire: two timer operations for every store call,
+            # to free at most `size` connections. They stay open instead.
+            max_inactive_connection_lifetime=0,
         )
         return self
 
