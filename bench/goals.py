@@ -40,7 +40,8 @@ from bench.rows import (
 MB = 1024 * 1024
 RSS_LIMIT_MB = 150.0
 REPLAY_RSS_LIMIT_MB = 200.0
-P50_SLACK_MS = 1.0
+# Issue 15 tightened issue 4's slack of 1 ms to half a millisecond.
+P50_SLACK_MS = 0.5
 COMPARATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
@@ -69,12 +70,15 @@ Rows = dict[RowKey, Row]
 # Rates compared at c16, the reference point of issue 4's goals.
 C16 = 16
 PG_FLOOR_TARGET = 0.5
-SQLITE_FLOOR_TARGET = 0.4
+# Issue 15's milestone on the way to issue 4's 0.5, judged beside it.
+PG_FLOOR_MILESTONE = 0.35
+# Issue 15 raised issue 4's 0.4 for SQLite (and measures both at the same concurrency).
+SQLITE_FLOOR_TARGET = 0.5
 HTTP_FLOOR_TARGET = 0.25
 # Issue 15: a turn costs the server at most three echo requests' CPU (both at c16).
 CPU_PER_TURN_TARGET = 3.0
 APPENDS_TARGETS = ((POSTGRESQL, 3.0), (SQLITE, 1.5))
-STREAMED_TARGET = 0.8
+STREAMED_TARGET = 0.9  # issue 15 (issue 4 asked for 0.8)
 # Issue 11: an Idempotency-Key on every turn costs buffered turns at most 10%, and a resumed
 # stream or an idempotent retry costs no more than a turn (issue 15 judges them too).
 KEYED_TARGET = 0.9
@@ -118,13 +122,16 @@ def _p50(rows: Rows, key: RowKey) -> float | None:
 
 
 def _p50_budget(rows: Rows) -> Ratio:
-    goal = "p50 of a turn at c1 on PostgreSQL <= http-floor p50 + sql-floor-pg p50 + 1 ms"
+    goal = (
+        "p50 of a turn at c1 on PostgreSQL <= http-floor p50 + sql-floor-pg p50 + "
+        f"{P50_SLACK_MS:g} ms"
+    )
     keys = ((BUFFERED, POSTGRESQL, 1), (HTTP_FLOOR, NO_BACKEND, 1), (SQL_FLOOR_PG, POSTGRESQL, 1))
     baton, http, sql = (_p50(rows, key) for key in keys)
     if baton is None or http is None or sql is None:
         return _judge(goal, None, "<=", 0.0, "ms", "missing row", keys)
     budget = http + sql + P50_SLACK_MS
-    detail = f"budget = {http:.2f} + {sql:.2f} + {P50_SLACK_MS:.0f} ms"
+    detail = f"budget = {http:.2f} + {sql:.2f} + {P50_SLACK_MS:g} ms"
     return _judge(goal, baton, "<=", budget, "ms", detail, keys)
 
 
@@ -171,6 +178,13 @@ def _floor_ratios(rows: Rows) -> list[Ratio]:
             pg,
             (SQL_FLOOR_PG, POSTGRESQL, C16),
             PG_FLOOR_TARGET,
+        ),
+        _rate_ratio(
+            f"PostgreSQL buffered c16 >= {PG_FLOOR_MILESTONE:g} x sql-floor-pg c16 (issue 15)",
+            rows,
+            pg,
+            (SQL_FLOOR_PG, POSTGRESQL, C16),
+            PG_FLOOR_MILESTONE,
         ),
         replace(legacy, informational=True),
         _rate_ratio(
