@@ -45,6 +45,7 @@ class RunConfig:
     append_warmup_events: int
     replay_events: int  # the fixture `baton replay` rebuilds the projection from
     flood_requests: int  # junk continues in the flood (issue 13 asks for 10,000)
+    route_requests: int  # turn-shaped requests through each route (bench/route_overhead.py)
     profile: bool  # run the PostgreSQL c16 scenario again under pyinstrument
     # Also write the results as bench/results/<UTC start>.json, a file kept in git: only the
     # full run's numbers are worth keeping (quick and smoke runs measure too briefly).
@@ -65,6 +66,7 @@ FULL = RunConfig(
     append_warmup_events=200,
     replay_events=100_000,
     flood_requests=10_000,
+    route_requests=20_000,
     profile=True,
     keep_dated=True,
 )
@@ -80,6 +82,7 @@ QUICK = RunConfig(
     append_warmup_events=40,
     replay_events=10_000,
     flood_requests=10_000,
+    route_requests=10_000,
     profile=False,
     keep_dated=False,
 )
@@ -96,6 +99,7 @@ SMOKE = RunConfig(
     append_warmup_events=10,
     replay_events=200,
     flood_requests=2_000,
+    route_requests=1_000,
     profile=False,
     keep_dated=False,
 )

@@ -26,6 +26,8 @@ from bench.rows import (
     POSTGRESQL,
     REPLAY,
     RESUME,
+    ROUTE_FRAMEWORK,
+    ROUTE_RAW,
     SQL_FLOOR_PG,
     SQL_FLOOR_PG_LEGACY,
     SQL_FLOOR_SQLITE,
@@ -287,6 +289,39 @@ def _recovery_ratios(rows: Rows) -> list[Ratio]:
     return [*keyed, *recovered]
 
 
+# Issue 15 item 1: keep the framework unless a raw ASGI route saves a large share of a turn.
+ROUTE_SHARE_LIMIT = 0.15
+
+
+def _route_overhead(rows: Rows) -> Ratio:
+    """What Litestar's route costs a turn beyond a raw ASGI route, as a share of the server's
+    CPU per buffered turn on PostgreSQL at c16 (for comparison: it decides whether the turn
+    endpoints keep the framework)."""
+    keys = (
+        (ROUTE_FRAMEWORK, NO_BACKEND, 1),
+        (ROUTE_RAW, NO_BACKEND, 1),
+        (BUFFERED, POSTGRESQL, C16),
+    )
+    goal = f"Litestar's route beyond raw ASGI < {ROUTE_SHARE_LIMIT:g} of a turn's CPU (comparison)"
+    framework, raw = (
+        rows[key].extra.get("cpu_us_per_request") if key in rows else None for key in keys[:2]
+    )
+    per_turn_ms = _cpu_per_request(rows, keys[2])
+    if framework is None or raw is None or not per_turn_ms:
+        return replace(
+            _judge(goal, None, "<", ROUTE_SHARE_LIMIT, "x", "missing row", keys), informational=True
+        )
+    extra_us = framework - raw
+    detail = (
+        f"{framework:.1f} us - {raw:.1f} us = {extra_us:.1f} us a request, "
+        f"of {per_turn_ms * 1000:.0f} us server CPU a turn"
+    )
+    share = extra_us / (per_turn_ms * 1000)
+    return replace(
+        _judge(goal, share, "<", ROUTE_SHARE_LIMIT, "x", detail, keys), informational=True
+    )
+
+
 def _workers_ratios(rows: Rows) -> list[Ratio]:
     """Issue 14 item 6, issue 15 item 3: what a second worker process adds, for comparison
     (it depends on the cores the load generator and the database leave free)."""
@@ -373,6 +408,7 @@ def evaluate(measured: list[Row]) -> list[Ratio]:
         *_streamed_ratios(rows),
         *_recovery_ratios(rows),
         *_workers_ratios(rows),
+        _route_overhead(rows),
         *(_peak_rss(rows, backend) for backend in BACKENDS),
         *(_replay_rss(rows, backend) for backend in BACKENDS),
         *(_flood_p50(rows, backend) for backend in BACKENDS),

@@ -23,6 +23,10 @@ FLOOD = "flood"
 BUFFERED_WORKERS = "buffered-2-workers"
 WORKERS_COMPARED = 2
 HTTP_FLOOR = "http-floor"
+# Issue 15 item 1: a turn-shaped request through Litestar's route and through a raw ASGI
+# route, in-process (bench/route_overhead.py).
+ROUTE_FRAMEWORK = "route-litestar"
+ROUTE_RAW = "route-raw-asgi"
 SQL_FLOOR_PG = "sql-floor-pg"  # the PostgreSQL store's own statements, driven by pgbench
 # The ten-round-trip transactions sql-floor-pg used to run, kept for comparison only.
 SQL_FLOOR_PG_LEGACY = "sql-floor-pg-legacy"

@@ -30,6 +30,7 @@ from bench.flood import run_flood
 from bench.loadgen import LoadGenerator
 from bench.profiling import profile_postgres_c16
 from bench.progress import progress
+from bench.route_overhead import measure_routes
 from bench.rows import Row
 from bench.scenarios import run_backend, run_http_floor
 from bench.servers import BATON
@@ -65,6 +66,7 @@ class Suite:
     def run(self) -> list[Row]:
         steps: list[tuple[str, Callable[[], None]]] = [
             ("http-floor", self.http_floor),
+            ("route overhead", self.route_overhead),
             ("sql-floor-pg", self.sql_floor_pg),
             ("sql-floor-pg-legacy", self.sql_floor_pg_legacy),
             ("sql-floor-sqlite", self.sql_floor_sqlite),
@@ -84,6 +86,11 @@ class Suite:
 
     def http_floor(self) -> None:
         self.rows += run_http_floor(self.loadgen, self.config, self.log_dir)
+
+    def route_overhead(self) -> None:
+        progress(f"route overhead: {self.config.route_requests} requests per route, in-process")
+        for row in measure_routes(self.config.route_requests):
+            self._add(row)
 
     def sql_floor_pg(self) -> None:
         """The store's own statements, generated from infra/postgres_sql.py."""

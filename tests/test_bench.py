@@ -50,6 +50,8 @@ BASELINE_ROWS = {
     ("sql-floor-pg-legacy", "postgresql", 16),
     ("sql-floor-sqlite", "sqlite", 1),
     ("sql-floor-sqlite", "sqlite", 16),
+    ("route-litestar", "-", 1),
+    ("route-raw-asgi", "-", 1),
 }
 SmokeRun = tuple[dict[str, Any], str]  # the results JSON, and the printed table
 # The seven goals of issue 4 and replay's memory (issue 6), per backend where they say so,
@@ -57,8 +59,9 @@ SmokeRun = tuple[dict[str, Any], str]  # the results JSON, and the printed table
 # backend (keyed turns, resumed streams, idempotent retries against buffered turns), and
 # issue 13's two per backend (the owner's p50 under a flood, the refusals it stored),
 # issue 14's two workers against one per backend (for comparison), and issue 15's server CPU
-# per turn against per echo request, per backend.
-GOALS = 31
+# per turn against per echo request per backend, its 0.35x PostgreSQL milestone, and its
+# framework route against a raw ASGI one (for comparison).
+GOALS = 32
 # SQLite refuses `baton serve --workers 2`: the row records that instead of a measurement.
 REFUSED = {("buffered-2-workers", "sqlite", 16)}
 REFUSED_RATIOS = {"sqlite buffered c16: 2 workers >= 1 x 1 worker (comparison)"}

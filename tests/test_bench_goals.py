@@ -129,6 +129,7 @@ REPLAY_GOAL = "peak RSS of baton replay over"
 FLOOD_P50_GOAL = "{backend} flood: owner p50 flooded <= 2 x unflooded"
 FLOOD_STORED_GOAL = "{backend} flood: refusals stored <= what the limit allows"
 CPU_GOAL = "{backend}: server CPU per turn <= 3 x per echo request"
+ROUTE_GOAL = "Litestar's route beyond raw ASGI < 0.15 of a turn's CPU (comparison)"
 BACKENDS = ("sqlite", "postgresql")
 
 
@@ -182,7 +183,7 @@ def test_every_ratio_of_a_run_is_pinned_here() -> None:
     """A goal added to bench/goals.py without a test here fails this one."""
     ratios = evaluate(_rows())
     pinned = [goal.goal for goal in [*RATE_GOALS, *COMPARISONS]]
-    pinned += [P50_GOAL, REPLAY_GOAL, REPLAY_GOAL]
+    pinned += [P50_GOAL, REPLAY_GOAL, REPLAY_GOAL, ROUTE_GOAL]
     pinned += [PEAK_RSS_GOAL.format(backend=backend) for backend in BACKENDS]
     pinned += [
         goal.format(backend=backend)
@@ -253,9 +254,10 @@ def test_the_recovery_goals_compare_with_buffered_c16_on_their_own_backend(backe
 def test_only_the_comparisons_are_informational() -> None:
     ratios = evaluate(_rows())
     informational = [ratio.goal for ratio in ratios if ratio.informational]
-    assert len(informational) == len(COMPARISONS)
-    for goal, comparison in zip(informational, COMPARISONS, strict=True):
-        assert goal.startswith(comparison.goal)
+    compared = [comparison.goal for comparison in COMPARISONS] + [ROUTE_GOAL]
+    assert len(informational) == len(compared)
+    for goal, comparison in zip(informational, compared, strict=True):
+        assert goal.startswith(comparison)
 
 
 @pytest.mark.parametrize("goal", WORKERS, ids=[goal.goal for goal in WORKERS])
@@ -534,3 +536,35 @@ def test_only_a_full_run_dated_results_are_kept_in_git(name: str, kept: bool) ->
         check=False,
     )
     assert done.returncode == (1 if kept else 0)  # check-ignore: 0 ignored, 1 not ignored
+
+
+# ------------------------------------------------------------------ the route's overhead
+ROUTE_KEYS = (("route-litestar", "-", 1), ("route-raw-asgi", "-", 1))
+
+
+def _route_rows(framework_us: float, raw_us: float, turn_ms: float | None) -> list[Row]:
+    framework, raw = (
+        _row(key, 1e6 / us, cpu_us_per_request=us)
+        for key, us in zip(ROUTE_KEYS, (framework_us, raw_us), strict=True)
+    )
+    turn = _row(PG_C16, 1000.0)
+    if turn_ms is not None:
+        turn.extra["server_cpu_ms_per_request"] = turn_ms
+    return _rows(framework=framework, raw=raw, turn=turn)
+
+
+def test_the_route_overhead_is_the_framework_beyond_raw_as_a_share_of_a_turn() -> None:
+    ratio = _find(evaluate(_route_rows(25.0, 5.0, 0.5)), ROUTE_GOAL)
+    assert ratio.measured == pytest.approx(20.0 / 500.0)
+    assert (ratio.comparator, ratio.target, ratio.informational) == ("<", 0.15, True)
+    assert ratio.met
+    assert ratio.rows == (*ROUTE_KEYS, PG_C16)
+
+
+def test_a_route_costing_a_large_share_of_a_turn_is_flagged() -> None:
+    assert not _find(evaluate(_route_rows(105.0, 5.0, 0.5)), ROUTE_GOAL).met
+
+
+def test_the_route_overhead_without_the_turns_cpu_is_missing() -> None:
+    ratio = _find(evaluate(_route_rows(25.0, 5.0, None)), ROUTE_GOAL)
+    assert (ratio.measured, ratio.met) == (None, False)
