@@ -30,6 +30,7 @@ from bench.report import (
     machine_info,
     render_profile,
     render_table,
+    run_stamp,
     write_json,
 )
 from bench.suite import Suite
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="baton-bench-") as work_dir,
         LoadGenerator() as loadgen,
     ):
-        suite = Suite(config, loadgen, Path(work_dir), output.parent)
+        suite = Suite(config, loadgen, Path(work_dir), output.parent, run_stamp(started_at))
         rows = suite.run()
     ratios = evaluate(rows)
     elapsed = time.perf_counter() - began

@@ -1,5 +1,6 @@
 """The server's hot path: PostgreSQL buffered c16 once more, with `baton serve` under
-pyinstrument (full runs only).
+pyinstrument (full runs only); and a flame graph of each turn transport (buffered, SSE,
+WebSocket at c16) on each database.
 
 pyinstrument writes its session when the profiled process exits cleanly, which is why the
 server is stopped with SIGINT (uvicorn's graceful shutdown), never kill -9. The raw session
@@ -8,21 +9,32 @@ total (inclusive) time.
 """
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pyinstrument.renderers import ConsoleRenderer
+from pyinstrument.renderers import ConsoleRenderer, SpeedscopeRenderer
 from pyinstrument.session import Session
 
 from bench import rows
 from bench.config import RunConfig
 from bench.loadgen import LoadGenerator
 from bench.progress import progress
+from bench.rows import Row
 from bench.scenarios import Scenario, run_scenario
 from bench.servers import profiled_baton_server
 
 TOP_FUNCTIONS = 25
 PROFILED = Scenario(rows.BUFFERED, "buffered", 16)
+# The flame graphs (issue 15 item 1): every transport's turn on each database, each on a
+# profiled server of its own. PostgreSQL buffered is PROFILED's session, not run twice.
+FLAME_SCENARIOS = (
+    PROFILED,
+    Scenario(rows.SSE, "sse", 16),
+    Scenario(rows.WEBSOCKET, "websocket", 16),
+)
+# Short windows: a flame graph's shares settle within seconds, and there are six of them.
+FLAME_MEASURE_SECONDS = 5.0
 # A line of pyinstrument's flat rendering: seconds, then the function and where it is. Time
 # in C code (uvloop's loop, asyncpg's protocol, JSON codecs) shows as `[self]` of the file
 # that called into it.
@@ -45,41 +57,83 @@ def top_functions(
     return top
 
 
+def flame_graph_path(results_dir: Path, stamp: str, backend: str, scenario: Scenario) -> Path:
+    """Where a full run keeps a flame graph (speedscope's JSON: open it at speedscope.app),
+    named after the run's dated results, so it is committed with them."""
+    return results_dir / f"{stamp}-flame-{backend}-{scenario.workload}.speedscope.json"
+
+
+def _profiled(
+    scenario: Scenario,
+    backend: str,
+    database_url: str,
+    loadgen: LoadGenerator,
+    config: RunConfig,
+    paths: tuple[Path, Path],  # (work_dir, results_dir)
+) -> tuple[Row, Session]:
+    work_dir, results_dir = paths
+    session_path = work_dir / f"profile-{backend}-{scenario.workload}.pyisession"
+    with profiled_baton_server(database_url, session_path, results_dir / "logs") as server:
+        row = run_scenario(scenario, backend, server, loadgen, config)
+    if not session_path.exists():
+        raise RuntimeError(f"pyinstrument wrote no session:\n{server.log_tail()}")
+    return row, Session.load(str(session_path))
+
+
+def flame_graphs(
+    backend: str,
+    database_url: str,
+    loadgen: LoadGenerator,
+    config: RunConfig,
+    paths: tuple[Path, Path],  # (work_dir, results_dir)
+    stamp: str,
+) -> dict[str, str]:
+    """A flame graph per transport on `backend` (PostgreSQL buffered: profile_postgres_c16)."""
+    short = replace(config, measure_seconds=min(config.measure_seconds, FLAME_MEASURE_SECONDS))
+    written = {}
+    for scenario in FLAME_SCENARIOS:
+        if backend == rows.POSTGRESQL and scenario == PROFILED:
+            continue
+        progress(f"flame graph: {backend} {scenario.workload} c{scenario.concurrency} ...")
+        _, session = _profiled(scenario, backend, database_url, loadgen, short, paths)
+        path = flame_graph_path(paths[1], stamp, backend, scenario)
+        path.write_text(SpeedscopeRenderer().render(session))
+        written[f"{backend} {scenario.workload}"] = str(path)
+    return written
+
+
 def profile_postgres_c16(
     database_url: str,
     loadgen: LoadGenerator,
     config: RunConfig,
-    results_dir: Path,
-    work_dir: Path,
+    paths: tuple[Path, Path],  # (work_dir, results_dir)
+    stamp: str,
 ) -> dict[str, Any]:
-    session_path = work_dir / "profile-postgresql.pyisession"
-    log_dir = results_dir / "logs"
-    with profiled_baton_server(database_url, session_path, log_dir) as server:
-        row = run_scenario(PROFILED, rows.POSTGRESQL, server, loadgen, config)
-    if not session_path.exists():
-        raise RuntimeError(f"pyinstrument wrote no session:\n{server.log_tail()}")
-    session = Session.load(str(session_path))
+    results_dir = paths[1]
+    row, session = _profiled(PROFILED, rows.POSTGRESQL, database_url, loadgen, config, paths)
+    flame = flame_graph_path(results_dir, stamp, rows.POSTGRESQL, PROFILED)
+    flame.write_text(SpeedscopeRenderer().render(session))
     renderings = {
         "tree": ConsoleRenderer(unicode=False, color=False),
         "self": ConsoleRenderer(unicode=False, color=False, flat=True, flat_time="self"),
         "total": ConsoleRenderer(unicode=False, color=False, flat=True, flat_time="total"),
     }
-    paths: dict[str, str] = {}
+    written: dict[str, str] = {}
     texts: dict[str, str] = {}
     for view, renderer in renderings.items():
         suffix = "" if view == "tree" else f"-{view}"
         path = results_dir / f"profile-postgresql{suffix}.txt"
         texts[view] = renderer.render(session)
         path.write_text(texts[view])
-        paths[view] = str(path)
-    progress(f"profiles written: {', '.join(paths.values())}")
+        written[view] = str(path)
+    progress(f"profiles written: {', '.join(written.values())}")
     duration = session.duration or 1.0
     return {
         "scenario": "buffered c16 on postgresql, server under pyinstrument",
         "rate_under_profiler": row.rate,
         "duration_seconds": session.duration,
         "cpu_seconds": session.cpu_time,
-        "files": paths,
+        "files": {**written, "flame": str(flame)},
         "top_self_time": top_functions(texts["self"], duration),
         "top_total_time": top_functions(texts["total"], duration),
     }

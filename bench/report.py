@@ -116,10 +116,15 @@ def render_table(rows: list[Row], ratios: list[Ratio], written: Sequence[str] = 
     return "\n".join([*lines, "", cpu_note, "", "RATIOS", *ratio_lines, "", *files]).rstrip()
 
 
+def run_stamp(started_at: datetime) -> str:
+    """A run's name: its UTC start, second precision (a full run takes minutes, so no two
+    share a name)."""
+    return f"{started_at.astimezone(UTC):%Y-%m-%dT%H%M%SZ}"
+
+
 def dated_path(directory: Path, started_at: datetime) -> Path:
-    """Where a full run keeps its results for good: named by its UTC start, second precision
-    (a full run takes minutes, so no two share a name)."""
-    return directory / f"{started_at.astimezone(UTC):%Y-%m-%dT%H%M%SZ}.json"
+    """Where a full run keeps its results for good, named by run_stamp."""
+    return directory / f"{run_stamp(started_at)}.json"
 
 
 def render_profile(profile: dict[str, Any], top: int = 12) -> str:

@@ -64,7 +64,7 @@ async def _framework_route(
 
 async def _raw_route(scope: Scope, receive: Receive, send: Send) -> None:
     """The same work by hand: the body, the headers, the session id, the reply."""
-    message = await receive()
+    message: Any = await receive()
     msgspec.json.decode(message.get("body", b""))
     headers = dict(scope["headers"])
     headers.get(b"x-continuation-token"), headers.get(b"idempotency-key")
@@ -94,7 +94,7 @@ async def _per_request(app: Any, requests: int) -> float:
     """CPU seconds per request, after a warm-up."""
     state: dict[str, Any] = {}
 
-    async def receive() -> Message:
+    async def receive() -> Any:
         return {"type": "http.request", "body": REQUEST_BODY, "more_body": False}
 
     async def send(message: Message) -> None:

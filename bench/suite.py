@@ -28,7 +28,7 @@ from bench.databases import (
 )
 from bench.flood import run_flood
 from bench.loadgen import LoadGenerator
-from bench.profiling import profile_postgres_c16
+from bench.profiling import flame_graphs, profile_postgres_c16
 from bench.progress import progress
 from bench.route_overhead import measure_routes
 from bench.rows import Row
@@ -45,9 +45,11 @@ class Suite:
     loadgen: LoadGenerator
     work_dir: Path  # temporary: SQLite files, pyinstrument's raw session
     results_dir: Path  # where profiles are written, and the servers' logs (logs/)
+    stamp: str  # the run's name (bench/report.py run_stamp): its flame graphs carry it
     rows: list[Row] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     profile: dict[str, Any] | None = None
+    flames: dict[str, str] = field(default_factory=dict)  # "backend workload" -> its file
 
     @property
     def log_dir(self) -> Path:
@@ -138,6 +140,8 @@ class Suite:
     def baton_sqlite(self) -> None:
         url = sqlite_url(fresh_sqlite_path(self.work_dir, "baton"))
         self.rows += run_backend(rows.SQLITE, url, self.loadgen, self.config, self.log_dir)
+        if self.config.profile:
+            self.flames.update(flame_graphs(rows.SQLITE, url, *self._profiling()))
 
     def baton_postgresql(self) -> None:
         with fresh_postgres("baton") as database:
@@ -145,9 +149,12 @@ class Suite:
             self.rows += run_backend(rows.POSTGRESQL, url, self.loadgen, self.config, self.log_dir)
             if self.config.profile:
                 progress("profiling: postgresql buffered c16 under pyinstrument ...")
-                self.profile = profile_postgres_c16(
-                    url, self.loadgen, self.config, self.results_dir, self.work_dir
-                )
+                self.profile = profile_postgres_c16(url, *self._profiling())
+                self.flames.update(flame_graphs(rows.POSTGRESQL, url, *self._profiling()))
+                self.profile["flame_graphs"] = self.flames
+
+    def _profiling(self) -> tuple[LoadGenerator, RunConfig, tuple[Path, Path], str]:
+        return self.loadgen, self.config, (self.work_dir, self.results_dir), self.stamp
 
     def flood(self, backend: str) -> None:
         """Issue 13: junk continues at one session while its owner runs turns, on a server

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from bench.goals import Ratio, evaluate
-from bench.report import dated_path, render_table
+from bench.profiling import FLAME_SCENARIOS, flame_graph_path
+from bench.report import dated_path, render_table, run_stamp
 from bench.rows import Row, RowKey
 from tests.test_bench import BASELINE_ROWS, BATON_ROWS
 
@@ -516,10 +517,19 @@ def test_a_full_run_is_kept_under_its_utc_start() -> None:
     assert dated_path(Path("results"), started) == Path("results/2026-01-02T030405Z.json")
 
 
+def test_a_full_runs_flame_graphs_carry_its_name() -> None:
+    stamp = run_stamp(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    path = flame_graph_path(Path("results"), stamp, "sqlite", FLAME_SCENARIOS[1])
+    assert path == Path("results/2026-01-02T030405Z-flame-sqlite-sse.speedscope.json")
+    assert [scenario.workload for scenario in FLAME_SCENARIOS] == ["buffered", "sse", "websocket"]
+
+
 @pytest.mark.parametrize(
     ("name", "kept"),
     [
         ("2026-01-02T030405Z.json", True),  # a full run's dated copy: committed
+        ("2026-01-02T030405Z-flame-sqlite-sse.speedscope.json", True),  # and its flame graphs
+        ("2026-01-02T030405Z-flame-sqlite-sse.speedscope.json.tmp", False),
         ("latest.json", False),
         ("2026-01-02T030405Z.tmp", False),  # write_json's half-written file
         ("profile-postgresql.txt", False),
