@@ -13,7 +13,6 @@ most limit + R - 1 refusals (and those already in flight) are stored per window.
 A client that is refused nothing is never counted, so an honest client pays nothing.
 """
 
-import json
 import math
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -23,7 +22,7 @@ from typing import Any
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Middleware, Receive, Scope, Send
 
-from baton.api.errors import TOO_MANY_REFUSALS, ApiError
+from baton.api.errors import TOO_MANY_REFUSALS, ApiError, error_body
 from baton.api.metrics import Metrics
 from baton.infra.stores import SpendRefusal
 
@@ -66,8 +65,7 @@ def identify_clients(limiter: Callable[[], "RefusalLimiter | None"]) -> Middlewa
 
 async def _refuse_at_once(scope: Scope, send: Send, left: int) -> None:
     """The 429 the exception handlers would send (api/errors.py), without them."""
-    message = f"too many refused requests from this client; retry in {left} s"
-    body = json.dumps({"error": message, "reason": TOO_MANY_REFUSALS}).encode()
+    body = error_body(TOO_MANY_REFUSALS, _refused_for(left))
     Metrics.of(scope["app"]).count_error(TOO_MANY_REFUSALS)
     headers = [
         (b"content-type", b"application/json"),
@@ -81,6 +79,10 @@ async def _refuse_at_once(scope: Scope, send: Send, left: int) -> None:
     }
     await send(start)
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _refused_for(left: int) -> str:
+    return f"too many refused requests from this client; retry in {left} s"
 
 
 def _client_of(scope: Scope) -> str | None:
@@ -124,7 +126,7 @@ class RefusalLimiter:
             return
         raise ApiError(
             TOO_MANY_REFUSALS,
-            f"too many refused requests from this client; retry in {left} s",
+            _refused_for(left),
             headers={"Retry-After": str(left)},
         )
 
