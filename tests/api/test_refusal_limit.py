@@ -177,7 +177,7 @@ async def test_a_blocked_client_is_answered_before_the_app_is_reached() -> None:
     async def spend(client: str, at: datetime, until: datetime) -> tuple[int, datetime]:
         return 1, now + timedelta(seconds=2.5)
 
-    limiter = RefusalLimiter(spend, 1, 5.0, lambda: now)
+    limiter = RefusalLimiter(spend, 1, 5.0, lambda: now, pace=100.0)
     token = CLIENT.set("address:10.0.0.9")
     await limiter.spent()  # the limit reached: blocked for what is left of the window
     CLIENT.reset(token)
