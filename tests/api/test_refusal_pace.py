@@ -315,6 +315,38 @@ async def test_the_middleware_holds_only_the_blocked_address() -> None:
     assert reached == ["10.0.0.8"]
 
 
+async def test_a_request_whose_block_ends_while_it_waits_goes_on_to_the_app() -> None:
+    """Its 429 would say "retry in 0 s": the request is answered as anyone's would be."""
+    clocks = Clocks()
+
+    class WindowEnds(ShutdownGate):
+        async def hold(self, seconds: float) -> bool:
+            clocks.database = NOW + timedelta(seconds=10)  # the window ends meanwhile
+            return True
+
+    limiter = await blocked_limiter(
+        clocks, WindowEnds(), pace=1.0, max_hold=5.0, client="address:10.0.0.9"
+    )
+    reached: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(CLIENT.get())
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    state = SimpleNamespace(state=SimpleNamespace(metrics=Metrics()))
+    scope: Any = {"type": "http", "client": ("10.0.0.9", 1), "app": state}
+    middleware = identify_clients(lambda: limiter)(app)
+    await middleware(scope, None, send)  # type: ignore[arg-type]  # its slot: now
+    assert [message.get("status") for message in sent] == [429, None]
+    await middleware(scope, None, send)  # type: ignore[arg-type]  # held 1 s: the window ends
+    assert reached == ["address:10.0.0.9"]  # counted as the client it is, if refused again
+    assert len(sent) == 2
+
+
 async def test_the_server_lets_held_answers_go_at_its_first_tick_after_sigterm() -> None:
     """handle_exit runs in a signal handler, where no future may be touched: it only closes
     the gate, and the server's next tick, in the event loop, lets the holds go."""
