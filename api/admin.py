@@ -98,7 +98,7 @@ class AdminKeyGuard:
 
 def _invalid_parameter(
     request: Request[Any, Any, Any], error: ValidationException
-) -> Response[ErrorBody]:
+) -> Response[bytes]:
     """Litestar's parameter validation, answered with the parameter's name (Litestar's own
     detail repeats the whole URL, however long)."""
     problems = error.extra if isinstance(error.extra, list) else []

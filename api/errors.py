@@ -4,6 +4,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
@@ -98,23 +99,33 @@ HINTS: dict[str, dict[str, str]] = {
 }
 
 
+_ENCODER = msgspec.json.Encoder()
+
+
+def error_body(reason: str, message: str) -> bytes:
+    """Every error's JSON body, encoded: the one shape whether Litestar sends it
+    (error_response) or a middleware answers on its own, with no Response to build
+    (api/refusal_limit.py's 429 to a blocked client)."""
+    return _ENCODER.encode(ErrorBody(error=message, reason=reason))
+
+
 def error_response(
     request: AnyRequest,
     reason: str,
     message: str,
     status: int | None = None,
     headers: dict[str, str] | None = None,
-) -> Response[ErrorBody]:
+) -> Response[bytes]:
     Metrics.of(request.app).count_error(reason)
     return Response(
-        ErrorBody(error=message, reason=reason),
+        error_body(reason, message),
         status_code=status or STATUS_BY_REASON[reason],
         media_type=MediaType.JSON,
         headers={**HINTS.get(reason, {}), **(headers or {})},
     )
 
 
-def _api_error(request: AnyRequest, error: ApiError) -> Response[ErrorBody]:
+def _api_error(request: AnyRequest, error: ApiError) -> Response[bytes]:
     return error_response(request, error.reason, error.message, headers=error.headers)
 
 
@@ -125,7 +136,7 @@ def _invalid_body(error: ValidationException) -> str:
     return error.detail
 
 
-def _http_error(request: AnyRequest, error: HTTPException) -> Response[ErrorBody]:
+def _http_error(request: AnyRequest, error: HTTPException) -> Response[bytes]:
     """Litestar's own answers (body limits, unparsable JSON, no such route) in our shape."""
     if isinstance(error, RequestEntityTooLarge):
         return error_response(request, TOO_LARGE, "request body is too large")
@@ -142,12 +153,12 @@ def _http_error(request: AnyRequest, error: HTTPException) -> Response[ErrorBody
     return response
 
 
-def _unavailable(request: AnyRequest, error: StoreUnavailable) -> Response[ErrorBody]:
+def _unavailable(request: AnyRequest, error: StoreUnavailable) -> Response[bytes]:
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, error)
     return error_response(request, UNAVAILABLE, UNAVAILABLE_MESSAGE)
 
 
-def _internal(request: AnyRequest, error: Exception) -> Response[ErrorBody]:
+def _internal(request: AnyRequest, error: Exception) -> Response[bytes]:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return error_response(request, INTERNAL, "internal error")
 

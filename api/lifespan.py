@@ -105,7 +105,7 @@ def baton_lifespan(
                 services.gate,
                 following,
                 ping_seconds=settings.sse_ping_seconds,
-                limiter=_refusal_limiter(settings, opened),
+                limiter=_refusal_limiter(settings, opened, services.gate),
                 instruments=services.instruments,
                 prefix=services.prefix,
                 max_frame_bytes=settings.max_body_bytes,
@@ -135,9 +135,16 @@ async def _sweep_forever(database: Database, window: float) -> None:
             log.warning("sweeping expired seals: %s", error)
 
 
-def _refusal_limiter(settings: Settings, database: Database) -> RefusalLimiter | None:
+def _refusal_limiter(
+    settings: Settings, database: Database, gate: ShutdownGate
+) -> RefusalLimiter | None:
     if settings.refusal_limit is None or database.spend_refusal is None:
         return None
     return RefusalLimiter(
-        database.spend_refusal, settings.refusal_limit, settings.refusal_window, database.clock
+        database.spend_refusal,
+        settings.refusal_limit,
+        settings.refusal_window,
+        database.clock,
+        pace=settings.refusal_pace,
+        gate=gate,  # a held 429 is let go when shutdown begins
     )

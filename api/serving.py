@@ -57,6 +57,9 @@ class GracefulServer(uvicorn.Server):
         stop = await super().on_tick(counter)
         if not stop or self.force_exit or self._gate is None:
             return stop
+        # A blocked client's held 429s go out now, not at their slots (api/refusal_limit.py):
+        # here, in the event loop, since handle_exit runs in a signal handler.
+        self._gate.let_go()
         remaining = self._gate.remaining(self._grace)
         if self._running is not None and len(self._running):
             if remaining > 0:

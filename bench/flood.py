@@ -7,7 +7,8 @@ measured window, then on while a flood of `flood_requests` continues with forged
 the same session (its id is no secret) from FLOOD_CONCURRENCY connections of another client,
 127.0.0.2, in a process of its own (spawned, as the load generator is), so the flood's CPU
 is not spent in the owner's event loop. The server answers the flooder refusals (stored) up
-to the limit, then 429 `too-many-refusals` (stored nothing) until the window ends.
+to the limit, then 429 `too-many-refusals` (stored nothing) until the window ends, at most
+FLOOD_REFUSAL_PACE of them a second, so the flood lasts about requests / pace seconds.
 
 The row: the owner's turns that began while the flood ran (rate, p50, p99), next to its p50
 alone; the flood's answers by status; and the `refused` events stored during the flood,
@@ -41,6 +42,7 @@ from bench.clients import START_PATH, TOKEN_HEADER, TURN_BODY, RestClient
 from bench.config import (
     FLOOD_CONCURRENCY,
     FLOOD_REFUSAL_LIMIT,
+    FLOOD_REFUSAL_PACE,
     FLOOD_REFUSAL_WINDOW,
     RunConfig,
 )
@@ -58,7 +60,9 @@ OWNER_SOURCE = "127.0.0.1"  # the owner, and the server's address
 FLOOD_SOURCE = "127.0.0.2"  # another client to the refusal limit (all of 127/8 is loopback)
 # Time for the owner's job to reach the load generator's idle worker before its warm-up.
 START_MARGIN_SECONDS = 0.2
-FLOOD_TIMEOUT_SECONDS = 120.0  # a flood still unanswered by then: the server hung
+# A flood still unanswered by then: the server hung. Far above what the pace makes a full
+# run's flood last (10,000 / FLOOD_REFUSAL_PACE: about 10 s).
+FLOOD_TIMEOUT_SECONDS = 120.0
 # An answer whose body is not Baton's JSON: counted under its status and this word.
 UNREADABLE = "unreadable"
 
@@ -274,6 +278,7 @@ def refusal_limit_env() -> dict[str, str]:
     return {
         "BATON_REFUSAL_LIMIT": str(FLOOD_REFUSAL_LIMIT),
         "BATON_REFUSAL_WINDOW": str(FLOOD_REFUSAL_WINDOW),
+        "BATON_REFUSAL_PACE": str(FLOOD_REFUSAL_PACE),
     }
 
 
@@ -287,7 +292,8 @@ def run_flood(
 ) -> Row:
     progress(
         f"flood on {backend}: {config.flood_requests} junk continues from "
-        f"{FLOOD_CONCURRENCY} connections while the owner runs c1 turns ..."
+        f"{FLOOD_CONCURRENCY} connections (429s paced at {FLOOD_REFUSAL_PACE:g}/s) while the "
+        "owner runs c1 turns ..."
     )
     label = f"baton-{backend}-flood"
     # Both processes import this module while the server starts.
@@ -386,6 +392,7 @@ def flood_row(
             "flood_errors": flood["errors"],
             "refusal_limit": FLOOD_REFUSAL_LIMIT,
             "refusal_window_seconds": FLOOD_REFUSAL_WINDOW,
+            "refusal_pace": FLOOD_REFUSAL_PACE,
             "refusals_stored": stored,
         },
     )
@@ -393,7 +400,8 @@ def flood_row(
         f"owner alone: p50 {unflooded['p50_ms'] or 0:.2f} ms over {len(alone)} turns",
         f"flood: {answered} of {requests} junk continues answered in {seconds:.1f} s from "
         f"{FLOOD_CONCURRENCY} connections ({statuses}; loadgen CPU is the flooder's)",
-        f"refusals stored {stored} (limit {FLOOD_REFUSAL_LIMIT} per {FLOOD_REFUSAL_WINDOW:g} s)",
+        f"refusals stored {stored} (limit {FLOOD_REFUSAL_LIMIT} per {FLOOD_REFUSAL_WINDOW:g} s; "
+        f"429s paced at {FLOOD_REFUSAL_PACE:g}/s)",
     ]
     if flood["errors"]:
         row.notes.append(f"flood errors {flood['errors']}")

@@ -1,6 +1,7 @@
 """One settings object, built from the environment (BATON_*) and overridden by CLI flags."""
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -32,6 +33,17 @@ def _positive_float(name: str, raw: str) -> float:
         raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
     if not value > 0:
         raise SettingsError(f"{name} must be positive, not {value:g}")
+    return value
+
+
+def _rate(name: str, raw: str) -> float:
+    """A number per second: positive, and finite (an infinite rate would be no rate at all)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number per second, not {raw!r}") from None
+    if not 0 < value < math.inf:
+        raise SettingsError(f"{name} must be positive and finite, not {raw.strip()}")
     return value
 
 
@@ -145,6 +157,9 @@ class Settings:
     # answered 429 until the window ends (api/refusal_limit.py); None: no limit.
     refusal_limit: int | None = None
     refusal_window: float = 60.0
+    # 429s a second a blocked client gets at most: its requests wait their turn, so a client
+    # that sends again the moment it is answered cannot spend the process's CPU on 429s.
+    refusal_pace: float = 100.0
     # Seconds of silence after which an SSE stream sends a `: ping` comment, so proxies and
     # load balancers do not close a stream whose turn is thinking quietly.
     sse_ping_seconds: float = 15.0
@@ -266,6 +281,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "stream_buffer": _positive_int,
     "refusal_limit": _positive_int,
     "refusal_window": _positive_float,
+    "refusal_pace": _rate,
     "sse_ping_seconds": _positive_float,
     "recovery_window": _positive_float,
     "admin_keys": _keys,

@@ -9,8 +9,21 @@ from typing import Any
 import pytest
 
 from bench import rows
-from bench.config import FLOOD_CONCURRENCY, FLOOD_REFUSAL_LIMIT, FLOOD_REFUSAL_WINDOW
-from bench.flood import FLOOD_SOURCE, flood_row, junk_continues, refusal_limit_env
+from bench.config import (
+    FLOOD_CONCURRENCY,
+    FLOOD_REFUSAL_LIMIT,
+    FLOOD_REFUSAL_PACE,
+    FLOOD_REFUSAL_WINDOW,
+    MODES,
+    QUICK,
+)
+from bench.flood import (
+    FLOOD_SOURCE,
+    FLOOD_TIMEOUT_SECONDS,
+    flood_row,
+    junk_continues,
+    refusal_limit_env,
+)
 from bench.http_client import HttpConnection
 
 # The owner's window opens at 10.0; the flood runs from 12.0 to 14.0 (seconds on one clock).
@@ -66,6 +79,7 @@ def test_the_row_keeps_what_the_goals_judge() -> None:
     assert row.extra["flood_concurrency"] == FLOOD_CONCURRENCY
     assert row.extra["refusal_limit"] == FLOOD_REFUSAL_LIMIT
     assert row.extra["refusal_window_seconds"] == FLOOD_REFUSAL_WINDOW
+    assert row.extra["refusal_pace"] == FLOOD_REFUSAL_PACE
     assert row.extra["refusals_stored"] == 150
     assert row.loadgen_cpu == 0.25  # the flooder's: the load
     assert "409 x150, 429 x9850" in "; ".join(row.notes)
@@ -80,7 +94,19 @@ def test_the_server_gets_the_limit_as_its_settings() -> None:
     assert refusal_limit_env() == {
         "BATON_REFUSAL_LIMIT": str(FLOOD_REFUSAL_LIMIT),
         "BATON_REFUSAL_WINDOW": str(FLOOD_REFUSAL_WINDOW),
+        "BATON_REFUSAL_PACE": str(FLOOD_REFUSAL_PACE),
     }
+
+
+def test_the_paced_flood_still_spans_several_windows_and_ends_well_within_its_timeout() -> None:
+    """The pace sets how long a flood lasts (requests / pace, at least): long enough in a
+    measured run that each new window's budget is tested, short enough for the timeout, and
+    a smoke run's no longer than before the pace."""
+    seconds = {config.mode: config.flood_requests / FLOOD_REFUSAL_PACE for config in MODES.values()}
+    assert seconds["quick"] >= 5 * FLOOD_REFUSAL_WINDOW
+    assert seconds["full"] * 4 <= FLOOD_TIMEOUT_SECONDS
+    assert seconds["smoke"] <= 0.5
+    assert QUICK.flood_requests == 10_000  # issue 13's flood, in every measured run
 
 
 def test_every_junk_continue_presents_a_token_of_its_own_at_the_session() -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from baton.api.app import create_app
+from baton.api.errors import TOO_MANY_REFUSALS, error_body
 from baton.api.metrics import Metrics
 from baton.api.refusal_limit import CLIENT, RefusalLimiter, identify_clients
 from baton.infra.settings import Settings
@@ -100,6 +101,30 @@ async def test_a_flood_stops_being_stored_at_the_limit_and_the_owner_carries_on(
         assert 'baton_errors_total{reason="too-many-refusals"} 7' in metrics  # a new app
 
 
+async def test_the_fast_429_and_the_exception_handlers_send_one_body_shape(
+    settings: Settings, mallory: str
+) -> None:
+    """The middleware's 429 and every error the exception handlers answer (the junk's 404,
+    the in-band 429 TurnApi raises) are the same bytes for the same reason and message:
+    api/errors.error_body makes them all."""
+    async with replica(limited(settings, mallory)) as client:
+        session_id, _ = await start(client)
+        answers = []
+        for _ in range(LIMIT + 1):
+            answers.append(
+                await client.post(
+                    f"/v1/session/{session_id}/message",
+                    json={"message": "junk", "continuationToken": "forged-token"},
+                    headers=MALLORY,
+                )
+            )
+        for answer in answers:
+            decoded = answer.json()
+            assert answer.content == error_body(decoded["reason"], decoded["error"])
+        assert answers[-1].status_code == 429
+        assert answers[-1].json()["reason"] == TOO_MANY_REFUSALS
+
+
 async def test_concurrent_junk_stores_at_most_the_limit_and_what_was_in_flight(
     settings: Settings, engine: AsyncEngine, mallory: str
 ) -> None:
@@ -152,7 +177,7 @@ async def test_a_blocked_client_is_answered_before_the_app_is_reached() -> None:
     async def spend(client: str, at: datetime, until: datetime) -> tuple[int, datetime]:
         return 1, now + timedelta(seconds=2.5)
 
-    limiter = RefusalLimiter(spend, 1, 5.0, lambda: now)
+    limiter = RefusalLimiter(spend, 1, 5.0, lambda: now, pace=100.0)
     token = CLIENT.set("address:10.0.0.9")
     await limiter.spent()  # the limit reached: blocked for what is left of the window
     CLIENT.reset(token)
@@ -176,5 +201,8 @@ async def test_a_blocked_client_is_answered_before_the_app_is_reached() -> None:
         "error": "too many refused requests from this client; retry in 3 s",
         "reason": "too-many-refusals",
     }
+    # The very bytes api/errors.py sends for any error: one helper makes both.
+    message = "too many refused requests from this client; retry in 3 s"
+    assert body["body"] == error_body(TOO_MANY_REFUSALS, message)
     with pytest.raises(AssertionError, match="the app was reached"):  # another client
         await middleware({**scope, "client": ("10.0.0.8", 1)}, None, send)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ and the process exits 0 within its grace period."""
 import asyncio
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +131,35 @@ async def test_while_draining_new_turns_get_503_retry_after_and_readyz_is_503(
     code = await asyncio.to_thread(server.process.wait, 30)
     assert code == 0, server.log()
     assert readiness["reason"] == "not-ready"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # uvicorn's part: any backend
+async def test_sigterm_lets_a_held_429_go_and_exits_0(database: str, tmp_path: Path) -> None:
+    """A blocked client's request held for its slot (api/refusal_limit.py) neither hangs
+    nor is cut by a graceful shutdown: it is answered 429, and the process exits 0."""
+    pace = {
+        "BATON_REFUSAL_LIMIT": "1",
+        "BATON_REFUSAL_WINDOW": "60",
+        "BATON_REFUSAL_PACE": "0.5",  # slots 2 s apart: the next one, and none past it, fits
+    }
+    server = BatonServer(database, tmp_path / "server.log", environ=pace).start()
+    junk = f"/v1/session/{uuid.uuid4()}/message"
+    body = {"message": "junk", "continuationToken": "forged-token"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        assert (await client.post(junk, json=body)).status_code == 404  # the limit: blocked
+        assert (await client.post(junk, json=body)).status_code == 429  # its slot: now
+        # Two more, on two connections: one takes the slot 2 s ahead and is held, the other
+        # would be 4 s ahead, past the max hold: answered at once, its connection closed.
+        tasks = {asyncio.create_task(client.post(junk, json=body)) for _ in range(2)}
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        (at_once,) = done
+        assert at_once.result().status_code == 429
+        assert at_once.result().headers["connection"] == "close"
+        (held,) = pending
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        answer = await held
+    assert answer.status_code == 429
+    assert answer.json()["reason"] == "too-many-refusals"
+    code = await asyncio.to_thread(server.process.wait, 30)
+    assert code == 0, server.log()

@@ -38,6 +38,31 @@ def test_bad_environment_values_are_named_in_the_error(
         Settings.from_env({variable: value})
 
 
+def test_the_refusal_pace_is_read_and_defaults_to_100_a_second() -> None:
+    assert Settings.from_env({}).refusal_pace == 100.0
+    assert Settings.from_env({"BATON_REFUSAL_PACE": "2.5"}).refusal_pace == 2.5
+    assert Settings.from_env({"BATON_REFUSAL_PACE": "1000"}).refusal_pace == 1000.0
+    # Handed on to worker processes as it came (api/workers.py).
+    paced = Settings.from_env({"BATON_REFUSAL_PACE": "20"})
+    assert Settings.from_env(paced.as_environment()).refusal_pace == 20.0
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("0", "BATON_REFUSAL_PACE must be positive and finite, not 0"),
+        ("-5", "BATON_REFUSAL_PACE must be positive and finite, not -5"),
+        ("inf", "BATON_REFUSAL_PACE must be positive and finite, not inf"),
+        ("nan", "BATON_REFUSAL_PACE must be positive and finite, not nan"),
+        ("fast", "BATON_REFUSAL_PACE must be a number per second, not 'fast'"),
+        ("", "BATON_REFUSAL_PACE must be a number per second, not ''"),
+    ],
+)
+def test_a_refusal_pace_that_is_not_a_positive_rate_is_refused(value: str, complaint: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{complaint}$"):
+        Settings.from_env({"BATON_REFUSAL_PACE": value})
+
+
 def test_a_bad_flag_is_named_as_a_flag() -> None:
     with pytest.raises(SettingsError, match="--port must be positive"):
         Settings.from_env({}, port=-1)
