@@ -73,10 +73,17 @@ def session_body(state: SessionState, recovered_token: str | None = None) -> Ses
 
 
 def seq_after(after: str | None, last_event_id: str | None) -> int:
-    """The seq a read starts after: `Last-Event-ID` wins over `after`; empty is absent."""
-    named, raw = ("Last-Event-ID", last_event_id) if last_event_id else ("after", after)
+    """The seq a read starts after: `Last-Event-ID` wins over `after`; empty is absent.
+    Both are checked, so a malformed `after` is refused even when the header overrides it:
+    whatever a request carries is either valid or a bad request."""
+    by_after = _seq("after", after)
+    by_header = _seq("Last-Event-ID", last_event_id)
+    return by_header if by_header is not None else (by_after or 0)
+
+
+def _seq(named: str, raw: str | None) -> int | None:
     if not raw:
-        return 0
+        return None
     if _SEQ.fullmatch(raw) is None or int(raw) > MAX_SEQ:
         raise ApiError(BAD_REQUEST, f"{named} must be a seq, a whole number from 0 to {MAX_SEQ}")
     return int(raw)

@@ -100,6 +100,20 @@ async def test_a_last_event_id_that_is_not_a_seq_is_a_bad_request(
     )
 
 
+async def test_a_bad_after_is_refused_even_when_last_event_id_overrides_it(
+    client: AsyncClient,
+) -> None:
+    """Schemathesis found it: a malformed parameter must not pass because a header wins."""
+    session = await two_turns(client)
+    headers = {**token_of(session), "Last-Event-ID": "5"}
+    response = await client.get(events_url(session), params={"after": "x"}, headers=headers)
+    assert refusal_of(response) == (
+        400,
+        "bad-request",
+        f"after must be a seq, a whole number from 0 to {MAX_SEQ}",
+    )
+
+
 async def test_a_bad_after_is_refused_before_the_token_is_looked_at(
     client: AsyncClient, engine: AsyncEngine
 ) -> None:
