@@ -165,6 +165,19 @@ RETURNING refusal_seq
 SEAL_COLUMNS = "lookup, session_id, turn, sealed, key_digest, fingerprint, expires_at"
 LOCK_LOOKUP = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 SELECT_SEAL = f"SELECT {SEAL_COLUMNS} FROM recovery WHERE lookup = $1"  # noqa: S608
+# A session's row with its side chain's heads ($1), and the seal under a lookup ($2), in one
+# statement: one round trip instead of two, and one snapshot, so a commit landing meanwhile
+# shows in both or in neither. The seal's columns come as seal_<column>.
+SEAL_PREFIX = "seal_"
+SELECT_SESSION_AND_SEAL = (
+    f"SELECT {', '.join(f's.{field}' for field in SESSION_FIELDS)}, "  # noqa: S608
+    "c.refusals, c.refusal_head, "
+    + ", ".join(f"r.{column} AS {SEAL_PREFIX}{column}" for column in SEAL_COLUMNS.split(", "))
+    + " FROM (SELECT 1) AS one "
+    "LEFT JOIN sessions AS s ON s.session_id = $1 "
+    "LEFT JOIN side_chains AS c ON c.session_id = s.session_id "
+    "LEFT JOIN recovery AS r ON r.lookup = $2"
+)
 KEEP_SEAL = f"""
 INSERT INTO recovery ({SEAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (lookup) DO UPDATE

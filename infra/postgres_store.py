@@ -21,7 +21,6 @@ allows this: a refusal changes no state), so that refusing never locks the sessi
 """
 
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -60,6 +59,7 @@ from baton.infra.postgres_writes import (
     history,
     load,
     load_seal,
+    load_with_seal,
     record_side,
     write,
 )
@@ -212,19 +212,17 @@ class PostgresSessionStore(CommandStore):
 async def _seal_and_row(
     conn: asyncpg.Connection, command: Command[T]
 ) -> tuple[Seal | None, Loaded]:
-    """The seal and the row, as of one moment as far as the decision can tell.
+    """The seal and the row, as of one moment.
 
-    Read seal first, a commit landing between the two statements showed no seal for the
-    token it consumed and then a row that had moved on: a read racing the commit was
-    refused stale-token (the chaos run found it). A session's own command reads its row
-    first: a commit in between then leaves the row from before it (the token current) next
-    to the seal it added, never a row without the seal that explains it. A keyed start
-    must find its session through the seal, so it reads both in one REPEATABLE READ
-    snapshot instead (two round trips more, on a rare path)."""
+    Read as two statements, a commit landing between them could pair a row that had moved
+    on with no seal for the token it consumed, and a read racing the commit was refused
+    stale-token (the chaos run found it). A session's own command reads both in one
+    statement, one snapshot. A keyed start must find its session through the seal, so it
+    reads both in one REPEATABLE READ snapshot instead (two round trips more, on a rare
+    path)."""
     if isinstance(command, StartSession):
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             seal = await load_seal(conn, command.seal_lookup)
             return seal, await load(conn, command.subject(seal), seal=seal)
-    loaded = await load(conn, command.subject(None))
-    seal = await load_seal(conn, command.seal_lookup)
-    return seal, replace(loaded, seal=seal)
+    loaded = await load_with_seal(conn, command.subject(None), command.seal_lookup)
+    return loaded.seal, loaded

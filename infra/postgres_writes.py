@@ -57,6 +57,19 @@ async def load(
     return Loaded(row_to_state(projection_of(record)), ChainHeads.of(record), seal)
 
 
+async def load_with_seal(
+    conn: asyncpg.Connection, session_id: SessionId, lookup: str | None
+) -> Loaded:
+    """The session's row and the seal under `lookup`, as of one snapshot (unlocked)."""
+    record = await conn.fetchrow(sql.SELECT_SESSION_AND_SEAL, session_id, lookup)
+    assert record is not None  # noqa: S101 - the query's FROM is one row, joined or not
+    found = record[f"{sql.SEAL_PREFIX}lookup"] is not None
+    seal = seal_from({f: record[f"{sql.SEAL_PREFIX}{f}"] for f in SEAL_FIELDS}) if found else None
+    if record["session_id"] is None:
+        return Loaded(None, seal=seal)
+    return Loaded(row_to_state(projection_of(record)), ChainHeads.of(record), seal)
+
+
 async def load_seal(
     conn: asyncpg.Connection, lookup: str | None, *, lock: bool = False
 ) -> Seal | None:

@@ -627,8 +627,9 @@ async def test_a_read_racing_the_commit_that_consumes_its_token_is_never_stale(
     for a seal under it and before it loads the session's row. The read must see one moment:
     before the commit (in flight, the token current) or after it (recovered), never a row
     that moved on without the seal that explains it, which answered stale-token. On
-    PostgreSQL the commit is slotted between the read's two statements; elsewhere it runs
-    just before the read (one writer, one snapshot: there is no between)."""
+    PostgreSQL the commit is slotted right after the read's first statement (the row and the
+    seal are now one statement, one snapshot; were they ever two again, the commit would land
+    between them); elsewhere it runs just before the read (one writer, one snapshot)."""
     session, first = await started(store)
     await session.commit(first)
     running = await session.claim()
@@ -647,7 +648,7 @@ async def test_a_read_racing_the_commit_that_consumes_its_token_is_never_stale(
 
             return reading
 
-        for name in ("load", "load_seal"):
+        for name in ("load", "load_seal", "load_with_seal"):
             monkeypatch.setattr(postgres_store, name, then_commit(getattr(postgres_store, name)))
     else:
         await commit
