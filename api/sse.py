@@ -27,7 +27,7 @@ from litestar.types import Receive, Send
 from prometheus_client import Gauge
 
 from baton.api.follow import Lapsed
-from baton.api.live import LiveTurn
+from baton.api.live import LiveTurn, TurnEnd
 from baton.api.turn_api import EventsView
 from baton.api.wire import event_object, lapsed_object, outcome_object, stored_objects
 from baton.domain.turn import TurnReply
@@ -52,6 +52,14 @@ def frame(body: dict[str, object], seq: int | None) -> bytes:
     return head.encode() + b"data: " + _encode(body) + b"\r\n\r\n"
 
 
+class Final(bytes):
+    """A stream's last frame: sent with the end of the body, so the chunk that ends the
+    HTTP response goes out in the same write instead of one of its own (one send, and one
+    write to the socket, fewer for every streamed turn)."""
+
+    __slots__ = ()
+
+
 def priming(seq: int) -> bytes:
     """Where a dropped stream resumes from, before anything else is sent."""
     return f"id: {seq}\r\nretry: {RETRY_MS}\r\n\r\n".encode()
@@ -65,7 +73,8 @@ async def _turn_frames(live: LiveTurn, ping_seconds: float, streams: Gauge) -> A
                 yield PING
                 continue
             body, seq = event_object(event)
-            yield frame(body, seq)
+            framed = frame(body, seq)
+            yield Final(framed) if isinstance(event, TurnEnd) else framed
 
 
 async def _replay_frames(reply: TurnReply, streams: Gauge) -> AsyncIterator[bytes]:
@@ -75,7 +84,7 @@ async def _replay_frames(reply: TurnReply, streams: Gauge) -> AsyncIterator[byte
         yield priming(first - 1)
         for seq, record in zip(reply.record_seqs, reply.records, strict=True):
             yield frame({"type": "record", "record": record}, seq)
-        yield frame(outcome_object(reply), reply.seq)
+        yield Final(frame(outcome_object(reply), reply.seq))
 
 
 async def _stored_frames(
@@ -120,12 +129,19 @@ async def _with_pings(events: AsyncIterator[Any], seconds: float) -> AsyncIterat
 
 
 class _UnlistenedStreamingResponse(ASGIStreamingResponse):
-    """Litestar's streaming response, without the disconnect listener (see above)."""
+    """Litestar's streaming response, without the disconnect listener (see above), and
+    with a Final frame ending the body in the same send."""
 
     __slots__ = ()
 
     async def send_body(self, send: Send, receive: Receive) -> None:
-        await self._stream(send)
+        ended = False
+        async for chunk in self.iterator:
+            body = chunk if isinstance(chunk, bytes) else chunk.encode(self.encoding)
+            ended = isinstance(chunk, Final)
+            await send({"type": "http.response.body", "body": body, "more_body": not ended})
+        if not ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class TurnStream(Stream):

@@ -148,9 +148,16 @@ MUTANTS = (
     Mutant(
         "the refusal limit never blocks",
         "api/refusal_limit.py",
-        "        if refused >= self._limit:\n",
-        "        if False:\n",
+        "        if refused < self._limit:\n",
+        "        if True:\n",
         ("tests/api/test_refusal_limit.py",),
+    ),
+    Mutant(
+        "a blocked client's 429s are not paced",
+        "api/refusal_limit.py",
+        "        return slot <= now or await self._gate.hold(slot - now)\n",
+        "        return True\n",
+        ("tests/api/test_refusal_pace.py",),
     ),
     Mutant(
         "SQLite group commit: BEGIN IMMEDIATE -> BEGIN",
