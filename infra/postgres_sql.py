@@ -4,7 +4,13 @@ Each statement is conditional and appends its event through a data-modifying CTE
 into the session's hash chain with sha256() (the link is defined in infra/chain.py).
 """
 
-from baton.infra.tables import EVENT_FIELDS, LOAD_SESSION, SESSION_FIELDS, UPDATED_FIELDS
+from baton.infra.tables import (
+    EVENT_FIELDS,
+    LOAD_SESSION,
+    LOADED_COLUMNS,
+    SESSION_FIELDS,
+    UPDATED_FIELDS,
+)
 
 SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
 
@@ -170,8 +176,7 @@ SELECT_SEAL = f"SELECT {SEAL_COLUMNS} FROM recovery WHERE lookup = $1"  # noqa: 
 # shows in both or in neither. The seal's columns come as seal_<column>.
 SEAL_PREFIX = "seal_"
 SELECT_SESSION_AND_SEAL = (
-    f"SELECT {', '.join(f's.{field}' for field in SESSION_FIELDS)}, "  # noqa: S608
-    "c.refusals, c.refusal_head, "
+    f"SELECT {LOADED_COLUMNS}, "  # noqa: S608
     + ", ".join(f"r.{column} AS {SEAL_PREFIX}{column}" for column in SEAL_COLUMNS.split(", "))
     + " FROM (SELECT 1) AS one "
     "LEFT JOIN sessions AS s ON s.session_id = $1 "

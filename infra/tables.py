@@ -191,10 +191,13 @@ refusal_budgets = Table(
 
 # The projection's columns in table order: the stores' hand-written SQL names them this way.
 SESSION_FIELDS = tuple(column.name for column in sessions.columns)
+# What a loaded session is: its projection row (s) with its side chain's heads (c).
+LOADED_COLUMNS = (
+    ", ".join(f"s.{field}" for field in SESSION_FIELDS) + ", c.refusals, c.refusal_head"
+)
 # A projection row joined with its side chain's heads: how every store loads a session.
 LOAD_SESSION = (
-    f"SELECT {', '.join(f's.{field}' for field in SESSION_FIELDS)}, "  # noqa: S608
-    "c.refusals, c.refusal_head FROM sessions AS s "
+    f"SELECT {LOADED_COLUMNS} FROM sessions AS s "  # noqa: S608
     "LEFT JOIN side_chains AS c ON c.session_id = s.session_id WHERE s.session_id = "
 )
 
