@@ -9,7 +9,7 @@ total (inclusive) time.
 """
 
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,56 +63,55 @@ def flame_graph_path(results_dir: Path, stamp: str, backend: str, scenario: Scen
     return results_dir / f"{stamp}-flame-{backend}-{scenario.workload}.speedscope.json"
 
 
-def _profiled(
-    scenario: Scenario,
-    backend: str,
-    database_url: str,
-    loadgen: LoadGenerator,
-    config: RunConfig,
-    paths: tuple[Path, Path],  # (work_dir, results_dir)
-) -> tuple[Row, Session]:
-    work_dir, results_dir = paths
-    session_path = work_dir / f"profile-{backend}-{scenario.workload}.pyisession"
-    with profiled_baton_server(database_url, session_path, results_dir / "logs") as server:
-        row = run_scenario(scenario, backend, server, loadgen, config)
-    if not session_path.exists():
-        raise RuntimeError(f"pyinstrument wrote no session:\n{server.log_tail()}")
-    return row, Session.load(str(session_path))
+@dataclass(frozen=True, slots=True)
+class Profiling:
+    """What every profiled run of a full bench shares: the load, the run's settings, where
+    pyinstrument's raw sessions go (work_dir) and where what is kept goes (results_dir),
+    and the run's name, which its flame graphs carry."""
+
+    loadgen: LoadGenerator
+    config: RunConfig
+    work_dir: Path
+    results_dir: Path
+    stamp: str
+
+    def run(
+        self, scenario: Scenario, backend: str, database_url: str, config: RunConfig
+    ) -> tuple[Row, Session]:
+        """`scenario` against a profiled `baton serve` of its own: its row and session."""
+        session_path = self.work_dir / f"profile-{backend}-{scenario.workload}.pyisession"
+        log_dir = self.results_dir / "logs"
+        with profiled_baton_server(database_url, session_path, log_dir) as server:
+            row = run_scenario(scenario, backend, server, self.loadgen, config)
+        if not session_path.exists():
+            raise RuntimeError(f"pyinstrument wrote no session:\n{server.log_tail()}")
+        return row, Session.load(str(session_path))
+
+    def keep_flame_graph(self, session: Session, backend: str, scenario: Scenario) -> Path:
+        path = flame_graph_path(self.results_dir, self.stamp, backend, scenario)
+        path.write_text(SpeedscopeRenderer().render(session))
+        return path
 
 
-def flame_graphs(
-    backend: str,
-    database_url: str,
-    loadgen: LoadGenerator,
-    config: RunConfig,
-    paths: tuple[Path, Path],  # (work_dir, results_dir)
-    stamp: str,
-) -> dict[str, str]:
+def flame_graphs(profiling: Profiling, backend: str, database_url: str) -> dict[str, str]:
     """A flame graph per transport on `backend` (PostgreSQL buffered: profile_postgres_c16)."""
+    config = profiling.config
     short = replace(config, measure_seconds=min(config.measure_seconds, FLAME_MEASURE_SECONDS))
     written = {}
     for scenario in FLAME_SCENARIOS:
         if backend == rows.POSTGRESQL and scenario == PROFILED:
             continue
         progress(f"flame graph: {backend} {scenario.workload} c{scenario.concurrency} ...")
-        _, session = _profiled(scenario, backend, database_url, loadgen, short, paths)
-        path = flame_graph_path(paths[1], stamp, backend, scenario)
-        path.write_text(SpeedscopeRenderer().render(session))
+        _, session = profiling.run(scenario, backend, database_url, short)
+        path = profiling.keep_flame_graph(session, backend, scenario)
         written[f"{backend} {scenario.workload}"] = str(path)
     return written
 
 
-def profile_postgres_c16(
-    database_url: str,
-    loadgen: LoadGenerator,
-    config: RunConfig,
-    paths: tuple[Path, Path],  # (work_dir, results_dir)
-    stamp: str,
-) -> dict[str, Any]:
-    results_dir = paths[1]
-    row, session = _profiled(PROFILED, rows.POSTGRESQL, database_url, loadgen, config, paths)
-    flame = flame_graph_path(results_dir, stamp, rows.POSTGRESQL, PROFILED)
-    flame.write_text(SpeedscopeRenderer().render(session))
+def profile_postgres_c16(profiling: Profiling, database_url: str) -> dict[str, Any]:
+    results_dir = profiling.results_dir
+    row, session = profiling.run(PROFILED, rows.POSTGRESQL, database_url, profiling.config)
+    flame = profiling.keep_flame_graph(session, rows.POSTGRESQL, PROFILED)
     renderings = {
         "tree": ConsoleRenderer(unicode=False, color=False),
         "self": ConsoleRenderer(unicode=False, color=False, flat=True, flat_time="self"),

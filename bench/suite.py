@@ -28,7 +28,7 @@ from bench.databases import (
 )
 from bench.flood import run_flood
 from bench.loadgen import LoadGenerator
-from bench.profiling import flame_graphs, profile_postgres_c16
+from bench.profiling import Profiling, flame_graphs, profile_postgres_c16
 from bench.progress import progress
 from bench.route_overhead import measure_routes
 from bench.rows import Row
@@ -141,7 +141,7 @@ class Suite:
         url = sqlite_url(fresh_sqlite_path(self.work_dir, "baton"))
         self.rows += run_backend(rows.SQLITE, url, self.loadgen, self.config, self.log_dir)
         if self.config.profile:
-            self.flames.update(flame_graphs(rows.SQLITE, url, *self._profiling()))
+            self.flames.update(flame_graphs(self._profiling(), rows.SQLITE, url))
 
     def baton_postgresql(self) -> None:
         with fresh_postgres("baton") as database:
@@ -149,12 +149,12 @@ class Suite:
             self.rows += run_backend(rows.POSTGRESQL, url, self.loadgen, self.config, self.log_dir)
             if self.config.profile:
                 progress("profiling: postgresql buffered c16 under pyinstrument ...")
-                self.profile = profile_postgres_c16(url, *self._profiling())
-                self.flames.update(flame_graphs(rows.POSTGRESQL, url, *self._profiling()))
+                self.profile = profile_postgres_c16(self._profiling(), url)
+                self.flames.update(flame_graphs(self._profiling(), rows.POSTGRESQL, url))
                 self.profile["flame_graphs"] = self.flames
 
-    def _profiling(self) -> tuple[LoadGenerator, RunConfig, tuple[Path, Path], str]:
-        return self.loadgen, self.config, (self.work_dir, self.results_dir), self.stamp
+    def _profiling(self) -> Profiling:
+        return Profiling(self.loadgen, self.config, self.work_dir, self.results_dir, self.stamp)
 
     def flood(self, backend: str) -> None:
         """Issue 13: junk continues at one session while its owner runs turns, on a server
