@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,11 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from baton.api.app import create_app
 from baton.api.errors import TOO_MANY_REFUSALS, error_body
-from baton.api.metrics import Metrics
-from baton.api.refusal_limit import CLIENT, RefusalLimiter, identify_clients
+from baton.api.refusal_limit import CLIENT, RefusalLimiter
 from baton.infra.settings import Settings
 from baton.infra.tables import events
 from tests.api.conftest import in_process_client, running
+from tests.api.identified import Identified
 from tests.waiting import until
 
 ALICE_KEY = "alice-key-0123456789abcdef0123456789"
@@ -185,16 +184,9 @@ async def test_a_blocked_client_is_answered_before_the_app_is_reached() -> None:
     async def unreachable(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("the app was reached")
 
-    sent: list[Any] = []
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    app = SimpleNamespace(state=SimpleNamespace(metrics=Metrics()))
-    scope: Any = {"type": "http", "client": ("10.0.0.9", 1234), "app": app}
-    middleware = identify_clients(lambda: limiter)(unreachable)
-    await middleware(scope, None, send)  # type: ignore[arg-type]
-    start, body = sent
+    identified = Identified(limiter, unreachable)
+    await identified.request("10.0.0.9")
+    start, body = identified.sent
     assert start["status"] == 429
     assert dict(start["headers"])[b"retry-after"] == b"3"
     assert json.loads(body["body"]) == {
@@ -205,4 +197,4 @@ async def test_a_blocked_client_is_answered_before_the_app_is_reached() -> None:
     message = "too many refused requests from this client; retry in 3 s"
     assert body["body"] == error_body(TOO_MANY_REFUSALS, message)
     with pytest.raises(AssertionError, match="the app was reached"):  # another client
-        await middleware({**scope, "client": ("10.0.0.8", 1)}, None, send)  # type: ignore[arg-type]
+        await identified.request("10.0.0.8")

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import httpx
@@ -24,12 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from baton.api import lifespan
 from baton.api.app import create_app
 from baton.api.errors import TOO_MANY_REFUSALS, error_body
-from baton.api.metrics import Metrics
-from baton.api.refusal_limit import CLIENT, RefusalLimiter, identify_clients
+from baton.api.refusal_limit import CLIENT, RefusalLimiter
 from baton.api.serving import GracefulServer
 from baton.api.shutdown import ShutdownGate
 from baton.infra.settings import Settings
 from tests.api.conftest import in_process_client, running
+from tests.api.identified import Identified
 from tests.waiting import until
 
 T = TypeVar("T")
@@ -287,31 +286,20 @@ async def test_the_middleware_holds_only_the_blocked_address() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         reached.append(scope["client"][0])
 
-    sent: list[Any] = []
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
     async def unread() -> Any:
         raise AssertionError("a blocked client's body was read")
 
-    state = SimpleNamespace(state=SimpleNamespace(metrics=Metrics()))
-    middleware = identify_clients(lambda: limiter)(app)
-
-    def request(address: str) -> Any:
-        scope = {"type": "http", "client": (address, 1), "app": state}
-        return middleware(scope, unread, send)  # type: ignore[arg-type]
-
-    await request("10.0.0.9")  # its first slot: answered at once
-    assert sent[0]["status"] == 429
-    held = asyncio.create_task(request("10.0.0.9"))
+    identified = Identified(limiter, app)
+    await identified.request("10.0.0.9", unread)  # its first slot: answered at once
+    assert identified.sent[0]["status"] == 429
+    held = asyncio.create_task(identified.request("10.0.0.9", unread))
     await until(lambda: gate.held == 1, "the blocked address's request is held")
-    await request("10.0.0.8")
+    await identified.request("10.0.0.8", unread)
     assert reached == ["10.0.0.8"]
     assert not held.done()
     gate.let_go()
     await let_go(held)
-    assert (b"connection", b"close") in sent[2]["headers"]
+    assert (b"connection", b"close") in identified.sent[2]["headers"]
     assert reached == ["10.0.0.8"]
 
 
@@ -332,19 +320,12 @@ async def test_a_request_whose_block_ends_while_it_waits_goes_on_to_the_app() ->
     async def app(scope: Any, receive: Any, send: Any) -> None:
         reached.append(CLIENT.get())
 
-    sent: list[Any] = []
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    state = SimpleNamespace(state=SimpleNamespace(metrics=Metrics()))
-    scope: Any = {"type": "http", "client": ("10.0.0.9", 1), "app": state}
-    middleware = identify_clients(lambda: limiter)(app)
-    await middleware(scope, None, send)  # type: ignore[arg-type]  # its slot: now
-    assert [message.get("status") for message in sent] == [429, None]
-    await middleware(scope, None, send)  # type: ignore[arg-type]  # held 1 s: the window ends
+    identified = Identified(limiter, app)
+    await identified.request("10.0.0.9")  # its slot: now
+    assert [message.get("status") for message in identified.sent] == [429, None]
+    await identified.request("10.0.0.9")  # held 1 s: the window ends
     assert reached == ["address:10.0.0.9"]  # counted as the client it is, if refused again
-    assert len(sent) == 2
+    assert len(identified.sent) == 2
 
 
 async def test_the_server_lets_held_answers_go_at_its_first_tick_after_sigterm() -> None:
