@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[dim]{_banner(session, store)}; /quit or Ctrl-D to leave[/]")
         chat(console, session)
     if session.started:
-        console.print(f"[dim]saved in {store.path}; carry on with --resume[/]")
+        console.print(f"[dim]saved in {store.path}; carry on with --resume[/]", soft_wrap=True)
     return 0
 
 
