@@ -170,6 +170,12 @@ class OpenTurn:
         except asyncio.CancelledError:
             await self._release(ReleaseCause.SHUT_DOWN, "the replica stopped before the turn ended")
             raise
+        except StoreUnavailable:
+            # Baton's database failed under the turn (a record could not be appended): an
+            # outage, answered "unavailable" so the client retries, not the application's
+            # failure. The session is freed now if the database answers, else at the lease.
+            await self._release_quietly("the database became unavailable during the turn")
+            raise
         except Exception as error:  # the application's failure, reported in-band
             return await self._fail(ReleaseCause.FAILED, failure_message(error))
         return await self._commit(outcome, records)
@@ -259,8 +265,7 @@ class OpenTurn:
             # Whether or not the commit landed, releasing is safe: after a landed commit the
             # claim is gone and the release does nothing. Without it, a commit that failed
             # would leave the session in flight with nobody to end the turn.
-            with contextlib.suppress(Exception):
-                await self._release(ReleaseCause.FAILED, "the commit did not complete")
+            await self._release_quietly("the commit did not complete")
             raise
         if isinstance(committed, Contended):
             return self._reply(committed, None, None, [])
@@ -269,6 +274,10 @@ class OpenTurn:
     async def _fail(self, cause: ReleaseCause, message: str) -> TurnFailed:
         await self._release(cause, message)
         return TurnFailed(self.session_id, self.number, message)
+
+    async def _release_quietly(self, error: str) -> None:
+        with contextlib.suppress(Exception):  # a database still down: the lease lapses instead
+            await self._release(ReleaseCause.FAILED, error)
 
     async def _release(self, cause: ReleaseCause, error: str) -> None:
         await self._services.store.release(

@@ -6,6 +6,7 @@ from pathlib import Path
 from baton.api.demo import demo_handler
 from baton.domain.handler import Turn
 from baton.domain.outcomes import Finished, Parked
+from baton.domain.ports import StoreUnavailable
 
 HOLD_LIMIT_SECONDS = 60
 
@@ -17,7 +18,11 @@ async def test_handler(turn: Turn) -> Finished | Parked:
     `{"message": "/records", "count": N, "until": PREFIX}` journals N records, holding the
     turn after record i (counted from 1) until the file PREFIX.i exists, and
     `{"message": "/flood", "deltas": N, "size": B}` streams N deltas of B characters as fast
-    as it can, then finishes."""
+    as it can, then finishes, and `/outage` journals a record, then fails as Baton's store does
+    when its database is lost under a turn."""
+    if turn.input.get("message") == "/outage":
+        await turn.record({"before": "the outage"})
+        raise StoreUnavailable("ConnectionResetError: the database went away")
     if turn.input.get("message") == "/hold":
         until = Path(str(turn.input["until"]))
         await turn.record({"holding": str(until)})

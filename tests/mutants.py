@@ -180,6 +180,13 @@ MUTANTS = (
         "",
         (STORE, "tests/infra/test_migrations.py"),
     ),
+    Mutant(
+        "an outage under a turn is reported as the application's failure",
+        "domain/turn.py",
+        "        except StoreUnavailable:\n            # Baton's database failed under the turn",
+        "        except KeyboardInterrupt:\n            # Baton's database failed under the turn",
+        ("tests/domain/test_driver.py",),
+    ),
 )
 
 

@@ -20,6 +20,7 @@ HTTP_STATUS = {
     "closed": 410,
     "unexpected-token": 400,
     "turn-failed": 500,
+    "unavailable": 503,
 }
 STALE = ("stale-token", "stale or invalid continuationToken")
 
@@ -134,6 +135,27 @@ async def test_a_failed_turn_keeps_the_token(turns: TurnClient, engine: AsyncEng
     assert retried.kind == "outcome", retried
     assert retried.outcome["turn"] == 2
     assert "released" in await kinds(engine, session.session_id)
+
+
+async def test_an_outage_under_a_turn_is_unavailable_and_keeps_the_token(
+    turns: TurnClient, engine: AsyncEngine
+) -> None:
+    """The database lost under a running turn is an outage the client retries (503, or an
+    in-band `unavailable` end), never the application's `turn-failed`."""
+    session = await started(turns)
+    answer = await turns.send(session.session_id, session.token, {"message": "/outage"})
+    assert (answer.kind, answer.reason) == ("error", "unavailable"), answer
+    if turns.name == "buffered":
+        assert answer.http_status == HTTP_STATUS["unavailable"]
+    elif turns.name == "sse":
+        assert (answer.http_status, answer.events[-1]) == (200, "error")
+    retried = await turns.send(session.session_id, session.token, {"message": "again"})
+    assert retried.kind == "outcome", retried
+    assert retried.outcome["turn"] == 2
+    stored = await kinds(engine, session.session_id)
+    released = stored.index("released")
+    assert stored[released - 2 : released + 2] == ["claimed", "record", "released", "claimed"]
+    assert stored[-1] == "committed"
 
 
 async def test_a_parked_turn(turns: TurnClient) -> None:

@@ -22,6 +22,7 @@ from baton.domain.handler import Turn, TurnHandler
 from baton.domain.identifiers import SessionId, digest_token, unseal_token
 from baton.domain.json import JsonObject, JsonValue
 from baton.domain.outcomes import Contended, Finished, HandlerOutcome, Parked, StateUpdate
+from baton.domain.ports import StoreUnavailable
 from baton.domain.refusals import Refusal, RefusalReason
 from baton.domain.requests import ContinueRequest, StartRequest
 from baton.domain.state import SessionStatus
@@ -602,6 +603,41 @@ async def test_a_commit_that_fails_releases_the_claim_and_keeps_the_token() -> N
         await opened.run(RecordingSink())
     assert harness.store.kinds(started.session_id)[-2:] == ["claimed", "released"]
     store.broken = False
+    assert isinstance(await harness.run(started.session_id, started.token), TurnReply)
+
+
+class OutageOnRecords(InMemorySessionStore):
+    """A store that cannot append a record while `down`, as in a database outage."""
+
+    down = False
+
+    async def append_record(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            raise StoreUnavailable("InternalClientError: another operation is in progress")
+        return await super().append_record(*args, **kwargs)
+
+
+async def test_an_outage_under_a_record_is_unavailable_not_the_handlers_failure() -> None:
+    """Found by the chaos run: a record the database could not take was reported as the
+    application's failure (500 turn-failed) instead of an outage (503, retry)."""
+
+    async def handler(turn: Turn) -> Finished:
+        await turn.record("a step")
+        return Finished("x", state=None)
+
+    store = OutageOnRecords()
+    harness = Harness(handler, store)
+    started = await harness.start()
+    store.down = True
+    opened = await harness.open(started.session_id, started.token)
+    assert isinstance(opened, OpenTurn)
+    with pytest.raises(StoreUnavailable):
+        await opened.run(RecordingSink())
+    released = harness.store.session_events(started.session_id)[-1]
+    assert isinstance(released, TurnReleased)
+    assert released.cause is ReleaseCause.FAILED
+    assert released.error == "the database became unavailable during the turn"
+    store.down = False
     assert isinstance(await harness.run(started.session_id, started.token), TurnReply)
 
 
