@@ -83,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
         else:  # a new conversation: it replaces the saved one at its first turn
             session = client.session(store, fresh=True)
-        console.print(f"[dim]{_banner(session, store)}; /quit or Ctrl-D to leave[/]")
+        console.print(
+            f"[dim]{_banner(session, store)}; /quit or Ctrl-D to leave[/]", soft_wrap=True
+        )
         chat(console, session)
     if session.started:
         console.print(f"[dim]saved in {store.path}; carry on with --resume[/]", soft_wrap=True)

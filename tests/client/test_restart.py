@@ -151,7 +151,10 @@ def test_the_chat_survives_a_restart_and_resumes(backend: str, tmp_path: Path) -
     """`baton chat` in a pseudo-terminal against the demo handler: two streamed turns, the
     server killed -9 and restarted on the same database while the third is typed, the
     third answered on the same session, then /quit, and `--resume` for a fourth."""
-    state = tmp_path / "chat.json"
+    # Longer than the terminal is wide: the path must still print whole, to be copied.
+    folder = tmp_path / ("a-folder-with-a-long-name-" * 8) / ("and-another-" * 16)
+    folder.mkdir(parents=True)
+    state = folder / "chat.json"
     with (
         fresh_database(backend, tmp_path) as url,
         BatonServer(url, tmp_path / "server.log") as server,  # the demo handler
