@@ -23,9 +23,14 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict baton client/baton_client
 	$(BIN)/lint-imports
 
+# Three pytest workers on these 2-core machines: most tests wait on real server processes,
+# so three halve the wall time (13.4 -> 7.0 min measured; four were no faster). TEST_WORKERS=0
+# runs in one process.
+TEST_WORKERS ?= 3
+
 test: lint
 	@bash .ci/system-packages
-	$(BIN)/pytest
+	$(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 # The benchmark suite: real servers, baselines measured in the same run, one table.
 # QUICK=1 gives a short run (under two minutes) with the same scenarios.
