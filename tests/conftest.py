@@ -1,6 +1,8 @@
 """Fixtures shared by every layer: one database per backend per run, migrated to head."""
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -10,7 +12,7 @@ from baton.domain.identifiers import SessionId
 from baton.domain.ports import SessionStore
 from baton.infra.database import create_engine
 from baton.infra.history import SessionReader
-from baton.infra.migrate import upgrade_to_head
+from baton.infra.migrate import migrate
 from baton.infra.settings import Settings
 from baton.infra.stores import Database, open_database
 from tests.databases import BACKENDS, MEMORY, POSTGRESQL, fresh_database
@@ -54,10 +56,20 @@ def pgbouncer() -> Iterator[PgBouncer]:
 
 @pytest.fixture(scope="session")
 def direct_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The run's database for `backend`, as the server itself answers it (never a pooler)."""
+    """The run's database for `backend`, as the server itself answers it (never a pooler),
+    migrated to head before any test sees it: a test that only asks for `settings` must
+    not depend on another test having migrated it first (under xdist it may run first)."""
     real = POSTGRESQL if backend == PGBOUNCER else backend
     with fresh_database(real, tmp_path_factory.mktemp(backend)) as url:
+        _migrate_to_head(url)
         yield url
+
+
+def _migrate_to_head(url: str) -> None:
+    # A loop of its own in a thread of its own: this fixture is synchronous, and may be
+    # set up while the session's loop is running.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(lambda: asyncio.run(migrate(Settings(database_url=url)))).result()
 
 
 @pytest.fixture(scope="session")
@@ -76,10 +88,9 @@ def database_url(settings: Settings) -> str:
 
 @pytest.fixture(scope="session")
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    """The run's database, built by the migrations (never by create_all), on the direct
-    URL as `baton migrate` does; tests read and write it there too."""
+    """The run's database, built by the migrations (never by create_all, see `direct_url`),
+    on the direct URL as `baton migrate` does; tests read and write it there too."""
     engine = create_engine(settings, direct=True)
-    await upgrade_to_head(engine)
     yield engine
     await engine.dispose()
 
