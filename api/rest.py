@@ -69,6 +69,8 @@ def wants_stream(request: AnyRequest) -> bool:
     accept = request.headers.get("accept")
     if not accept or EVENT_STREAM not in accept:
         return False  # the common case, decided without parsing the header
+    if accept == EVENT_STREAM:
+        return True  # what a streaming client sends, also decided without parsing it
     return request.accept.best_match([JSON, EVENT_STREAM], default=JSON) == EVENT_STREAM
 
 
