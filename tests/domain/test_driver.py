@@ -578,66 +578,59 @@ async def test_sessions_started_by_the_driver_get_distinct_time_ordered_ids() ->
 # ---------------------------------------------------------------- a commit that fails
 
 
-class FlakyCommits(InMemorySessionStore):
-    """A store whose commits fail while `broken`, as a dropped database connection would."""
+class FailingStore(InMemorySessionStore):
+    """A store whose `failing` call raises `error` (as a dropped database connection, or an
+    outage the store reports, would) until `failing` is None again."""
 
-    broken = False
+    failing: str | None = None
+    error: Exception = ConnectionError("the database went away")
+
+    def _fail_if(self, call: str) -> None:
+        if self.failing == call:
+            raise self.error
 
     async def commit(self, *args: Any, **kwargs: Any) -> Any:
-        if self.broken:
-            raise ConnectionError("the database went away")
+        self._fail_if("commit")
         return await super().commit(*args, **kwargs)
 
-
-async def test_a_commit_that_fails_releases_the_claim_and_keeps_the_token() -> None:
-    async def handler(turn: Turn) -> Finished:
-        return Finished("x", state=None)
-
-    store = FlakyCommits()
-    harness = Harness(handler, store)
-    started = await harness.start()
-    store.broken = True
-    opened = await harness.open(started.session_id, started.token)
-    assert isinstance(opened, OpenTurn)
-    with pytest.raises(ConnectionError):
-        await opened.run(RecordingSink())
-    assert harness.store.kinds(started.session_id)[-2:] == ["claimed", "released"]
-    store.broken = False
-    assert isinstance(await harness.run(started.session_id, started.token), TurnReply)
-
-
-class OutageOnRecords(InMemorySessionStore):
-    """A store that cannot append a record while `down`, as in a database outage."""
-
-    down = False
-
     async def append_record(self, *args: Any, **kwargs: Any) -> Any:
-        if self.down:
-            raise StoreUnavailable("InternalClientError: another operation is in progress")
+        self._fail_if("append_record")
         return await super().append_record(*args, **kwargs)
 
 
-async def test_an_outage_under_a_record_is_unavailable_not_the_handlers_failure() -> None:
-    """Found by the chaos run: a record the database could not take was reported as the
-    application's failure (500 turn-failed) instead of an outage (503, retry)."""
-
+@pytest.mark.parametrize(
+    ("call", "error", "released_because"),
+    [
+        ("commit", ConnectionError("the database went away"), "the commit did not complete"),
+        # Found by the chaos run: a record the database could not take was reported as the
+        # application's failure (500 turn-failed) instead of an outage (503, retry).
+        (
+            "append_record",
+            StoreUnavailable("InternalClientError: another operation is in progress"),
+            "the database became unavailable during the turn",
+        ),
+    ],
+)
+async def test_a_store_call_failing_mid_turn_is_raised_releases_the_claim_and_keeps_the_token(
+    call: str, error: Exception, released_because: str
+) -> None:
     async def handler(turn: Turn) -> Finished:
         await turn.record("a step")
         return Finished("x", state=None)
 
-    store = OutageOnRecords()
+    store = FailingStore()
+    store.error = error
     harness = Harness(handler, store)
     started = await harness.start()
-    store.down = True
+    store.failing = call
     opened = await harness.open(started.session_id, started.token)
     assert isinstance(opened, OpenTurn)
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(type(error)):
         await opened.run(RecordingSink())
     released = harness.store.session_events(started.session_id)[-1]
     assert isinstance(released, TurnReleased)
-    assert released.cause is ReleaseCause.FAILED
-    assert released.error == "the database became unavailable during the turn"
-    store.down = False
+    assert (released.cause, released.error) == (ReleaseCause.FAILED, released_because)
+    store.failing = None
     assert isinstance(await harness.run(started.session_id, started.token), TurnReply)
 
 
