@@ -1,8 +1,6 @@
 """Fixtures shared by every layer: one database per backend per run, migrated to head."""
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -15,7 +13,7 @@ from baton.infra.history import SessionReader
 from baton.infra.migrate import migrate
 from baton.infra.settings import Settings
 from baton.infra.stores import Database, open_database
-from tests.databases import BACKENDS, MEMORY, POSTGRESQL, fresh_database
+from tests.databases import BACKENDS, MEMORY, POSTGRESQL, fresh_database, in_own_loop
 from tests.domain.fakes import InMemorySessionStore
 from tests.pgbouncer import PGBOUNCER, PgBouncer, running_pgbouncer
 
@@ -61,15 +59,8 @@ def direct_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     not depend on another test having migrated it first (under xdist it may run first)."""
     real = POSTGRESQL if backend == PGBOUNCER else backend
     with fresh_database(real, tmp_path_factory.mktemp(backend)) as url:
-        _migrate_to_head(url)
+        in_own_loop(migrate(Settings(database_url=url)))
         yield url
-
-
-def _migrate_to_head(url: str) -> None:
-    # A loop of its own in a thread of its own: this fixture is synchronous, and may be
-    # set up while the session's loop is running.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(lambda: asyncio.run(migrate(Settings(database_url=url)))).result()
 
 
 @pytest.fixture(scope="session")

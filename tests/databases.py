@@ -7,10 +7,11 @@ Locally, an unreachable server skips the PostgreSQL half loudly; under CI it fai
 import asyncio
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
@@ -38,10 +39,18 @@ async def _admin(statement: str) -> None:
         await connection.close()
 
 
-def _run(statement: str) -> None:
-    # A loop of its own in a thread of its own, so sync and async fixtures can both call it.
+T = TypeVar("T")
+
+
+def in_own_loop(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` to its end in a loop of its own, in a thread of its own: sync fixtures can
+    call it while the session's loop is running (from an async fixture's setup, say)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(lambda: asyncio.run(_admin(statement))).result()
+        return pool.submit(asyncio.run, work).result()
+
+
+def _run(statement: str) -> None:
+    in_own_loop(_admin(statement))
 
 
 def require_postgres() -> None:

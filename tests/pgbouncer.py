@@ -7,7 +7,6 @@ Test modules marked `pgbouncer` run their backend tests a third time, as backend
 Without the binary (`.ci/system-packages` installs it) they skip loudly; under CI they fail.
 """
 
-import asyncio
 import os
 import pwd
 import shutil
@@ -15,18 +14,16 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
 from baton.infra.settings import Settings
-from tests.databases import IN_CI, POSTGRES_ADMIN_URL, require_postgres
+from tests.databases import IN_CI, POSTGRES_ADMIN_URL, in_own_loop, require_postgres
 
 PGBOUNCER = "pgbouncer"  # the backend: PostgreSQL through PgBouncer in transaction mode
 STARTUP_SECONDS = 10
@@ -112,7 +109,7 @@ class PgBouncer:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"pgbouncer exited early:\n{self.log()}")
             try:
-                _in_a_thread(_select_one(self.url(POSTGRES_ADMIN_URL)))
+                in_own_loop(_select_one(self.url(POSTGRES_ADMIN_URL)))
                 return
             except (OSError, asyncpg.PostgresError):
                 time.sleep(0.05)
@@ -146,12 +143,6 @@ def _has_user(name: str) -> bool:
     except KeyError:
         return False
     return True
-
-
-def _in_a_thread(work: Coroutine[Any, Any, None]) -> None:
-    """A loop of its own in a thread of its own: a fixture may start pgbouncer from a loop."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, work).result()
 
 
 async def _select_one(url: str) -> None:
