@@ -5,6 +5,7 @@ again (infra/postgres_store.py). A unique key that says no is a Conflict.
 """
 
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 
@@ -30,6 +31,17 @@ from baton.infra.postgres_writes import projection_of
 async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGranted | None:
     """Claim in one statement if the presented token is current, the session idle and the
     principal's to see; None when it is not (the domain then decides why)."""
+    draft, args = claim_args(command)
+    try:
+        record = await conn.fetchrow(sql.CLAIM, *args)
+    except asyncpg.UniqueViolationError as error:
+        raise Conflict(str(error)) from error  # the version is taken: decide again, locked
+    return None if record is None else granted(draft, record)
+
+
+def claim_args(command: ClaimTurn) -> tuple[TurnClaimed, tuple[Any, ...]]:
+    """The claimed event as drafted (its seq and turn are the row's to give) and CLAIM's
+    parameters, in order."""
     draft = TurnClaimed(
         session_id=command.session_id,
         seq=0,
@@ -40,29 +52,27 @@ async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGrant
         principal=command.principal,
     )
     row = event_to_row(draft)
-    try:
-        record = await conn.fetchrow(
-            sql.CLAIM,
-            command.session_id,
-            command.presented,
-            command.at,
-            row["data"],
-            SessionStatus.IN_FLIGHT.value,
-            SessionStatus.IDLE.value,
-            row["kind"],
-            command.lease.owner,
-            command.lease.until,
-            row_payload(row),
-            command.principal,
-        )
-    except asyncpg.UniqueViolationError as error:
-        raise Conflict(str(error)) from error  # the version is taken: decide again, locked
-    if record is None:
-        return None
+    return draft, (
+        command.session_id,
+        command.presented,
+        command.at,
+        row["data"],
+        SessionStatus.IN_FLIGHT.value,
+        SessionStatus.IDLE.value,
+        row["kind"],
+        command.lease.owner,
+        command.lease.until,
+        row_payload(row),
+        command.principal,
+    )
+
+
+def granted(draft: TurnClaimed, record: asyncpg.Record) -> ClaimGranted:
+    """The claim as it landed: the projection row it returned, checked against the rule."""
     state = row_to_state(projection_of(record))
     claimed = replace(draft, seq=state.version, turn=state.turn + 1)
     if state.claim != Claim(turn=claimed.turn, seq=claimed.seq):
-        raise StoreCorrupted(f"a claim on session {command.session_id} did not land as decided")
+        raise StoreCorrupted(f"a claim on session {draft.session_id} did not land as decided")
     return ClaimGranted(claimed, state)
 
 
@@ -123,6 +133,17 @@ async def _holder_event(
 async def fast_commit(conn: asyncpg.Connection, command: CommitTurn) -> TurnCommitted | None:
     """Commit in one statement while the claim holds and the token it consumes is current;
     None when that is no longer so (the session moved on)."""
+    draft, args = commit_args(command)
+    try:
+        seq = await conn.fetchval(sql.COMMIT, *args)
+    except asyncpg.UniqueViolationError as error:
+        raise Conflict(str(error)) from error  # a version or token taken: decide again, locked
+    return None if seq is None else replace(draft, seq=seq)
+
+
+def commit_args(command: CommitTurn) -> tuple[TurnCommitted, tuple[Any, ...]]:
+    """The committed event as drafted (its seq is the row's to give) and COMMIT's
+    parameters, in order."""
     draft = TurnCommitted(
         session_id=command.session_id,
         seq=0,
@@ -136,24 +157,19 @@ async def fast_commit(conn: asyncpg.Connection, command: CommitTurn) -> TurnComm
     row = event_to_row(draft)
     keep = command.outcome.state is KEEP
     seal = seal_row(command.seal) if command.seal else dict.fromkeys(SEAL_FIELDS)
-    try:
-        seq = await conn.fetchval(
-            sql.COMMIT,
-            command.session_id,
-            command.claim.turn,
-            command.claim.seq,
-            SessionStatus.IDLE.value,
-            command.issued,
-            keep,
-            None if keep else command.outcome.state,
-            outcome_summary(draft),
-            command.at,
-            row["kind"],
-            row["data"],
-            command.consumed,
-            row_payload(row),
-            *(seal[field] for field in SEAL_FIELDS if field not in {"session_id", "turn"}),
-        )
-    except asyncpg.UniqueViolationError as error:
-        raise Conflict(str(error)) from error  # a version or token taken: decide again, locked
-    return None if seq is None else replace(draft, seq=seq)
+    return draft, (
+        command.session_id,
+        command.claim.turn,
+        command.claim.seq,
+        SessionStatus.IDLE.value,
+        command.issued,
+        keep,
+        None if keep else command.outcome.state,
+        outcome_summary(draft),
+        command.at,
+        row["kind"],
+        row["data"],
+        command.consumed,
+        row_payload(row),
+        *(seal[field] for field in SEAL_FIELDS if field not in {"session_id", "turn"}),
+    )
