@@ -16,12 +16,17 @@ tests/infra/test_parity.py drives the same histories through both and compares t
 and projection rows they leave. When a fast path's condition fails, the domain decides why
 on a fresh read.
 
+Claims and commits, the two writes of every turn, also go together: when more arrive than
+LANES at once, those waiting go as one statement (infra/batcher.py, group commit), which
+costs the server one round trip's CPU instead of one for each.
+
 A refusal is recorded in a statement of its own after the read that decided it (the port
 allows this: a refusal changes no state), so that refusing never locks the session's row.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import asyncpg
@@ -49,10 +54,12 @@ from baton.domain.recovery import ReadAccess, Replay, Seal
 from baton.domain.refusals import Refusal
 from baton.domain.state import SessionState
 from baton.infra import postgres_sql as sql
+from baton.infra.batcher import Batcher
 from baton.infra.command_store import CommandStore
 from baton.infra.conflict import Conflict, retrying
 from baton.infra.notifier import Notifier
 from baton.infra.planning import Loaded, plan
+from baton.infra.postgres_batch import batch_claim, batch_commit
 from baton.infra.postgres_fast import fast_claim, fast_commit, fast_record, fast_renew
 from baton.infra.postgres_pool import PostgresPool, unavailable_on_outage
 from baton.infra.postgres_writes import (
@@ -67,11 +74,33 @@ from baton.infra.postgres_writes import (
 T = TypeVar("T")
 C = TypeVar("C", bound=Command[Any])
 
+# Claims (and commits) that run at once, each alone; more wait and go together when a lane
+# frees (infra/batcher.py). A few lanes keep a lone client's write from waiting at all.
+LANES = 2
+BATCH_MOST = 64  # writes in one statement at most
+
 
 class PostgresSessionStore(CommandStore):
-    def __init__(self, pool: PostgresPool, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self, pool: PostgresPool, notifier: Notifier | None = None, *, lanes: int = LANES
+    ) -> None:
         self.pool = pool
         self.notifier = notifier
+        # Group commit of the two writes every turn makes (infra/batcher.py).
+        self._claims = Batcher(
+            partial(self._alone, fast=fast_claim),
+            self._batch(batch_claim),
+            _session_of,
+            lanes=lanes,
+            most=BATCH_MOST,
+        )
+        self._commits = Batcher(
+            partial(self._alone, fast=fast_commit),
+            self._batch(batch_commit),
+            _session_of,
+            lanes=lanes,
+            most=BATCH_MOST,
+        )
 
     # ------------------------------------------------------------------ the skeleton
 
@@ -150,14 +179,13 @@ class PostgresSessionStore(CommandStore):
     @unavailable_on_outage
     async def claim(self, command: ClaimTurn) -> ClaimGranted | Replay | Refusal:
         if command.presented is not None:
-            async with self.pool.db.acquire() as conn:
-                try:
-                    granted = await fast_claim(conn, command)
-                except Conflict:
-                    granted = None
-                if granted is not None:
-                    self.woke(command.session_id)
-                    return granted
+            try:
+                granted = await self._claims.submit(command)
+            except Conflict:
+                granted = None
+            if granted is not None:
+                self.woke(command.session_id)
+                return granted
         # Not claimed at once: read the session and let the domain say why.
         return await self._decided_unlocked(command)
 
@@ -179,34 +207,52 @@ class PostgresSessionStore(CommandStore):
         return await self._run(command)
 
     async def renew(self, command: RenewClaim) -> ClaimRenewed | Contended:
-        return await self._held(command, fast_renew)
+        return await self._held(command, partial(self._alone, fast=fast_renew))
 
     async def append_record(self, command: AppendRecord) -> RecordAppended | Contended:
-        return await self._held(command, fast_record)
+        return await self._held(command, partial(self._alone, fast=fast_record))
 
     async def commit(self, command: CommitTurn) -> TurnCommitted | Contended:
-        return await self._held(command, fast_commit)
+        return await self._held(command, self._commits.submit)
 
     @unavailable_on_outage
-    async def _held(
-        self, command: C, fast: Callable[[asyncpg.Connection, C], Awaitable[T | None]]
-    ) -> T | Contended:
+    async def _held(self, command: C, send: Callable[[C], Awaitable[T | None]]) -> T | Contended:
         """A claim holder's command in one statement: what it wrote, or, when its condition
         failed, the version the session moved on to. A unique key that said no sends it
         through the skeleton, whose locked read decides again."""
-        async with self.pool.db.acquire() as conn:
-            try:
-                landed = await fast(conn, command)
-            except Conflict:
-                pass  # decided again below, on a locked read
-            else:
-                if landed is not None:
-                    self.woke(command.session_id)
-                    return landed
+        try:
+            landed = await send(command)
+        except Conflict:
+            pass  # decided again below, on a locked read
+        else:
+            if landed is not None:
+                self.woke(command.session_id)
+                return landed
+            async with self.pool.db.acquire() as conn:
                 state = (await load(conn, command.session_id)).state
-                return Contended(current=state.version if state else 0)
+            return Contended(current=state.version if state else 0)
         answer: T | Contended = await self._run(command)
         return answer
+
+    async def _alone(self, command: C, fast: Callable[[asyncpg.Connection, C], Awaitable[T]]) -> T:
+        """One write in a statement of its own."""
+        async with self.pool.db.acquire() as conn:
+            return await fast(conn, command)
+
+    def _batch(
+        self, many: Callable[[asyncpg.Connection, Sequence[C]], Awaitable[list[T]]]
+    ) -> Callable[[Sequence[C]], Awaitable[list[T]]]:
+        """Several writes of one kind in one statement, on one connection."""
+
+        async def send(commands: Sequence[C]) -> list[T]:
+            async with self.pool.db.acquire() as conn:
+                return await many(conn, commands)
+
+        return send
+
+
+def _session_of(command: Command[Any]) -> SessionId:
+    return command.session_id
 
 
 async def _seal_and_row(

@@ -32,6 +32,8 @@ class Mutant:
 
 STORE = "tests/infra/test_store.py"
 PARITY = "tests/infra/test_parity.py"
+BATCH_PARITY = "tests/infra/test_batch_parity.py"
+BATCHER = "tests/infra/test_batcher.py"
 DECISIONS = "tests/domain/test_decisions.py"
 LEASES = "tests/infra/test_leases.py"
 
@@ -109,6 +111,27 @@ MUTANTS = (
         "WHERE session_id = $1 AND claim_turn = $2 AND claim_seq = $3\n       AND",
         "WHERE session_id = $1 AND claim_turn = $2 AND $3::int IS NOT NULL\n       AND",
         (PARITY,),
+    ),
+    Mutant(
+        "PostgreSQL batched claim ignores the session's owner",
+        "infra/postgres_batch_sql.py",
+        "       AND (s.owner IS NULL OR i.principal IS NULL OR s.owner = i.principal)\n",
+        "       AND (i.principal IS NULL OR i.principal IS NOT NULL)\n",
+        (BATCH_PARITY,),
+    ),
+    Mutant(
+        "PostgreSQL batched commit ignores which claim holds",
+        "infra/postgres_batch_sql.py",
+        "AND s.claim_seq = i.claim_at",
+        "AND i.claim_at IS NOT NULL",
+        (BATCH_PARITY,),
+    ),
+    Mutant(
+        "group commit puts two writes to one session in a batch",
+        "infra/batcher.py",
+        "            if key not in keys:",
+        "            if key is not None:",
+        (BATCHER,),
     ),
     Mutant(
         "another principal's session is visible (domain)",
