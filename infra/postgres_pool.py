@@ -11,6 +11,7 @@ import msgspec
 from baton.domain.ports import StoreUnavailable
 
 _json_encoder = msgspec.json.Encoder()
+STATEMENT_LIFETIME = 10.0  # seconds a prepared statement (and its plan) is used at most
 
 # What a dropped connection, a restarting server or a refused connection raise. Any of them
 # means the statement's fate is unknown to us, so the caller gets StoreUnavailable (503).
@@ -79,6 +80,12 @@ class PostgresPool:
             # and cancels it at the next acquire: two timer operations for every store call,
             # to free at most `size` connections. They stay open instead.
             max_inactive_connection_lifetime=0,
+            # PostgreSQL plans a prepared statement once and keeps the plan. Made while a
+            # table was tiny (a new deployment), it scans the table instead of its index,
+            # and goes on doing so after the table has grown until autovacuum analyzes it.
+            # A batched write (infra/postgres_batch_sql.py), planned for ten rows, is the
+            # first to fall for it. Preparing every statement afresh this often bounds that.
+            max_cached_statement_lifetime=STATEMENT_LIFETIME,
         )
         return self
 
