@@ -8,8 +8,8 @@ write is tried again alone, where the store knows what such a failure means.
 """
 
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -19,6 +19,8 @@ from baton.domain.events import TurnCommitted
 from baton.infra import postgres_batch_sql as sql
 from baton.infra.batcher import SendAlone
 from baton.infra.postgres_fast import claim_args, commit_args, granted
+
+D = TypeVar("D")  # an event as drafted before the row gives it its seq
 
 # What fails a batch as a whole though each of its writes might land alone.
 _ALONE = (
@@ -31,12 +33,11 @@ _ALONE = (
 async def batch_claim(
     conn: asyncpg.Connection, commands: Sequence[ClaimTurn]
 ) -> list[ClaimGranted | None]:
-    drafts, rows = zip(*(claim_args(command) for command in commands), strict=True)
-    fixed = [rows[0][index] for index in sql.CLAIM_FIXED_ARGS]
-    records = await _fetch(conn, sql.BATCH_CLAIM, _arrays(rows, sql.CLAIM_ROW_ARGS), fixed)
+    drafts, records = await _send(
+        conn, [claim_args(command) for command in commands], sql.BATCH_CLAIM, CLAIMS
+    )
     answers: list[ClaimGranted | None] = [None] * len(commands)
-    for record in records:
-        index = record["n"] - 1
+    for index, record in records:
         answers[index] = granted(drafts[index], record)
     return answers
 
@@ -44,14 +45,40 @@ async def batch_claim(
 async def batch_commit(
     conn: asyncpg.Connection, commands: Sequence[CommitTurn]
 ) -> list[TurnCommitted | None]:
-    drafts, rows = zip(*(commit_args(command) for command in commands), strict=True)
-    fixed = [rows[0][index] for index in sql.COMMIT_FIXED_ARGS]
-    records = await _fetch(conn, sql.BATCH_COMMIT, _arrays(rows, sql.COMMIT_ROW_ARGS), fixed)
+    drafts, records = await _send(
+        conn, [commit_args(command) for command in commands], sql.BATCH_COMMIT, COMMITS
+    )
     answers: list[TurnCommitted | None] = [None] * len(commands)
-    for record in records:
-        index = record["n"] - 1
+    for index, record in records:
         answers[index] = replace(drafts[index], seq=record["seq"])
     return answers
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Which of the one-session statement's parameters become arrays, and which stay one
+    value for the whole batch (the same for every write)."""
+
+    rows: tuple[int, ...]
+    fixed: tuple[int, ...]
+
+
+CLAIMS = _Layout(sql.CLAIM_ROW_ARGS, sql.CLAIM_FIXED_ARGS)
+COMMITS = _Layout(sql.COMMIT_ROW_ARGS, sql.COMMIT_FIXED_ARGS)
+
+
+async def _send(
+    conn: asyncpg.Connection,
+    built: list[tuple[D, tuple[Any, ...]]],
+    query: str,
+    layout: _Layout,
+) -> tuple[list[D], list[tuple[int, asyncpg.Record]]]:
+    """The drafts, and each row the statement returned with the index of its write."""
+    drafts = [draft for draft, _ in built]
+    rows = [args for _, args in built]
+    fixed = [rows[0][index] for index in layout.fixed]
+    records = await _fetch(conn, query, _arrays(rows, layout.rows), fixed)
+    return drafts, [(record["n"] - 1, record) for record in records]
 
 
 def _arrays(rows: Sequence[tuple[Any, ...]], indexes: tuple[int, ...]) -> list[list[Any]]:

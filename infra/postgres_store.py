@@ -87,20 +87,8 @@ class PostgresSessionStore(CommandStore):
         self.pool = pool
         self.notifier = notifier
         # Group commit of the two writes every turn makes (infra/batcher.py).
-        self._claims = Batcher(
-            partial(self._alone, fast=fast_claim),
-            self._batch(batch_claim),
-            _session_of,
-            lanes=lanes,
-            most=BATCH_MOST,
-        )
-        self._commits = Batcher(
-            partial(self._alone, fast=fast_commit),
-            self._batch(batch_commit),
-            _session_of,
-            lanes=lanes,
-            most=BATCH_MOST,
-        )
+        self._claims = self._batcher(fast_claim, batch_claim, lanes)
+        self._commits = self._batcher(fast_commit, batch_commit, lanes)
 
     # ------------------------------------------------------------------ the skeleton
 
@@ -239,16 +227,20 @@ class PostgresSessionStore(CommandStore):
         async with self.pool.db.acquire() as conn:
             return await fast(conn, command)
 
-    def _batch(
-        self, many: Callable[[asyncpg.Connection, Sequence[C]], Awaitable[list[T]]]
-    ) -> Callable[[Sequence[C]], Awaitable[list[T]]]:
-        """Several writes of one kind in one statement, on one connection."""
+    def _batcher(
+        self,
+        fast: Callable[[asyncpg.Connection, C], Awaitable[T]],
+        many: Callable[[asyncpg.Connection, Sequence[C]], Awaitable[list[T]]],
+        lanes: int,
+    ) -> Batcher[C, T]:
+        """Writes of one kind: alone in their own statement, or several in one."""
 
-        async def send(commands: Sequence[C]) -> list[T]:
+        async def together(commands: Sequence[C]) -> list[T]:
             async with self.pool.db.acquire() as conn:
                 return await many(conn, commands)
 
-        return send
+        alone = partial(self._alone, fast=fast)
+        return Batcher(alone, together, _session_of, lanes=lanes, most=BATCH_MOST)
 
 
 def _session_of(command: Command[Any]) -> SessionId:

@@ -50,6 +50,17 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def behind_a_busy_lane(
+    batching: Batcher[str, str], *commands: str
+) -> tuple["asyncio.Future[str]", list["asyncio.Future[str]"]]:
+    """a1 sent alone and still in flight on the one lane, then `commands` waiting."""
+    first = asyncio.ensure_future(batching.submit("a1"))
+    await settle()
+    waiting = [asyncio.ensure_future(batching.submit(command)) for command in commands]
+    await settle()
+    return first, waiting
+
+
 async def test_a_write_with_a_free_lane_goes_alone_at_once() -> None:
     writes = Writes()
     writes.open()
@@ -60,10 +71,7 @@ async def test_a_write_with_a_free_lane_goes_alone_at_once() -> None:
 async def test_writes_arriving_while_every_lane_is_busy_go_together() -> None:
     writes = Writes()
     batching = batcher(writes, lanes=1)
-    first = asyncio.ensure_future(batching.submit("a1"))
-    await settle()
-    waiting = [asyncio.ensure_future(batching.submit(c)) for c in ("b1", "c1", "d1")]
-    await settle()
+    first, waiting = await behind_a_busy_lane(batching, *("b1", "c1", "d1"))
     assert writes.batches == []  # nothing goes while the one lane is busy
     writes.open()
     assert await asyncio.gather(first, *waiting) == ["a1!", "b1!", "c1!", "d1!"]
@@ -73,10 +81,7 @@ async def test_writes_arriving_while_every_lane_is_busy_go_together() -> None:
 async def test_a_batch_holds_one_write_per_session_and_at_most_most() -> None:
     writes = Writes()
     batching = batcher(writes, lanes=1, most=2)
-    first = asyncio.ensure_future(batching.submit("a1"))
-    await settle()
-    waiting = [asyncio.ensure_future(batching.submit(c)) for c in ("b1", "b2", "c1", "d1")]
-    await settle()
+    first, waiting = await behind_a_busy_lane(batching, *("b1", "b2", "c1", "d1"))
     writes.open()
     assert await asyncio.gather(first, *waiting) == ["a1!", "b1!", "b2!", "c1!", "d1!"]
     assert writes.batches[0] == ["b1", "c1"]  # b2 waits for b1's batch to land
@@ -99,10 +104,7 @@ async def test_a_batch_failing_as_a_whole_sends_each_write_alone() -> None:
     writes = Writes()
     writes.batch_error = SendAlone("a unique key said no")
     batching = batcher(writes, lanes=1)
-    first = asyncio.ensure_future(batching.submit("a1"))
-    await settle()
-    waiting = [asyncio.ensure_future(batching.submit(c)) for c in ("b1", "c1")]
-    await settle()
+    first, waiting = await behind_a_busy_lane(batching, *("b1", "c1"))
     writes.open()
     assert await asyncio.gather(first, *waiting) == ["a1!", "b1!", "c1!"]
     assert writes.batches == [["b1", "c1"]]
@@ -113,10 +115,7 @@ async def test_any_other_failure_of_a_batch_is_every_callers() -> None:
     writes = Writes()
     writes.batch_error = OSError("the database went away")
     batching = batcher(writes, lanes=1)
-    first = asyncio.ensure_future(batching.submit("a1"))
-    await settle()
-    waiting = [asyncio.ensure_future(batching.submit(c)) for c in ("b1", "c1")]
-    await settle()
+    first, waiting = await behind_a_busy_lane(batching, *("b1", "c1"))
     writes.open()
     assert await first == "a1!"
     for caller in waiting:
