@@ -83,6 +83,9 @@ class Batcher(Generic[C, R]):
     def _launch(self) -> None:
         batch: dict[asyncio.Future[R | _Alone], C] = {}
         keys: set[Hashable] = set()
+        # A caller cancelled a moment ago has not run its own clean-up yet: drop it here.
+        for future in [future for future in self._waiting if future.done()]:
+            del self._waiting[future]
         for future, command in self._waiting.items():
             key = self._key(command)
             if key not in keys:  # a second write to the same session waits for the next
@@ -92,6 +95,8 @@ class Batcher(Generic[C, R]):
                     break
         for future in batch:
             del self._waiting[future]
+        if not batch:
+            return
         if len(batch) == 1:  # cheaper alone: its caller sends it, with no task or arrays
             next(iter(batch)).set_result(ALONE)
             return

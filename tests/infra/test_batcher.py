@@ -5,7 +5,7 @@ any moment is the test's to arrange.
 """
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -22,10 +22,13 @@ class Writes:
         self.gate = asyncio.Event()  # writes alone land once it is set
         self.batch_gate = asyncio.Event()  # and batches once this one is
         self.batch_error: BaseException | None = None
+        self.as_one_lands: Callable[[], None] | None = None  # runs as a write alone lands
 
     async def one(self, command: str) -> str:
         self.alone.append(command)
         await self.gate.wait()
+        if self.as_one_lands is not None:
+            self.as_one_lands()
         return f"{command}!"
 
     async def many(self, commands: Sequence[str]) -> list[str]:
@@ -157,3 +160,19 @@ async def test_a_caller_cancelled_while_its_batch_is_in_flight_cuts_it_short_for
     # The lane it held is free again: the next write goes alone at once.
     assert await batching.submit("e1") == "e1!"
     assert writes.alone[-1] == "e1"
+
+
+async def test_a_caller_cancelled_as_the_lane_frees_is_dropped_before_its_clean_up() -> None:
+    writes = Writes()
+    batching = batcher(writes, lanes=1)
+    first, waiting = await behind_a_busy_lane(batching, "b1")
+    # Cancelled in the very step that frees the lane: its future is done, but its own
+    # clean-up has not run when the lane looks for what waits.
+    writes.as_one_lands = waiting[0].cancel
+    writes.open()
+    assert await first == "a1!"
+    await settle()
+    assert waiting[0].cancelled()
+    assert writes.alone == ["a1"]
+    writes.as_one_lands = None
+    assert await batching.submit("c1") == "c1!"  # and the lane is free again
