@@ -17,8 +17,8 @@ and projection rows they leave. When a fast path's condition fails, the domain d
 on a fresh read.
 
 Claims and commits, the two writes of every turn, also go together: when more arrive than
-LANES at once, those waiting go as one statement (infra/batcher.py, group commit), which
-costs the server one round trip's CPU instead of one for each.
+BATON_DB_WRITE_LANES at once, those waiting go as one statement (infra/batcher.py, group
+commit), which costs the server one round trip's CPU instead of one for each.
 
 A refusal is recorded in a statement of its own after the read that decided it (the port
 allows this: a refusal changes no state), so that refusing never locks the session's row.
@@ -74,19 +74,15 @@ from baton.infra.postgres_writes import (
 T = TypeVar("T")
 C = TypeVar("C", bound=Command[Any])
 
-# Claims (and commits) that run at once, each alone; more wait and go together when a lane
-# frees (infra/batcher.py). A few lanes keep a lone client's write from waiting at all.
-LANES = 2
-BATCH_MOST = 64  # writes in one statement at most
+BATCH_MOST = 64  # writes in one statement at most (infra/batcher.py)
 
 
 class PostgresSessionStore(CommandStore):
-    def __init__(
-        self, pool: PostgresPool, notifier: Notifier | None = None, *, lanes: int = LANES
-    ) -> None:
+    def __init__(self, pool: PostgresPool, notifier: Notifier | None, *, lanes: int) -> None:
         self.pool = pool
         self.notifier = notifier
-        # Group commit of the two writes every turn makes (infra/batcher.py).
+        # Group commit of the two writes every turn makes: `lanes` of each run at once,
+        # alone; more wait and go together when a lane frees (infra/batcher.py).
         self._claims = self._batcher(fast_claim, batch_claim, lanes)
         self._commits = self._batcher(fast_commit, batch_commit, lanes)
 

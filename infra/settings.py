@@ -137,6 +137,9 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     sqlite_busy_timeout_ms: int = 5000
     db_pool_size: int = 10
+    # PostgreSQL claims (and commits) sent at once, each alone; more wait and go together in
+    # one statement (group commit, infra/batcher.py). Fewer lanes batch more under load.
+    db_write_lanes: int = 2
     log_level: str = "info"
     websockets: bool = True  # off: /v1/ws answers 426 (PROTOCOL section 5)
     # The chat page at / (api/web.py); None: served with the demo handler only.
@@ -271,6 +274,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "sqlite_synchronous": _synchronous,
     "sqlite_busy_timeout_ms": _positive_int,
     "db_pool_size": _positive_int,
+    "db_write_lanes": _positive_int,
     "log_level": _text,
     "websockets": _switch,
     "web": _switch,

@@ -76,7 +76,7 @@ async def open_database(settings: Settings, *, listen: bool = False) -> AsyncIte
     notifier = Notifier()
     pool = PostgresPool(_dsn(url), size=settings.db_pool_size, pooled=settings.behind_pooler)
     await pool.open()
-    store = PostgresSessionStore(pool, notifier)
+    store = PostgresSessionStore(pool, notifier, lanes=settings.db_write_lanes)
     # LISTEN is session-scoped: its connection is the direct URL's, never a pooler's.
     direct = _dsn(normalize_url(settings.direct_url))
     listener = PostgresListener(direct, notifier) if listen else None

@@ -11,6 +11,7 @@ history must answer, write and project exactly what the domain decides.
 import asyncio
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -25,7 +26,8 @@ from baton.infra.batcher import SendAlone
 from baton.infra.conflict import Conflict
 from baton.infra.postgres_batch import batch_claim, batch_commit
 from baton.infra.postgres_store import PostgresSessionStore
-from baton.infra.stores import Database
+from baton.infra.settings import Settings
+from baton.infra.stores import Database, open_database
 from tests.databases import POSTGRESQL
 from tests.domain.fakes import InMemorySessionStore
 from tests.infra.test_parity import (
@@ -87,7 +89,7 @@ async def test_the_batched_statements_write_what_the_domain_decides(
     monkeypatch.setattr(postgres_store, "fast_claim", claim_in_a_batch)
     monkeypatch.setattr(postgres_store, "fast_commit", commit_in_a_batch)
     assert isinstance(opened.store, PostgresSessionStore)
-    store = PostgresSessionStore(opened.store.pool)
+    store = PostgresSessionStore(opened.store.pool, None, lanes=Settings().db_write_lanes)
     session_id = SessionId(str(uuid.uuid4()))
     expected, got = Script(session_id, []), Script(session_id, [])
     fake = InMemorySessionStore()
@@ -97,9 +99,12 @@ async def test_the_batched_statements_write_what_the_domain_decides(
 
 
 @ON_POSTGRES
+@pytest.mark.parametrize("lanes", [1, 10_000], ids=["one-lane", "lanes-to-spare"])
 async def test_writes_sent_together_write_what_the_domain_decides(
-    opened: Database, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    lanes: int, settings: Settings, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With one lane writes go together; with a lane for every write none waits, so none
+    does (BATON_DB_WRITE_LANES reaches the store). Either way the same rows."""
     batches: dict[str, list[int]] = {"claim": [], "commit": []}
 
     def counted(name: str, many: Any) -> Any:
@@ -113,18 +118,23 @@ async def test_writes_sent_together_write_what_the_domain_decides(
     monkeypatch.setattr(
         postgres_store, "batch_commit", counted("commit", postgres_store.batch_commit)
     )
-    assert isinstance(opened.store, PostgresSessionStore)
-    store = PostgresSessionStore(opened.store.pool, lanes=1)
     runs = [(history, SessionId(str(uuid.uuid4()))) for history in HISTORIES * COPIES]
     fake = InMemorySessionStore()
     expected = [Script(session_id, []) for _, session_id in runs]
     got = [Script(session_id, []) for _, session_id in runs]
     for (history, _), script in zip(runs, expected, strict=True):
         await history(fake, script)
-    await asyncio.gather(*(history(store, s) for (history, _), s in zip(runs, got, strict=True)))
+    async with open_database(replace(settings, db_write_lanes=lanes)) as opened:
+        store = opened.store
+        assert isinstance(store, PostgresSessionStore)
+        await asyncio.gather(
+            *(history(store, s) for (history, _), s in zip(runs, got, strict=True))
+        )
+        for script, wanted in zip(got, expected, strict=True):
+            await compare(engine, store, fake, script, wanted)
 
-    # Writes did go together, claims and commits both.
-    assert max(batches["claim"]) > 1
-    assert max(batches["commit"]) > 1
-    for script, wanted in zip(got, expected, strict=True):
-        await compare(engine, store, fake, script, wanted)
+    if lanes == 1:  # writes did go together, claims and commits both
+        assert max(batches["claim"]) > 1
+        assert max(batches["commit"]) > 1
+    else:
+        assert batches == {"claim": [], "commit": []}

@@ -29,6 +29,8 @@ def test_environment_is_read_and_flags_override_it() -> None:
         ("BATON_MAX_BODY_BYTES", "0", "BATON_MAX_BODY_BYTES must be positive"),
         ("BATON_SQLITE_SYNCHRONOUS", "OFF", "must be FULL or NORMAL"),
         ("BATON_DATABASE_URL", "", "must not be empty"),
+        ("BATON_DB_WRITE_LANES", "0", "BATON_DB_WRITE_LANES must be positive"),
+        ("BATON_DB_WRITE_LANES", "two", "BATON_DB_WRITE_LANES must be a whole number"),
     ],
 )
 def test_bad_environment_values_are_named_in_the_error(
