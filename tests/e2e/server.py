@@ -1,5 +1,6 @@
 """A real `baton serve` process for end-to-end tests: start it, kill -9 it, read its log."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -73,6 +74,9 @@ class BatonServer:
                     "PYTHONUNBUFFERED": "1",
                     "PYTHONPATH": str(ROOT),
                 },
+                # A wrapper (faketime) forks the server and passes no signal on: the server
+                # gets a process group of its own, and every signal goes to the group.
+                start_new_session=bool(self.wrapper),
             )
         self._wait_until_healthy()
         return self
@@ -93,16 +97,41 @@ class BatonServer:
     def kill(self) -> None:
         """kill -9: no shutdown hooks, no flushing, as a crash or an OOM kill would."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            self._signal(signal.SIGKILL)
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            self._signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.wrapper and self.process is not None:
+            self._reap_wrapped(self.process.pid)
+
+    def _signal(self, signum: int) -> None:
+        assert self.process is not None  # only a started server is signalled
+        if self.wrapper:
+            os.killpg(self.process.pid, signum)
+        else:
+            self.process.send_signal(signum)
+
+    def _reap_wrapped(self, group: int) -> None:
+        """The wrapper is gone; its server, shutting down on its own, closes its port within
+        the grace, or the group is killed."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self._answers():
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+
+    def _answers(self) -> bool:
+        try:
+            httpx.get(f"{self.url}/healthz", timeout=1)
+        except httpx.TransportError:
+            return False
+        return True
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -56,3 +56,7 @@ async def test_a_replica_a_minute_ahead_cannot_take_over_a_live_turn(tmp_path: P
                 finished = await held
     assert finished.status_code == 200, finished.text
     assert finished.json()["turn"] == 2  # the live turn committed, untaken
+    # faketime forks the server and passes no signal on: the server must be gone all the same.
+    async with httpx.AsyncClient(timeout=1) as client:
+        with pytest.raises(httpx.TransportError):
+            await client.get(f"{ahead.url}/healthz")
