@@ -30,39 +30,11 @@ from baton.infra.settings import Settings
 from baton.infra.stores import Database, open_database
 from tests.databases import POSTGRESQL
 from tests.domain.fakes import InMemorySessionStore
-from tests.infra.test_parity import (
-    HISTORIES,
-    History,
-    Script,
-    fake_refusals,
-    fake_seals,
-    fake_side_events,
-    sql_events,
-    sql_refusals,
-    sql_seals,
-    sql_side_events,
-)
+from tests.infra.test_parity import HISTORIES, History, Script, compare
 from tests.pgbouncer import PGBOUNCER
 
 COPIES = 4  # of each history, all at once
 ON_POSTGRES = pytest.mark.parametrize("backend", [POSTGRESQL, PGBOUNCER], indirect=True)
-
-
-async def compare(
-    engine: AsyncEngine,
-    store: PostgresSessionStore,
-    fake: InMemorySessionStore,
-    script: Script,
-    expected: Script,
-) -> None:
-    assert script.answers == expected.answers
-    assert script.others == expected.others
-    for session in (script.session_id, *script.others):
-        assert await sql_events(engine, session) == fake.session_events(session)
-        assert await sql_refusals(engine, session) == fake_refusals(fake, session)
-        assert await sql_side_events(engine, session) == fake_side_events(fake, session)
-        assert await sql_seals(engine, session) == fake_seals(fake, session)
-        assert await store.load(session) == await fake.load(session)
 
 
 async def claim_in_a_batch(conn: Any, command: ClaimTurn) -> ClaimGranted | None:

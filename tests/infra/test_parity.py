@@ -563,6 +563,25 @@ def fake_seals(fake: InMemorySessionStore, session_id: SessionId) -> list[dict[s
     return sorted(kept, key=lambda row: str(row["lookup"]))
 
 
+async def compare(
+    engine: AsyncEngine,
+    store: SessionStore,
+    fake: InMemorySessionStore,
+    got: Script,
+    expected: Script,
+) -> None:
+    """A history played against a SQL store left what it left in the in-memory one."""
+    assert got.answers == expected.answers  # every step answered alike
+    assert got.others == expected.others
+    for session in (got.session_id, *got.others):
+        assert await sql_events(engine, session) == fake.session_events(session)
+        assert await sql_refusals(engine, session) == fake_refusals(fake, session)
+        assert await sql_side_events(engine, session) == fake_side_events(fake, session)
+        assert await sql_seals(engine, session) == fake_seals(fake, session)
+        sql_state: SessionState | None = await store.load(session)
+        assert sql_state == await fake.load(session)
+
+
 @pytest.mark.parametrize("history", HISTORIES, ids=[h.__name__ for h in HISTORIES])
 async def test_the_store_writes_what_the_domain_decides(
     history: History, store: SessionStore, engine: AsyncEngine
@@ -573,15 +592,7 @@ async def test_the_store_writes_what_the_domain_decides(
     await history(fake, expected)
     await history(store, got)
 
-    assert got.answers == expected.answers  # every step answered alike
-    assert got.others == expected.others
-    for session in (got.session_id, *got.others):
-        assert await sql_events(engine, session) == fake.session_events(session)
-        assert await sql_refusals(engine, session) == fake_refusals(fake, session)
-        assert await sql_side_events(engine, session) == fake_side_events(fake, session)
-        assert await sql_seals(engine, session) == fake_seals(fake, session)
-        sql_state: SessionState | None = await store.load(session)
-        assert sql_state == await fake.load(session)
+    await compare(engine, store, fake, got, expected)
 
 
 async def test_a_refusal_that_names_no_session_is_recorded_alike(
