@@ -4,13 +4,16 @@ elsewhere with the same token. Real processes, kill -9 and SIGSTOP, on both back
 import asyncio
 import os
 import signal
+import sqlite3
+import subprocess
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from baton.domain.identifiers import digest_token
@@ -53,6 +56,29 @@ async def wait_until_lapsed(engine: AsyncEngine, session_id: str) -> None:
     async with engine.connect() as conn:
         until = (await conn.execute(query)).scalar_one()
     await asyncio.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 0.2)
+
+
+async def freeze_between_writes(process: subprocess.Popen[bytes], database: str) -> None:
+    """SIGSTOP a replica at a moment it holds no SQLite write lock.
+
+    A process frozen inside a write transaction (its heartbeat renewing the lease, say) holds
+    SQLite's one write lock, and every other replica's write waits out its busy timeout and
+    answers 503: loud and retryable, but a different scenario from the stalled *handler* this
+    test is about. PostgreSQL's single-statement writes hold nothing across a freeze."""
+    path = make_url(database).database
+    for _ in range(200):
+        os.kill(process.pid, signal.SIGSTOP)
+        if path is None or not database.startswith("sqlite"):
+            return
+        try:
+            with closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # frozen mid-write: let it finish, try again
+            os.kill(process.pid, signal.SIGCONT)
+            await asyncio.sleep(0.005)
+    raise AssertionError("the replica never paused between writes")
 
 
 def lifecycle(stored: list[dict[str, object]], turn: int) -> list[object]:
@@ -103,7 +129,7 @@ async def test_a_stalled_turn_whose_lease_lapsed_ends_contended(
             )
             await wait_for_status(engine, session_id, "in-flight")
             assert stalled.process is not None
-            os.kill(stalled.process.pid, signal.SIGSTOP)  # no heartbeat: the lease lapses
+            await freeze_between_writes(stalled.process, database)  # no heartbeat: it lapses
             try:
                 await wait_until_lapsed(engine, session_id)
                 taken = await send(client, other, session_id, token, {"message": "takeover"})
