@@ -379,6 +379,7 @@ async def test_a_long_open_transaction_holds_the_feed_back_without_losing_rows(
 async def test_a_feed_page_carries_every_column_but_the_txid(
     reader: SessionReader, store: SessionStore, engine: AsyncEngine
 ) -> None:
+    await committed_session(store)  # a feed is drained to a row: have one, run first or not
     _, before = await drain(reader, None, through=await latest(engine))
     session_id, _ = await committed_session(store)
     page, _ = await reader.feed(before, 10)
