@@ -6,14 +6,14 @@ line or opens a stream (PROTOCOL section 3). A retry of a turn that committed al
 answered from what the store kept of it (PROTOCOL section 6.4).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from baton.domain import decisions, refusals
 from baton.domain.commands import ClaimTurn, CloseSession, ReadSession, RequestCancel, StartSession
 from baton.domain.decisions import CancelAnswer
-from baton.domain.events import Lease, RequestRefused
+from baton.domain.events import Lease, RequestRefused, SessionEvent
 from baton.domain.handler import InputCheck, TurnHandler
 from baton.domain.identifiers import (
     RandomBytes,
@@ -215,7 +215,9 @@ class TurnDriver:
         self, replay: Replay, unseal: Callable[[str, str], str], secret: str
     ) -> TurnReply:
         assert replay.seal.sealed is not None  # noqa: S101 - only a committed turn replays
-        events = await self._store.history(replay.session_id, turn=replay.turn)
+        events: Sequence[SessionEvent] | None = replay.events
+        if events is None:
+            events = await self._store.history(replay.session_id, turn=replay.turn)
         token = unseal(replay.seal.sealed, secret)
         return stored_reply(replay.session_id, replay.turn, events, token)
 

@@ -15,7 +15,7 @@ from enum import Enum
 from typing import NewType
 
 from baton.domain import refusals
-from baton.domain.events import Recovered, RecoveredVia
+from baton.domain.events import Recovered, RecoveredVia, SessionEvent
 from baton.domain.identifiers import SessionId, TokenDigest
 from baton.domain.json import JsonObject
 from baton.domain.refusals import Refusal
@@ -94,6 +94,9 @@ class Replay:
     session_id: SessionId
     turn: int
     seal: Seal
+    # The turn's events, when the store read them with the recovery it recorded (in one
+    # round trip); None: the driver reads them.
+    events: tuple[SessionEvent, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """Claims and commits of several sessions in one statement each (infra/postgres_batch_sql.py).
 
 The parameters and the answers are those of the one-session paths (infra/postgres_fast.py):
-each write in the batch is answered as it would be alone, None where its condition did not
-hold (the store then lets the domain decide why, as it does for a write alone). A unique key
+each write in the batch is answered as it would be alone: a claim that did not land with
+what it found instead, a commit with None (the store then lets the domain decide why, as it
+does for a write alone). A unique key
 or a deadlock fails the whole statement, and nothing of it lands: SendAlone, so that each
 write is tried again alone, where the store knows what such a failure means.
 """
@@ -18,7 +19,9 @@ from baton.domain.decisions import ClaimGranted
 from baton.domain.events import TurnCommitted
 from baton.infra import postgres_batch_sql as sql
 from baton.infra.batcher import SendAlone
-from baton.infra.postgres_fast import claim_args, commit_args, granted
+from baton.infra.conflict import StoreCorrupted
+from baton.infra.planning import Loaded
+from baton.infra.postgres_fast import claim_args, claimed_or_found, commit_args
 
 D = TypeVar("D")  # an event as drafted before the row gives it its seq
 
@@ -32,14 +35,14 @@ _ALONE = (
 
 async def batch_claim(
     conn: asyncpg.Connection, commands: Sequence[ClaimTurn]
-) -> list[ClaimGranted | None]:
+) -> list[ClaimGranted | Loaded]:
     drafts, records = await _send(
         conn, [claim_args(command) for command in commands], sql.BATCH_CLAIM, CLAIMS
     )
-    answers: list[ClaimGranted | None] = [None] * len(commands)
+    answers: list[ClaimGranted | Loaded | None] = [None] * len(commands)
     for index, record in records:
-        answers[index] = granted(drafts[index], record)
-    return answers
+        answers[index] = claimed_or_found(drafts[index], record)
+    return _every(answers)
 
 
 async def batch_commit(
@@ -52,6 +55,14 @@ async def batch_commit(
     for index, record in records:
         answers[index] = replace(drafts[index], seq=record["seq"])
     return answers
+
+
+def _every(answers: list[D | None]) -> list[D]:
+    """Each claim's answer: the statement answers every write of the batch, claimed or not."""
+    every = [answer for answer in answers if answer is not None]
+    if len(every) != len(answers):
+        raise StoreCorrupted("a batched claim came back without an answer")
+    return every
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ a write alone leave the same rows (tests/infra/test_batch_parity.py). A batch ne
 two writes to one session (infra/batcher.py), so no row is the target of two.
 """
 
-from baton.infra.postgres_sql import EVENTS_CHANNEL, linked
+from baton.infra.postgres_sql import EVENTS_CHANNEL, linked, or_as_it_is
 from baton.infra.tables import SESSION_FIELDS
 
 
@@ -26,7 +26,7 @@ def _woken(moved: str) -> str:
 )"""  # noqa: S608 - composed of fixed SQL only
 
 
-# The arrays of a batched claim: CLAIM's $1-$4 and $8-$11, in that order.
+# The arrays of a batched claim: CLAIM's $1-$4 and $8-$12, in that order.
 CLAIM_COLUMNS = (
     ("sid", "uuid"),
     ("presented", "varchar"),
@@ -36,8 +36,9 @@ CLAIM_COLUMNS = (
     ("lease_until", "timestamptz"),
     ("payload", "bytea"),
     ("principal", "varchar"),
+    ("lookup", "varchar"),
 )
-CLAIM_ROW_ARGS = (0, 1, 2, 3, 7, 8, 9, 10)  # where CLAIM's args hold them
+CLAIM_ROW_ARGS = (0, 1, 2, 3, 7, 8, 9, 10, 11)  # where CLAIM's args hold them
 CLAIM_FIXED_ARGS = (4, 5, 6)  # in flight, idle, the event's kind: after the arrays
 _C = len(CLAIM_COLUMNS)
 
@@ -62,7 +63,15 @@ WITH input AS (
     DELETE FROM recovery AS r USING claimed AS c
      WHERE r.session_id = c.session_id AND r.turn > 1
 ), {_woken("claimed")}
-SELECT {", ".join(SESSION_FIELDS)}, n, (SELECT count(*) FROM woken) AS woken FROM claimed
+{
+    or_as_it_is(
+        ", ".join(SESSION_FIELDS),
+        "(SELECT count(*) FROM woken) AS woken",
+        source="input AS q",
+        unclaimed="NOT EXISTS (SELECT FROM claimed AS m WHERE m.n = q.n)",
+        numbered=True,
+    )
+}
 """  # noqa: S608 - composed of fixed SQL only
 
 # The arrays of a batched commit: COMMIT's $1-$3, $5-$9 and $11-$18, in that order.

@@ -1,7 +1,8 @@
 """The PostgreSQL store's one-statement paths: a claim, record, renewal or commit whose
-every check is a condition of the statement that writes it (infra/postgres_sql.py). None
-means a condition did not hold; the store then lets the domain decide why, on the row read
-again (infra/postgres_store.py). A unique key that says no is a Conflict.
+every check is a condition of the statement that writes it (infra/postgres_sql.py). When a
+condition did not hold, the store lets the domain decide why (infra/postgres_store.py): on
+what a claim found, which its statement returns instead; on the row read again after the
+others, which return None. A unique key that says no is a Conflict.
 """
 
 from dataclasses import replace
@@ -24,19 +25,26 @@ from baton.infra import postgres_sql as sql
 from baton.infra.chain import row_payload
 from baton.infra.codec import event_to_row, row_to_state
 from baton.infra.conflict import Conflict, StoreCorrupted
-from baton.infra.planning import SEAL_FIELDS, seal_row
-from baton.infra.postgres_writes import projection_of
+from baton.infra.planning import SEAL_FIELDS, Loaded, seal_row
+from baton.infra.postgres_writes import loaded_with_seal, projection_of
 
 
-async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGranted | None:
+async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGranted | Loaded:
     """Claim in one statement if the presented token is current, the session idle and the
-    principal's to see; None when it is not (the domain then decides why)."""
+    principal's to see; when it is not, the session and the command's seal as the statement
+    found them (the domain then decides why)."""
     draft, args = claim_args(command)
     try:
         record = await conn.fetchrow(sql.CLAIM, *args)
     except asyncpg.UniqueViolationError as error:
         raise Conflict(str(error)) from error  # the version is taken: decide again, locked
-    return None if record is None else granted(draft, record)
+    assert record is not None  # noqa: S101 - the claim, or the one row of what was found
+    return claimed_or_found(draft, record)
+
+
+def claimed_or_found(draft: TurnClaimed, record: asyncpg.Record) -> ClaimGranted | Loaded:
+    """A row of sql.or_as_it_is: the claim as it landed, or what the claim found instead."""
+    return granted(draft, record) if record["won"] else loaded_with_seal(record)
 
 
 def claim_args(command: ClaimTurn) -> tuple[TurnClaimed, tuple[Any, ...]]:
@@ -64,6 +72,7 @@ def claim_args(command: ClaimTurn) -> tuple[TurnClaimed, tuple[Any, ...]]:
         command.lease.until,
         row_payload(row),
         command.principal,
+        command.seal_lookup,
     )
 
 

@@ -68,10 +68,48 @@ WAKE = f"""woken AS (
      WHERE session_id = $1 AND until > now()
 )"""  # noqa: S608 - composed of fixed SQL only
 
+SEAL_COLUMNS = "lookup, session_id, turn, sealed, key_digest, fingerprint, expires_at"
+# A loaded session's columns (LOADED_COLUMNS), then the seal's, each as seal_<column>.
+SEAL_PREFIX = "seal_"
+LOADED_AND_SEAL = f"{LOADED_COLUMNS}, " + ", ".join(
+    f"r.{column} AS {SEAL_PREFIX}{column}" for column in SEAL_COLUMNS.split(", ")
+)
+# The columns of LOADED_AND_SEAL that a won claim leaves NULL (its side chain, the seal).
+NOT_LOADED = ", ".join(
+    ["NULL AS refusals", "NULL AS refusal_head"]
+    + [f"NULL AS {SEAL_PREFIX}{column}" for column in SEAL_COLUMNS.split(", ")]
+)
+
+
+def or_as_it_is(
+    claimed: str, woken: str, *, source: str, unclaimed: str, numbered: bool = False
+) -> str:
+    """The end of a claim: the projection row (`claimed`: its columns from the CTE of that
+    name) if it won, and otherwise the session's row with the seal under the lookup, as of
+    the statement's snapshot, for the domain to say why: one round trip, not two, for every
+    refusal and replay. `source` is what names the session (`sid`) and lookup (`lookup`)
+    asked for (as `q`), `unclaimed` when it was not claimed; a batch's writes are
+    `numbered` (`n`, in both).
+
+    The snapshot is from before any wait for a row lock, so a claim that lost a race reads
+    the row as it was before the winner: a state that was true, read whole, with the seal
+    of the same moment. Anything the domain would change on it runs through the locked
+    skeleton, which reads again."""
+    n = ", n" if numbered else ""
+    return f"""SELECT {claimed}, {NOT_LOADED}{n}, true AS won, {woken} FROM claimed
+UNION ALL
+SELECT {LOADED_AND_SEAL}{n and ", q.n"}, false, 0 FROM {source}
+  LEFT JOIN sessions AS s ON s.session_id = q.sid
+  LEFT JOIN side_chains AS c ON c.session_id = s.session_id
+  LEFT JOIN recovery AS r ON r.lookup = q.lookup
+ WHERE {unclaimed}"""  # noqa: S608 - composed of fixed SQL only
+
+
 # Validate and claim in one step: only a session whose current token was presented, that no
 # turn holds and that the principal ($11) may see (domain/principals.py) moves; the event
 # lands at the version the update gave it; the seal of the last turn, whose token this
-# claim spends, is forgotten (domain.recovery.Forget).
+# claim spends, is forgotten (domain.recovery.Forget). Not claimed: the row and the seal
+# under $12 as they are (or_as_it_is).
 CLAIM = f"""
 WITH claimed AS (
     UPDATE sessions
@@ -89,8 +127,15 @@ WITH claimed AS (
     DELETE FROM recovery AS r USING claimed AS c
      WHERE r.session_id = c.session_id AND r.turn > 1
 ), {WAKE}
-SELECT *, (SELECT count(*) FROM woken) AS woken FROM claimed
-"""  # noqa: S608
+{
+    or_as_it_is(
+        SESSION_COLUMNS,
+        "(SELECT count(*) FROM woken) AS woken",
+        source="(SELECT $1::uuid AS sid, $12::varchar AS lookup) AS q",
+        unclaimed="NOT EXISTS (SELECT FROM claimed)",
+    )
+}
+"""  # noqa: S608 - composed of fixed SQL only
 
 # A claim holder's own event (a record, a renewal), only while this turn holds the claim.
 HOLDER_EVENT = f"""
@@ -152,8 +197,7 @@ SELECT seq, (SELECT count(*) FROM woken) AS woken FROM appended
 # turn's lock, only with an operator's FOR UPDATE: a session being pruned (or replayed) is
 # waited for, and one pruned meanwhile is not there when the wait ends, so the fact stands
 # alone (infra/planning.py) instead of starting a side chain of a session that is gone.
-REFUSE = f"""
-WITH known AS (
+_SIDE_FACT = f"""known AS (
     SELECT session_id FROM sessions WHERE session_id = $1 FOR KEY SHARE
 ), counted AS (
     INSERT INTO side_chains AS c (session_id, refusals, refusal_head)
@@ -162,23 +206,20 @@ WITH known AS (
        SET refusals = c.refusals + 1,
            refusal_head = {linked("c.refusal_head", "c.refusals + 1", "0", "$5")}
     RETURNING session_id, refusals, refusal_head
-)
-INSERT INTO events (session_id, refusal_seq, kind, data, recorded_at, hash)
-SELECT session_id, refusals, $2, $3, $4, refusal_head FROM counted
-RETURNING refusal_seq
-"""  # noqa: S608 - composed of fixed SQL only
+), recorded AS (
+    INSERT INTO events (session_id, refusal_seq, kind, data, recorded_at, hash)
+    SELECT session_id, refusals, $2, $3, $4, refusal_head FROM counted
+    RETURNING refusal_seq
+)"""  # noqa: S608 - composed of fixed SQL only
+REFUSE = f"WITH {_SIDE_FACT} SELECT refusal_seq FROM recorded"  # noqa: S608
 
-SEAL_COLUMNS = "lookup, session_id, turn, sealed, key_digest, fingerprint, expires_at"
 LOCK_LOOKUP = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 SELECT_SEAL = f"SELECT {SEAL_COLUMNS} FROM recovery WHERE lookup = $1"  # noqa: S608
 # A session's row with its side chain's heads ($1), and the seal under a lookup ($2), in one
 # statement: one round trip instead of two, and one snapshot, so a commit landing meanwhile
-# shows in both or in neither. The seal's columns come as seal_<column>.
-SEAL_PREFIX = "seal_"
+# shows in both or in neither.
 SELECT_SESSION_AND_SEAL = (
-    f"SELECT {LOADED_COLUMNS}, "  # noqa: S608
-    + ", ".join(f"r.{column} AS {SEAL_PREFIX}{column}" for column in SEAL_COLUMNS.split(", "))
-    + " FROM (SELECT 1) AS one "
+    f"SELECT {LOADED_AND_SEAL} FROM (SELECT 1) AS one "  # noqa: S608
     "LEFT JOIN sessions AS s ON s.session_id = $1 "
     "LEFT JOIN side_chains AS c ON c.session_id = s.session_id "
     "LEFT JOIN recovery AS r ON r.lookup = $2"
@@ -194,11 +235,23 @@ FORGET_NEXT_TOKENS = "DELETE FROM recovery WHERE session_id = $1 AND turn > 1"
 FORGET_ALL = "DELETE FROM recovery WHERE session_id = $1"
 WAKE_FOLLOWERS = f"WITH {WAKE} SELECT count(*) FROM woken"  # noqa: S608
 NOTIFY_CANCEL = f"SELECT pg_notify('{CANCEL_CHANNEL}', $1::text)"
+HISTORY_COLUMNS = (
+    "position, session_id, seq, refusal_seq, kind, turn, consumed, issued, data, recorded_at, hash"
+)
 HISTORY = (
-    "SELECT position, session_id, seq, refusal_seq, kind, turn, consumed, issued, data, "
-    "recorded_at, hash FROM events WHERE session_id = $1 AND seq > $2 "
+    f"SELECT {HISTORY_COLUMNS} FROM events WHERE session_id = $1 AND seq > $2 "  # noqa: S608
     "AND ($3::int IS NULL OR turn = $3) ORDER BY seq"
 )
+# A replay's recovery, recorded as REFUSE records a fact ($1-$5), and the events of the turn
+# it replays ($6), read in the same statement: one round trip for what was two. Every row
+# says whether the fact was linked into the session's side chain; the events, if any, come
+# as the rest of the row (in no particular order), NULL if there are none.
+RECOVER_TURN = f"""
+WITH {_SIDE_FACT}
+SELECT (SELECT count(*) FROM recorded) AS linked, h.* FROM (SELECT 1) AS one
+  LEFT JOIN (SELECT {HISTORY_COLUMNS} FROM events
+              WHERE session_id = $1 AND seq IS NOT NULL AND turn = $6) AS h ON true
+"""  # noqa: S608 - composed of fixed SQL only
 FOLLOW = (
     "INSERT INTO followers (session_id, until) VALUES ($1, $2) "
     "ON CONFLICT (session_id) DO UPDATE SET until = greatest(followers.until, EXCLUDED.until)"

@@ -25,6 +25,7 @@ allows this: a refusal changes no state), so that refusing never locks the sessi
 """
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -44,13 +45,14 @@ from baton.domain.decisions import ClaimGranted
 from baton.domain.events import (
     ClaimRenewed,
     RecordAppended,
+    Recovered,
     RequestRefused,
     SessionEvent,
     TurnCommitted,
 )
 from baton.domain.identifiers import SessionId
 from baton.domain.outcomes import Contended
-from baton.domain.recovery import ReadAccess, Replay, Seal
+from baton.domain.recovery import ReadAccess, Replay
 from baton.domain.refusals import Refusal
 from baton.domain.state import SessionState
 from baton.infra import postgres_sql as sql
@@ -68,6 +70,7 @@ from baton.infra.postgres_writes import (
     load_seal,
     load_with_seal,
     record_side,
+    recover_turn,
     write,
 )
 
@@ -162,33 +165,44 @@ class PostgresSessionStore(CommandStore):
 
     @unavailable_on_outage
     async def claim(self, command: ClaimTurn) -> ClaimGranted | Replay | Refusal:
-        if command.presented is not None:
-            try:
-                granted = await self._claims.submit(command)
-            except Conflict:
-                granted = None
-            if granted is not None:
-                self.woke(command.session_id)
-                return granted
-        # Not claimed at once: read the session and let the domain say why.
-        return await self._decided_unlocked(command)
+        if command.presented is None:
+            return await self._decided_unlocked(command)
+        try:
+            answer = await self._claims.submit(command)
+        except Conflict:  # read again below
+            return await self._decided_unlocked(command)
+        if isinstance(answer, ClaimGranted):
+            self.woke(command.session_id)
+            return answer
+        # Not claimed: the domain says why, on what the claim found.
+        return await self._decided_on(command, answer)
 
     @unavailable_on_outage
     async def read(self, command: ReadSession) -> ReadAccess | Refusal:
         return await self._decided_unlocked(command)
 
     async def _decided_unlocked(self, command: Command[T]) -> T:
-        """Decide on a fresh read of the row, without locking it: what changes no state (a
-        refusal, a recovery) is recorded on its own; anything else (a lapsed lease to take
-        over, a turn that ended meanwhile) runs through the skeleton, locked."""
+        """Decide on a fresh read of the row, without locking it."""
         async with self.pool.db.acquire() as conn:
-            seal, loaded = await _seal_and_row(conn, command)
-            decision = command.decide(loaded.state, seal)
-            if decision.after is None:
-                if decision.side_event is not None:
-                    await record_side(conn, decision.side_event)
-                return decision.answer
-        return await self._run(command)
+            loaded = await _seal_and_row(conn, command)
+        return await self._decided_on(command, loaded)
+
+    async def _decided_on(self, command: Command[T], loaded: Loaded) -> T:
+        """Decide on the row and seal as read, unlocked: what changes no state (a refusal, a
+        recovery) is recorded on its own; anything else (a lapsed lease to take over, a turn
+        that ended meanwhile) runs through the skeleton, locked, which reads again."""
+        decision = command.decide(loaded.state, loaded.seal)
+        if decision.after is not None:
+            return await self._run(command)
+        answer, fact = decision.answer, decision.side_event
+        if fact is None:
+            return answer
+        async with self.pool.db.acquire() as conn:
+            if isinstance(answer, Replay) and isinstance(fact, Recovered):
+                # The reply is built from the turn's events: read them as the fact lands.
+                return replace(answer, events=tuple(await recover_turn(conn, fact)))
+            await record_side(conn, fact)
+        return answer
 
     async def renew(self, command: RenewClaim) -> ClaimRenewed | Contended:
         return await self._held(command, partial(self._alone, fast=fast_renew))
@@ -243,9 +257,7 @@ def _session_of(command: Command[Any]) -> SessionId:
     return command.session_id
 
 
-async def _seal_and_row(
-    conn: asyncpg.Connection, command: Command[T]
-) -> tuple[Seal | None, Loaded]:
+async def _seal_and_row(conn: asyncpg.Connection, command: Command[T]) -> Loaded:
     """The seal and the row, as of one moment.
 
     Read as two statements, a commit landing between them could pair a row that had moved
@@ -257,6 +269,5 @@ async def _seal_and_row(
     if isinstance(command, StartSession):
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             seal = await load_seal(conn, command.seal_lookup)
-            return seal, await load(conn, command.subject(seal), seal=seal)
-    loaded = await load_with_seal(conn, command.subject(None), command.seal_lookup)
-    return loaded.seal, loaded
+            return await load(conn, command.subject(seal), seal=seal)
+    return await load_with_seal(conn, command.subject(None), command.seal_lookup)

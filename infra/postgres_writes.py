@@ -13,6 +13,7 @@ import asyncpg
 
 from baton.domain.events import (
     EventKind,
+    Recovered,
     SessionEvent,
     SideEvent,
 )
@@ -63,6 +64,12 @@ async def load_with_seal(
     """The session's row and the seal under `lookup`, as of one snapshot (unlocked)."""
     record = await conn.fetchrow(sql.SELECT_SESSION_AND_SEAL, session_id, lookup)
     assert record is not None  # noqa: S101 - the query's FROM is one row, joined or not
+    return loaded_with_seal(record)
+
+
+def loaded_with_seal(record: asyncpg.Record) -> Loaded:
+    """A row of sql.LOADED_AND_SEAL's columns: the session (NULL: there is none) and the
+    seal (NULL: none under the lookup)."""
     found = record[f"{sql.SEAL_PREFIX}lookup"] is not None
     seal = seal_from({f: record[f"{sql.SEAL_PREFIX}{f}"] for f in SEAL_FIELDS}) if found else None
     if record["session_id"] is None:
@@ -170,6 +177,18 @@ async def record_side(conn: asyncpg.Connection, event: SideEvent) -> None:
         if place is not None:
             return
     await _insert_side(conn, plan_side(event, Loaded(None)))
+
+
+async def recover_turn(conn: asyncpg.Connection, event: Recovered) -> list[SessionEvent]:
+    """Record a replay's recovery, as record_side does, and read the events of the turn it
+    replays, in one statement."""
+    assert event.session_id is not None  # noqa: S101 - a replay names its session
+    row = event_to_row(event)
+    args = (row["kind"], row["data"], row["recorded_at"], row_payload(row), event.turn)
+    records = await conn.fetch(sql.RECOVER_TURN, event.session_id, *args)
+    if not records[0]["linked"]:  # the session is gone: the fact stands alone
+        await _insert_side(conn, plan_side(event, Loaded(None)))
+    return [row_to_session_event(projection_of(r)) for r in records if r["position"] is not None]
 
 
 async def history(

@@ -24,6 +24,7 @@ from baton.domain.identifiers import SessionId
 from baton.infra import postgres_store
 from baton.infra.batcher import SendAlone
 from baton.infra.conflict import Conflict
+from baton.infra.planning import Loaded
 from baton.infra.postgres_batch import batch_claim, batch_commit
 from baton.infra.postgres_store import PostgresSessionStore
 from baton.infra.settings import Settings
@@ -37,7 +38,7 @@ COPIES = 4  # of each history, all at once
 ON_POSTGRES = pytest.mark.parametrize("backend", [POSTGRESQL, PGBOUNCER], indirect=True)
 
 
-async def claim_in_a_batch(conn: Any, command: ClaimTurn) -> ClaimGranted | None:
+async def claim_in_a_batch(conn: Any, command: ClaimTurn) -> ClaimGranted | Loaded:
     try:
         (answer,) = await batch_claim(conn, [command])
     except SendAlone as error:  # as the one-session path says it

@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from baton.domain.commands import ClaimTurn, ReadSession, StartSession
 from baton.domain.decisions import CancelAnswer, ClaimGranted
-from baton.domain.events import CloseCause, Lease, RecoveredVia, ReleaseCause, TurnCommitted
+from baton.domain.events import (
+    CloseCause,
+    Lease,
+    Recovered,
+    RecoveredVia,
+    ReleaseCause,
+    TurnCommitted,
+)
 from baton.domain.identifiers import (
     SessionId,
     digest_token,
@@ -37,10 +44,11 @@ from baton.domain.state import Claim
 from baton.infra import postgres_store
 from baton.infra.planning import seal_row
 from baton.infra.postgres_store import PostgresSessionStore
+from baton.infra.postgres_writes import recover_turn
 from baton.infra.tables import events, recovery
 from tests import store_calls as calls
 from tests.conftest import Stored
-from tests.databases import EVERY_STORE, MEMORY
+from tests.databases import EVERY_STORE, MEMORY, POSTGRESQL
 from tests.domain.fakes import InMemorySessionStore
 
 WINDOW = timedelta(hours=1)
@@ -385,6 +393,10 @@ async def test_a_keyed_retry_with_the_consumed_token_is_answered_from_the_seal(
     )
     assert await store.load(session.session_id) == before
     assert (await kinds(stored_events, session.session_id))[-1] == "recovered"
+    # PostgreSQL reads the turn's events in the statement that records the recovery.
+    turn_two = await store.history(session.session_id, turn=2)
+    expected = tuple(turn_two) if isinstance(store, PostgresSessionStore) else None
+    assert answer.events == expected
     other_input = Idempotency(key_digest(key), fingerprint({"message": "else"}))
     mismatch = await store.claim(
         ClaimTurn(
@@ -655,3 +667,25 @@ async def test_a_read_racing_the_commit_that_consumes_its_token_is_never_stale(
     access = await session.read(presented)
     assert isinstance(access, ReadAccess), access  # never Refusal(stale-token)
     assert session.current != presented  # the commit did happen
+
+
+@pytest.mark.parametrize("backend", [POSTGRESQL], indirect=True)
+async def test_a_replay_of_a_session_pruned_meanwhile_still_records_its_recovery(
+    store: SessionStore, engine: AsyncEngine
+) -> None:
+    """The statement that records a replay's recovery and reads its turn finds no session
+    (pruned between the claim and it): the fact stands alone, as record_side's would."""
+    assert isinstance(store, PostgresSessionStore)
+    gone = new_id()
+    fact = Recovered(session_id=gone, turn=2, via=RecoveredVia.REPLAY, at=now())
+    async with store.pool.db.acquire() as conn:
+        assert await recover_turn(conn, fact) == []
+    query = select(events.c.session_id, events.c.refusal_seq, events.c.hash).where(
+        events.c.kind == "recovered", events.c.data["sessionId"].as_string() == gone
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    # Named in its data, as an unknown session's refusal is (infra/planning.py's _alone).
+    assert [(row.session_id, row.refusal_seq, row.hash is not None) for row in rows] == [
+        (None, None, True)
+    ]
