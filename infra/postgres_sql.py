@@ -245,12 +245,14 @@ HISTORY = (
 # A replay's recovery, recorded as REFUSE records a fact ($1-$5), and the events of the turn
 # it replays ($6), read in the same statement: one round trip for what was two. Every row
 # says whether the fact was linked into the session's side chain; the events, if any, come
-# as the rest of the row (in no particular order), NULL if there are none.
+# as the rest of the row (in no particular order), NULL if there are none. `seq > 0`, not
+# `seq IS NOT NULL`: the planner then reads the session's events by (session_id, seq), and
+# never walks its side facts (a session retried 10,000 times has 10,000 of them).
 RECOVER_TURN = f"""
 WITH {_SIDE_FACT}
 SELECT (SELECT count(*) FROM recorded) AS linked, h.* FROM (SELECT 1) AS one
   LEFT JOIN (SELECT {HISTORY_COLUMNS} FROM events
-              WHERE session_id = $1 AND seq IS NOT NULL AND turn = $6) AS h ON true
+              WHERE session_id = $1 AND seq > 0 AND turn = $6) AS h ON true
 """  # noqa: S608 - composed of fixed SQL only
 FOLLOW = (
     "INSERT INTO followers (session_id, until) VALUES ($1, $2) "
