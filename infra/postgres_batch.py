@@ -16,10 +16,9 @@ import asyncpg
 
 from baton.domain.commands import ClaimTurn, CommitTurn
 from baton.domain.decisions import ClaimGranted
-from baton.domain.events import TurnCommitted
+from baton.domain.events import TurnClaimed, TurnCommitted
 from baton.infra import postgres_batch_sql as sql
 from baton.infra.batcher import SendAlone
-from baton.infra.conflict import StoreCorrupted
 from baton.infra.planning import Loaded
 from baton.infra.postgres_fast import claim_args, claimed_or_found, commit_args
 
@@ -35,14 +34,13 @@ _ALONE = (
 
 async def batch_claim(
     conn: asyncpg.Connection, commands: Sequence[ClaimTurn]
-) -> list[ClaimGranted | Loaded]:
-    drafts, records = await _send(
-        conn, [claim_args(command) for command in commands], sql.BATCH_CLAIM, CLAIMS
-    )
+) -> list[ClaimGranted | Loaded | None]:
+    built = [_or_found(command) for command in commands]
+    drafts, records = await _send(conn, built, sql.BATCH_CLAIM, CLAIMS)
     answers: list[ClaimGranted | Loaded | None] = [None] * len(commands)
     for index, record in records:
         answers[index] = claimed_or_found(drafts[index], record)
-    return _every(answers)
+    return answers
 
 
 async def batch_commit(
@@ -57,12 +55,12 @@ async def batch_commit(
     return answers
 
 
-def _every(answers: list[D | None]) -> list[D]:
-    """Each claim's answer: the statement answers every write of the batch, claimed or not."""
-    every = [answer for answer in answers if answer is not None]
-    if len(every) != len(answers):
-        raise StoreCorrupted("a batched claim came back without an answer")
-    return every
+def _or_found(command: ClaimTurn) -> tuple[TurnClaimed, tuple[Any, ...]]:
+    """CLAIM_OR_FOUND's parameters: CLAIM's and the lookup of the seal to read if the claim
+    does not land. A batch reads it back for every claim, keyed or not: one statement's
+    extra branch, shared by the batch, costs less than a read of its own for each refusal."""
+    draft, args = claim_args(command)
+    return draft, (*args, command.seal_lookup)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""CLAIM and COMMIT of infra/postgres_sql.py for many sessions in one statement.
+"""CLAIM_OR_FOUND and COMMIT of infra/postgres_sql.py for many sessions in one statement.
 
 Each takes one array per parameter that differs between writes (unnest, WITH ORDINALITY
 so that every row it returns names the write it answers, `n`, from 1) and the parameters
@@ -26,7 +26,7 @@ def _woken(moved: str) -> str:
 )"""  # noqa: S608 - composed of fixed SQL only
 
 
-# The arrays of a batched claim: CLAIM's $1-$4 and $8-$12, in that order.
+# The arrays of a batched claim: CLAIM_OR_FOUND's $1-$4 and $8-$12, in that order.
 CLAIM_COLUMNS = (
     ("sid", "uuid"),
     ("presented", "varchar"),

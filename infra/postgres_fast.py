@@ -29,22 +29,25 @@ from baton.infra.planning import SEAL_FIELDS, Loaded, seal_row
 from baton.infra.postgres_writes import loaded_with_seal, projection_of
 
 
-async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGranted | Loaded:
+async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGranted | Loaded | None:
     """Claim in one statement if the presented token is current, the session idle and the
-    principal's to see; when it is not, the session and the command's seal as the statement
-    found them (the domain then decides why)."""
+    principal's to see. When it is not, the domain decides why: for a keyed claim (one a
+    replay may answer) on the session and seal as the statement found them; otherwise (None)
+    on a read of its own."""
     draft, args = claim_args(command)
+    keyed = command.idempotency is not None
+    query, args = (sql.CLAIM_OR_FOUND, (*args, command.seal_lookup)) if keyed else (sql.CLAIM, args)
     try:
-        record = await conn.fetchrow(sql.CLAIM, *args)
+        record = await conn.fetchrow(query, *args)
     except asyncpg.UniqueViolationError as error:
         raise Conflict(str(error)) from error  # the version is taken: decide again, locked
-    assert record is not None  # noqa: S101 - the claim, or the one row of what was found
-    return claimed_or_found(draft, record)
+    return None if record is None else claimed_or_found(draft, record)
 
 
 def claimed_or_found(draft: TurnClaimed, record: asyncpg.Record) -> ClaimGranted | Loaded:
-    """A row of sql.or_as_it_is: the claim as it landed, or what the claim found instead."""
-    return granted(draft, record) if record["won"] else loaded_with_seal(record)
+    """A row of CLAIM (always claimed) or of sql.or_as_it_is: the claim as it landed, or
+    what the claim found instead."""
+    return loaded_with_seal(record) if record.get("won") is False else granted(draft, record)
 
 
 def claim_args(command: ClaimTurn) -> tuple[TurnClaimed, tuple[Any, ...]]:
@@ -72,7 +75,6 @@ def claim_args(command: ClaimTurn) -> tuple[TurnClaimed, tuple[Any, ...]]:
         command.lease.until,
         row_payload(row),
         command.principal,
-        command.seal_lookup,
     )
 
 

@@ -165,16 +165,18 @@ class PostgresSessionStore(CommandStore):
 
     @unavailable_on_outage
     async def claim(self, command: ClaimTurn) -> ClaimGranted | Replay | Refusal:
-        if command.presented is None:
-            return await self._decided_unlocked(command)
-        try:
-            answer = await self._claims.submit(command)
-        except Conflict:  # read again below
-            return await self._decided_unlocked(command)
+        answer = None
+        if command.presented is not None:
+            try:
+                answer = await self._claims.submit(command)
+            except Conflict:
+                answer = None  # decided on a read of its own, below
         if isinstance(answer, ClaimGranted):
             self.woke(command.session_id)
             return answer
-        # Not claimed: the domain says why, on what the claim found.
+        # Not claimed: the domain says why, on what the claim found, or on a read.
+        if answer is None:
+            return await self._decided_unlocked(command)
         return await self._decided_on(command, answer)
 
     @unavailable_on_outage

@@ -74,9 +74,6 @@ CLAIM_VARIABLES: Mapping[int, str] = {
     # The requesting principal. pgbench has no NULL variable: the floor binds a name, which
     # costs the same as NULL here because the seeded sessions have no owner.
     11: "principal",
-    # The seal a refused claim reads back (a keyed retry's: the presented digest). Unread
-    # when the claim lands, as every floor claim does; pgbench has no NULL variable.
-    12: PRESENTED,
 }
 # $n of infra.postgres_sql.COMMIT -> the variable bound to it (PostgresSessionStore.commit).
 COMMIT_VARIABLES: Mapping[int, str] = {

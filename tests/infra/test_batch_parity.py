@@ -38,7 +38,7 @@ COPIES = 4  # of each history, all at once
 ON_POSTGRES = pytest.mark.parametrize("backend", [POSTGRESQL, PGBOUNCER], indirect=True)
 
 
-async def claim_in_a_batch(conn: Any, command: ClaimTurn) -> ClaimGranted | Loaded:
+async def claim_in_a_batch(conn: Any, command: ClaimTurn) -> ClaimGranted | Loaded | None:
     try:
         (answer,) = await batch_claim(conn, [command])
     except SendAlone as error:  # as the one-session path says it
