@@ -16,10 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from baton import Finished, Parked, Turn
 from baton.api.plugin import BatonConfig, BatonPlugin
 from baton.infra.settings import Settings
+from baton.infra.stores import open_database
 from tests.api.conftest import in_process_client, running
+from tests.databases import fresh_database
+from tests.infra.test_store import committed_session
 from tests.plugin_app import USER_HEADER, create, hello, stamp
 
 ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.plugin_app:app_from_env"
 
 
 @pytest.fixture(scope="module")
@@ -101,28 +105,31 @@ def test_a_path_must_start_and_not_end_with_a_slash() -> None:
             BatonPlugin(BatonConfig(path=path))
 
 
-def test_litestar_baton_runs_the_operator_commands_on_the_plugins_database(
-    settings: Settings, engine: AsyncEngine
+async def test_litestar_baton_runs_the_operator_commands_on_the_plugins_database(
+    backend: str, tmp_path: Path
 ) -> None:
-    litestar = Path(sys.executable).with_name("litestar")
-    result = subprocess.run(
-        [str(litestar), "--app", "tests.plugin_app:app_from_env", "baton", "verify"],
-        cwd=ROOT,
-        env={"PATH": "", "BATON_DATABASE_URL": settings.database_url, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "all chains hold" in result.stdout + result.stderr
-    listed = subprocess.run(
-        [str(litestar), "--app", "tests.plugin_app:app_from_env", "--help"],
-        cwd=ROOT,
-        env={"PATH": "", "BATON_DATABASE_URL": settings.database_url, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """On a database of its own: verify judges every chain in it, and other tests leave
+    theirs broken on purpose in the run's shared one."""
+
+    def litestar_baton(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(Path(sys.executable).with_name("litestar")), "--app", APP, *arguments],
+            cwd=ROOT,
+            env={"PATH": "", "BATON_DATABASE_URL": url, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    with fresh_database(backend, tmp_path) as url:
+        migrated = litestar_baton("baton", "migrate")
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        async with open_database(Settings(database_url=url)) as database:
+            await committed_session(database.store)
+        result = litestar_baton("baton", "verify")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "all chains hold" in result.stdout + result.stderr
+        assert "1 session" in result.stdout + result.stderr
+        listed = litestar_baton("--help")
     assert "baton" in listed.stdout
