@@ -141,7 +141,7 @@ async def session_events(
     if isinstance(view, Refusal):
         raise ApiError.refused(view)
     if wants_stream(request):
-        return stream_events(view, start, turns.ping_seconds, turns.instruments.sse_streams)
+        return await stream_events(view, start, turns.ping_seconds, turns.instruments.sse_streams)
     stored = stored_objects(await view.replay(start), view.recovered)
     return Response([body for body, _ in stored], media_type=JSON)
 

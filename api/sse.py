@@ -167,9 +167,30 @@ def stream_replay(reply: TurnReply, headers: dict[str, str], streams: Gauge) -> 
     )
 
 
-def stream_events(view: EventsView, after: int, ping_seconds: float, streams: Gauge) -> Stream:
+async def stream_events(
+    view: EventsView, after: int, ping_seconds: float, streams: Gauge
+) -> Stream:
     """The session's stored events after `after`, then a running turn's as they come. This
-    stream listens for the client's disconnect: following holds nothing that must finish."""
+    stream listens for the client's disconnect: following holds nothing that must finish.
+
+    With nothing in flight the stored events are the whole stream: they are read before
+    the stream starts (a database that fails then is a 503, not a stream cut short) and
+    sent as a turn's stream is, with nothing to wait for, so nothing to ping or listen."""
+    if view.settled:
+        stored = stored_objects(await view.replay(after), view.recovered)
+        return TurnStream(
+            _settled_frames(stored, after, streams), media_type=EVENT_STREAM, headers=HEADERS
+        )
     return Stream(
         _stored_frames(view, after, ping_seconds, streams), media_type=EVENT_STREAM, headers=HEADERS
     )
+
+
+async def _settled_frames(
+    stored: list[tuple[dict[str, Any], int]], after: int, streams: Gauge
+) -> AsyncIterator[bytes]:
+    with streams.track_inprogress():
+        framed = [priming(after), *(frame(body, seq) for body, seq in stored)]
+        for chunk in framed[:-1]:
+            yield chunk
+        yield Final(framed[-1])

@@ -62,6 +62,12 @@ class EventsView:
     def session_id(self) -> SessionId:
         return self.session.session_id
 
+    @property
+    def settled(self) -> bool:
+        """Nothing was in flight when the read loaded the session: its stored events are
+        all that following it gives (Following.follow)."""
+        return self.session.claim is None
+
     async def replay(self, after: int) -> list[SessionEvent]:
         return await self.following.replay(self.session_id, after)
 

@@ -11,6 +11,8 @@ from httpx import AsyncClient, Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from baton.api.follow import Following
+from baton.domain.ports import StoreUnavailable
 from baton.infra.tables import events, sessions
 from tests.api.conftest import HeldTurns
 from tests.api.protocol import event_kinds, events_of, refusal_of, send, start
@@ -418,3 +420,30 @@ async def test_an_empty_token_header_is_a_missing_token(client: AsyncClient, rou
     }[route]
     response = await client.request(method, path, headers={TOKEN_HEADER: ""})
     assert refusal_of(response) == (400, "missing-token", "missing continuationToken")
+
+
+async def test_a_settled_sessions_stream_is_its_events_then_ends(client: AsyncClient) -> None:
+    session = await two_turns(client)
+    headers = {**token_of(session), "Accept": "text/event-stream", "Last-Event-ID": "4"}
+    response = await client.get(events_url(session), headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    frames = [frame for frame in response.text.split("\r\n\r\n") if frame]
+    assert frames[0] == "id: 4\r\nretry: 1000"  # the priming message first
+    assert [frame.split("\r\n")[0] for frame in frames[1:]] == ["id: 5", "id: 6"]
+
+
+async def test_a_settled_sessions_stream_is_503_when_its_events_cannot_be_read(
+    client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read before the stream starts: a failing database is a 503 to retry, not a 200 whose
+    stream is cut short."""
+    session = await two_turns(client)
+
+    async def unavailable(*_: object) -> list[object]:
+        raise StoreUnavailable("the database is down")
+
+    monkeypatch.setattr(Following, "replay", unavailable)
+    headers = {**token_of(session), "Accept": "text/event-stream"}
+    response = await client.get(events_url(session), headers=headers)
+    assert refusal_of(response)[:2] == (503, "unavailable")
