@@ -210,6 +210,33 @@ MUTANTS = (
         "        except KeyboardInterrupt:\n            # Baton's database failed under the turn",
         ("tests/domain/test_driver.py",),
     ),
+    Mutant(
+        "a claim that did not land reads back no seal",
+        "infra/postgres_sql.py",
+        "  LEFT JOIN recovery AS r ON r.lookup = q.lookup",
+        "  LEFT JOIN recovery AS r ON r.lookup = NULL",
+        (PARITY,),
+    ),
+    Mutant(
+        "a replay of a session pruned meanwhile records no recovery",
+        "infra/postgres_writes.py",
+        "        await _insert_side(conn, plan_side(event, Loaded(None)))\n    return [",
+        "        pass\n    return [",
+        (
+            "tests/infra/test_recovery_store.py::"
+            "test_a_replay_of_a_session_pruned_meanwhile_still_records_its_recovery",
+        ),
+    ),
+    Mutant(
+        "a settled session's stream reads its events after it started",
+        "api/sse.py",
+        "    if view.settled:",
+        "    if False:",
+        (
+            "tests/api/test_recovery.py::"
+            "test_a_settled_sessions_stream_is_503_when_its_events_cannot_be_read",
+        ),
+    ),
 )
 
 
