@@ -56,9 +56,9 @@ async def batch_commit(
 
 
 def _or_found(command: ClaimTurn) -> tuple[TurnClaimed, tuple[Any, ...]]:
-    """CLAIM_OR_FOUND's parameters: CLAIM's and the lookup of the seal to read if the claim
-    does not land. A batch reads it back for every claim, keyed or not: one statement's
-    extra branch, shared by the batch, costs less than a read of its own for each refusal."""
+    """A batched claim's parameters: CLAIM's, and the lookup of the seal to read back if the
+    claim does not land. A batch reads back for every claim, keyed or not: its one extra
+    branch, shared by the batch, costs less than a read of its own for each refusal."""
     draft, args = claim_args(command)
     return draft, (*args, command.seal_lookup)
 

@@ -1,4 +1,4 @@
-"""CLAIM_OR_FOUND and COMMIT of infra/postgres_sql.py for many sessions in one statement.
+"""CLAIM and COMMIT of infra/postgres_sql.py for many sessions in one statement.
 
 Each takes one array per parameter that differs between writes (unnest, WITH ORDINALITY
 so that every row it returns names the write it answers, `n`, from 1) and the parameters
@@ -26,7 +26,8 @@ def _woken(moved: str) -> str:
 )"""  # noqa: S608 - composed of fixed SQL only
 
 
-# The arrays of a batched claim: CLAIM_OR_FOUND's $1-$4 and $8-$12, in that order.
+# The arrays of a batched claim: CLAIM's $1-$4 and $8-$11, and the lookup of the seal to
+# read back if the claim does not land (postgres_sql.or_as_it_is), in that order.
 CLAIM_COLUMNS = (
     ("sid", "uuid"),
     ("presented", "varchar"),
@@ -69,7 +70,6 @@ WITH input AS (
         "(SELECT count(*) FROM woken) AS woken",
         source="input AS q",
         unclaimed="NOT EXISTS (SELECT FROM claimed AS m WHERE m.n = q.n)",
-        numbered=True,
     )
 }
 """  # noqa: S608 - composed of fixed SQL only

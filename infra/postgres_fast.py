@@ -1,8 +1,7 @@
 """The PostgreSQL store's one-statement paths: a claim, record, renewal or commit whose
-every check is a condition of the statement that writes it (infra/postgres_sql.py). When a
-condition did not hold, the store lets the domain decide why (infra/postgres_store.py): on
-what a claim found, which its statement returns instead; on the row read again after the
-others, which return None. A unique key that says no is a Conflict.
+every check is a condition of the statement that writes it (infra/postgres_sql.py). None
+means a condition did not hold; the store then lets the domain decide why, on the row read
+again (infra/postgres_store.py). A unique key that says no is a Conflict.
 """
 
 from dataclasses import replace
@@ -29,25 +28,20 @@ from baton.infra.planning import SEAL_FIELDS, Loaded, seal_row
 from baton.infra.postgres_writes import loaded_with_seal, projection_of
 
 
-async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGranted | Loaded | None:
+async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGranted | None:
     """Claim in one statement if the presented token is current, the session idle and the
-    principal's to see. When it is not, the domain decides why: for a keyed claim (one a
-    replay may answer) on the session and seal as the statement found them; otherwise (None)
-    on a read of its own."""
+    principal's to see; None when it is not (the domain then decides why, on a read)."""
     draft, args = claim_args(command)
-    keyed = command.idempotency is not None
-    query, args = (sql.CLAIM_OR_FOUND, (*args, command.seal_lookup)) if keyed else (sql.CLAIM, args)
     try:
-        record = await conn.fetchrow(query, *args)
+        record = await conn.fetchrow(sql.CLAIM, *args)
     except asyncpg.UniqueViolationError as error:
         raise Conflict(str(error)) from error  # the version is taken: decide again, locked
-    return None if record is None else claimed_or_found(draft, record)
+    return None if record is None else granted(draft, record)
 
 
 def claimed_or_found(draft: TurnClaimed, record: asyncpg.Record) -> ClaimGranted | Loaded:
-    """A row of CLAIM (always claimed) or of sql.or_as_it_is: the claim as it landed, or
-    what the claim found instead."""
-    return loaded_with_seal(record) if record.get("won") is False else granted(draft, record)
+    """A row of sql.or_as_it_is: the claim as it landed, or what the claim found instead."""
+    return granted(draft, record) if record["won"] else loaded_with_seal(record)
 
 
 def claim_args(command: ClaimTurn) -> tuple[TurnClaimed, tuple[Any, ...]]:

@@ -81,24 +81,21 @@ NOT_LOADED = ", ".join(
 )
 
 
-def or_as_it_is(
-    claimed: str, woken: str, *, source: str, unclaimed: str, numbered: bool = False
-) -> str:
-    """The end of a claim: the projection row (`claimed`: its columns from the CTE of that
-    name) if it won, and otherwise the session's row with the seal under the lookup, as of
-    the statement's snapshot, for the domain to say why: one round trip, not two, for every
-    refusal and replay. `source` is what names the session (`sid`) and lookup (`lookup`)
-    asked for (as `q`), `unclaimed` when it was not claimed; a batch's writes are
-    `numbered` (`n`, in both).
+def or_as_it_is(claimed: str, woken: str, *, source: str, unclaimed: str) -> str:
+    """The end of a batch of claims: each projection row (`claimed`: its columns from the
+    CTE of that name) that won, and for each claim that did not, the session's row with
+    the seal under its lookup, as of the statement's snapshot, for the domain to say why:
+    one round trip, not two, for every refusal and replay. `source` is what names the
+    sessions (`sid`), lookups (`lookup`) and writes (`n`) asked for, as `q`; `unclaimed`
+    says which did not land.
 
     The snapshot is from before any wait for a row lock, so a claim that lost a race reads
     the row as it was before the winner: a state that was true, read whole, with the seal
     of the same moment. Anything the domain would change on it runs through the locked
     skeleton, which reads again."""
-    n = ", n" if numbered else ""
-    return f"""SELECT {claimed}, {NOT_LOADED}{n}, true AS won, {woken} FROM claimed
+    return f"""SELECT {claimed}, {NOT_LOADED}, n, true AS won, {woken} FROM claimed
 UNION ALL
-SELECT {LOADED_AND_SEAL}{n and ", q.n"}, false, 0 FROM {source}
+SELECT {LOADED_AND_SEAL}, q.n, false, 0 FROM {source}
   LEFT JOIN sessions AS s ON s.session_id = q.sid
   LEFT JOIN side_chains AS c ON c.session_id = s.session_id
   LEFT JOIN recovery AS r ON r.lookup = q.lookup
@@ -127,18 +124,12 @@ WITH claimed AS (
      WHERE r.session_id = c.session_id AND r.turn > 1
 ), {WAKE}
 """  # noqa: S608 - composed of fixed SQL only
-# The claimed row, or no row.
+# The claimed row, or no row. (A batch of claims reads back what it found for those that
+# did not land: infra/postgres_batch_sql.py. A claim alone does not: that second branch
+# costs PostgreSQL about 50 us of CPU per claim and commit, 540 -> 590 us over five
+# alternating rounds on one connection, even when the claim lands, which nearly every
+# claim does; one refused now and then pays a read of its own instead.)
 CLAIM = _CLAIMING + "SELECT *, (SELECT count(*) FROM woken) AS woken FROM claimed"  # noqa: S608
-# The claimed row, or the row and the seal under $12 as they are (or_as_it_is): for a keyed
-# claim, which a replay may answer. Not for every claim: the second branch costs the server
-# about 10% more CPU per turn (measured: 50 us of a claim and commit's 540 us), though it
-# runs only when the claim did not land.
-CLAIM_OR_FOUND = _CLAIMING + or_as_it_is(
-    SESSION_COLUMNS,
-    "(SELECT count(*) FROM woken) AS woken",
-    source="(SELECT $1::uuid AS sid, $12::varchar AS lookup) AS q",
-    unclaimed="NOT EXISTS (SELECT FROM claimed)",
-)
 
 # A claim holder's own event (a record, a renewal), only while this turn holds the claim.
 HOLDER_EVENT = f"""

@@ -215,7 +215,7 @@ MUTANTS = (
         "infra/postgres_sql.py",
         "  LEFT JOIN recovery AS r ON r.lookup = q.lookup",
         "  LEFT JOIN recovery AS r ON r.lookup = NULL",
-        (PARITY,),
+        (BATCH_PARITY,),
     ),
     Mutant(
         "a replay of a session pruned meanwhile records no recovery",
