@@ -1,11 +1,11 @@
 """Claims and commits of several sessions in one statement each (infra/postgres_batch_sql.py).
 
 The parameters and the answers are those of the one-session paths (infra/postgres_fast.py):
-each write in the batch is answered as it would be alone: a claim that did not land with
-what it found instead, a commit with None (the store then lets the domain decide why, as it
-does for a write alone). A unique key
-or a deadlock fails the whole statement, and nothing of it lands: SendAlone, so that each
-write is tried again alone, where the store knows what such a failure means.
+each write in the batch is answered as it would be alone, except that a claim that did not
+land comes back with what it found (the session and the seal) where one alone comes back
+None; the store then lets the domain decide why, on that or on a read. A unique key or a
+deadlock fails the whole statement, and nothing of it lands: SendAlone, so that each write
+is tried again alone, where the store knows what such a failure means.
 """
 
 from collections.abc import Sequence

@@ -39,7 +39,7 @@ CLAIM_COLUMNS = (
     ("principal", "varchar"),
     ("lookup", "varchar"),
 )
-CLAIM_ROW_ARGS = (0, 1, 2, 3, 7, 8, 9, 10, 11)  # where CLAIM's args hold them
+CLAIM_ROW_ARGS = (0, 1, 2, 3, 7, 8, 9, 10, 11)  # where they are in CLAIM's args + lookup
 CLAIM_FIXED_ARGS = (4, 5, 6)  # in flight, idle, the event's kind: after the arrays
 _C = len(CLAIM_COLUMNS)
 

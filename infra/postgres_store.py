@@ -14,7 +14,8 @@ same statement through a data-modifying CTE, linked into the hash chain by `sha2
 SQL (infra/postgres_sql.py). They mirror domain/decisions.py and domain.state.evolve, and
 tests/infra/test_parity.py drives the same histories through both and compares the events
 and projection rows they leave. When a fast path's condition fails, the domain decides why
-on a fresh read.
+on a fresh read (a batch of claims reads the row and the seal back itself, for the claims
+that did not land). A replay records its recovery and reads its turn in one statement.
 
 Claims and commits, the two writes of every turn, also go together: when more arrive than
 BATON_DB_WRITE_LANES at once, those waiting go as one statement (infra/batcher.py, group
