@@ -20,7 +20,8 @@ from baton.domain.events import TurnClaimed, TurnCommitted
 from baton.infra import postgres_batch_sql as sql
 from baton.infra.batcher import SendAlone
 from baton.infra.planning import Loaded
-from baton.infra.postgres_fast import claim_args, claimed_or_found, commit_args
+from baton.infra.postgres_fast import claim_args, commit_args, granted
+from baton.infra.postgres_writes import loaded_with_seal
 
 D = TypeVar("D")  # an event as drafted before the row gives it its seq
 
@@ -39,7 +40,10 @@ async def batch_claim(
     drafts, records = await _send(conn, built, sql.BATCH_CLAIM, CLAIMS)
     answers: list[ClaimGranted | Loaded | None] = [None] * len(commands)
     for index, record in records:
-        answers[index] = claimed_or_found(drafts[index], record)
+        # The claim as it landed, or what it found instead (BATCH_CLAIM's two branches).
+        answers[index] = (
+            granted(drafts[index], record) if record["won"] else loaded_with_seal(record)
+        )
     return answers
 
 

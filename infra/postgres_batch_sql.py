@@ -8,7 +8,13 @@ a write alone leave the same rows (tests/infra/test_batch_parity.py). A batch ne
 two writes to one session (infra/batcher.py), so no row is the target of two.
 """
 
-from baton.infra.postgres_sql import EVENTS_CHANNEL, linked, or_as_it_is
+from baton.infra.postgres_sql import (
+    EVENTS_CHANNEL,
+    LOADED_AND_SEAL,
+    SEAL_COLUMNS,
+    SEAL_PREFIX,
+    linked,
+)
 from baton.infra.tables import SESSION_FIELDS
 
 
@@ -27,7 +33,7 @@ def _woken(moved: str) -> str:
 
 
 # The arrays of a batched claim: CLAIM's $1-$4 and $8-$11, and the lookup of the seal to
-# read back if the claim does not land (postgres_sql.or_as_it_is), in that order.
+# read back if the claim does not land (see BATCH_CLAIM), in that order.
 CLAIM_COLUMNS = (
     ("sid", "uuid"),
     ("presented", "varchar"),
@@ -43,6 +49,20 @@ CLAIM_ROW_ARGS = (0, 1, 2, 3, 7, 8, 9, 10, 11)  # where they are in CLAIM's args
 CLAIM_FIXED_ARGS = (4, 5, 6)  # in flight, idle, the event's kind: after the arrays
 _C = len(CLAIM_COLUMNS)
 
+# The columns of LOADED_AND_SEAL that a claim that landed leaves NULL (its side chain, the
+# seal): the two branches of BATCH_CLAIM's answer line up.
+NOT_LOADED = ", ".join(
+    ["NULL AS refusals", "NULL AS refusal_head"]
+    + [f"NULL AS {SEAL_PREFIX}{column}" for column in SEAL_COLUMNS.split(", ")]
+)
+
+# Each claim's answer: its projection row if it landed; if not, the session's row with the
+# seal under its lookup, as of the statement's snapshot, for the domain to say why (one
+# round trip, not two, for every refusal and replay in a batch). The snapshot is from
+# before any wait for a row lock, so a claim that lost a race reads the row as it was
+# before the winner: a state that was true, read whole, with the seal of the same moment.
+# Anything the domain would change on it runs through the locked skeleton, which reads
+# again.
 BATCH_CLAIM = f"""
 WITH input AS (
     {_unnest(CLAIM_COLUMNS)}
@@ -64,14 +84,15 @@ WITH input AS (
     DELETE FROM recovery AS r USING claimed AS c
      WHERE r.session_id = c.session_id AND r.turn > 1
 ), {_woken("claimed")}
-{
-    or_as_it_is(
-        ", ".join(SESSION_FIELDS),
-        "(SELECT count(*) FROM woken) AS woken",
-        source="input AS q",
-        unclaimed="NOT EXISTS (SELECT FROM claimed AS m WHERE m.n = q.n)",
-    )
-}
+SELECT {", ".join(SESSION_FIELDS)}, {NOT_LOADED}, n, true AS won,
+       (SELECT count(*) FROM woken) AS woken
+  FROM claimed
+UNION ALL
+SELECT {LOADED_AND_SEAL}, q.n, false, 0 FROM input AS q
+  LEFT JOIN sessions AS s ON s.session_id = q.sid
+  LEFT JOIN side_chains AS c ON c.session_id = s.session_id
+  LEFT JOIN recovery AS r ON r.lookup = q.lookup
+ WHERE NOT EXISTS (SELECT FROM claimed AS m WHERE m.n = q.n)
 """  # noqa: S608 - composed of fixed SQL only
 
 # The arrays of a batched commit: COMMIT's $1-$3, $5-$9 and $11-$18, in that order.

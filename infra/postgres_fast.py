@@ -24,8 +24,8 @@ from baton.infra import postgres_sql as sql
 from baton.infra.chain import row_payload
 from baton.infra.codec import event_to_row, row_to_state
 from baton.infra.conflict import Conflict, StoreCorrupted
-from baton.infra.planning import SEAL_FIELDS, Loaded, seal_row
-from baton.infra.postgres_writes import loaded_with_seal, projection_of
+from baton.infra.planning import SEAL_FIELDS, seal_row
+from baton.infra.postgres_writes import projection_of
 
 
 async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGranted | None:
@@ -37,11 +37,6 @@ async def fast_claim(conn: asyncpg.Connection, command: ClaimTurn) -> ClaimGrant
     except asyncpg.UniqueViolationError as error:
         raise Conflict(str(error)) from error  # the version is taken: decide again, locked
     return None if record is None else granted(draft, record)
-
-
-def claimed_or_found(draft: TurnClaimed, record: asyncpg.Record) -> ClaimGranted | Loaded:
-    """A row of sql.or_as_it_is: the claim as it landed, or what the claim found instead."""
-    return granted(draft, record) if record["won"] else loaded_with_seal(record)
 
 
 def claim_args(command: ClaimTurn) -> tuple[TurnClaimed, tuple[Any, ...]]:

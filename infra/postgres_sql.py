@@ -74,39 +74,17 @@ SEAL_PREFIX = "seal_"
 LOADED_AND_SEAL = f"{LOADED_COLUMNS}, " + ", ".join(
     f"r.{column} AS {SEAL_PREFIX}{column}" for column in SEAL_COLUMNS.split(", ")
 )
-# The columns of LOADED_AND_SEAL that a won claim leaves NULL (its side chain, the seal).
-NOT_LOADED = ", ".join(
-    ["NULL AS refusals", "NULL AS refusal_head"]
-    + [f"NULL AS {SEAL_PREFIX}{column}" for column in SEAL_COLUMNS.split(", ")]
-)
-
-
-def or_as_it_is(claimed: str, woken: str, *, source: str, unclaimed: str) -> str:
-    """The end of a batch of claims: each projection row (`claimed`: its columns from the
-    CTE of that name) that won, and for each claim that did not, the session's row with
-    the seal under its lookup, as of the statement's snapshot, for the domain to say why:
-    one round trip, not two, for every refusal and replay. `source` is what names the
-    sessions (`sid`), lookups (`lookup`) and writes (`n`) asked for, as `q`; `unclaimed`
-    says which did not land.
-
-    The snapshot is from before any wait for a row lock, so a claim that lost a race reads
-    the row as it was before the winner: a state that was true, read whole, with the seal
-    of the same moment. Anything the domain would change on it runs through the locked
-    skeleton, which reads again."""
-    return f"""SELECT {claimed}, {NOT_LOADED}, n, true AS won, {woken} FROM claimed
-UNION ALL
-SELECT {LOADED_AND_SEAL}, q.n, false, 0 FROM {source}
-  LEFT JOIN sessions AS s ON s.session_id = q.sid
-  LEFT JOIN side_chains AS c ON c.session_id = s.session_id
-  LEFT JOIN recovery AS r ON r.lookup = q.lookup
- WHERE {unclaimed}"""  # noqa: S608 - composed of fixed SQL only
-
 
 # Validate and claim in one step: only a session whose current token was presented, that no
 # turn holds and that the principal ($11) may see (domain/principals.py) moves; the event
 # lands at the version the update gave it; the seal of the last turn, whose token this
-# claim spends, is forgotten (domain.recovery.Forget).
-_CLAIMING = f"""
+# claim spends, is forgotten (domain.recovery.Forget). The answer is the claimed row, or
+# no row. (BATCH_CLAIM, infra/postgres_batch_sql.py, reads back what a claim that did not
+# land found. A claim alone does not: that second branch costs PostgreSQL about 50 us of
+# CPU per claim and commit, 540 -> 590 us over five alternating rounds on one connection,
+# even when the claim lands, which nearly every claim does; one refused now and then pays
+# a read of its own instead.)
+CLAIM = f"""
 WITH claimed AS (
     UPDATE sessions
        SET version = version + 1, status = $5, claim_turn = turn + 1,
@@ -123,13 +101,8 @@ WITH claimed AS (
     DELETE FROM recovery AS r USING claimed AS c
      WHERE r.session_id = c.session_id AND r.turn > 1
 ), {WAKE}
-"""  # noqa: S608 - composed of fixed SQL only
-# The claimed row, or no row. (A batch of claims reads back what it found for those that
-# did not land: infra/postgres_batch_sql.py. A claim alone does not: that second branch
-# costs PostgreSQL about 50 us of CPU per claim and commit, 540 -> 590 us over five
-# alternating rounds on one connection, even when the claim lands, which nearly every
-# claim does; one refused now and then pays a read of its own instead.)
-CLAIM = _CLAIMING + "SELECT *, (SELECT count(*) FROM woken) AS woken FROM claimed"  # noqa: S608
+SELECT *, (SELECT count(*) FROM woken) AS woken FROM claimed
+"""  # noqa: S608
 
 # A claim holder's own event (a record, a renewal), only while this turn holds the claim.
 HOLDER_EVENT = f"""

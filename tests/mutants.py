@@ -212,7 +212,7 @@ MUTANTS = (
     ),
     Mutant(
         "a claim that did not land reads back no seal",
-        "infra/postgres_sql.py",
+        "infra/postgres_batch_sql.py",
         "  LEFT JOIN recovery AS r ON r.lookup = q.lookup",
         "  LEFT JOIN recovery AS r ON r.lookup = NULL",
         (BATCH_PARITY,),
