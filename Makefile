@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint format bench chaos mutants clean
+.PHONY: serve test lint format bench bench-instructions chaos mutants clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Baton needs Python 3.11 or newer; set PYTHON=...")'
@@ -36,6 +36,11 @@ test: lint
 # QUICK=1 gives a short run (under two minutes) with the same scenarios.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
+
+# Instructions per request under valgrind's callgrind: the same within about 1% from run to
+# run, where make bench's CPU seconds move by tens of percent on a shared machine (3 min).
+bench-instructions: $(STAMP)
+	$(BIN)/python -m bench.instructions
 
 # The long chaos run: 3 replicas on one PostgreSQL, 200 sessions, replicas killed at random,
 # then an audit of the store (make test runs a short form). PGBOUNCER=1: through pgbouncer.

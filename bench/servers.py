@@ -47,8 +47,10 @@ class ServerProcess:
         log_dir: Path,
         env: dict[str, str] | None = None,
         ready_line: str | None = None,
+        startup_seconds: float = STARTUP_SECONDS,
     ) -> None:
         self.label = label
+        self.startup_seconds = startup_seconds  # longer under valgrind (bench/instructions.py)
         # With workers, the socket answers once the first one serves; this line in the log
         # says they all do.
         self.ready_line = ready_line
@@ -71,7 +73,7 @@ class ServerProcess:
             self.process = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
             )
-        deadline = time.monotonic() + STARTUP_SECONDS
+        deadline = time.monotonic() + self.startup_seconds
         while not _healthy(self.port):
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.label} exited early:\n{self.log_tail()}")
