@@ -61,7 +61,7 @@ class PostgresReader:
         self.pool = pool
 
     async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             return [_row(record) for record in await conn.fetch(sql, *args)]
 
     @unavailable_on_outage
@@ -79,7 +79,7 @@ class PostgresReader:
         if parsed is None:
             return None
         # One snapshot for the page, its attempt's end and the existence check.
-        async with self.pool.db.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        async with self.pool.connection() as conn, conn.transaction(isolation="repeatable_read"):
             rows = [_row(r) for r in await conn.fetch(_HISTORY_PAGE, parsed, after or 0, limit)]
             if not rows and await conn.fetchval(_SESSION_EXISTS, parsed) is None:
                 return None
@@ -109,12 +109,12 @@ class PostgresReader:
 
     @unavailable_on_outage
     async def count_sessions(self) -> int:
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             return int(await conn.fetchval(history.COUNT_SESSIONS))
 
     @unavailable_on_outage
     async def schema_revision(self) -> str | None:
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             if await conn.fetchval("SELECT to_regclass('alembic_version')") is None:
                 return None
             revision = await conn.fetchval(history.REVISION)

@@ -95,7 +95,7 @@ class PostgresSessionStore(CommandStore):
     @unavailable_on_outage
     async def _execute(self, command: Command[T]) -> T:
         async def attempt() -> T:
-            async with self.pool.db.acquire() as conn, conn.transaction():
+            async with self.pool.connection() as conn, conn.transaction():
                 starting = isinstance(command, StartSession)
                 seal = await load_seal(conn, command.seal_lookup, lock=starting)
                 loaded = await load(conn, command.subject(seal), lock=True, seal=seal)
@@ -107,25 +107,25 @@ class PostgresSessionStore(CommandStore):
 
     @unavailable_on_outage
     async def refuse(self, refused: RequestRefused) -> None:
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             await record_side(conn, refused)
 
     @unavailable_on_outage
     async def load(self, session_id: SessionId) -> SessionState | None:
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             return (await load(conn, session_id)).state
 
     @unavailable_on_outage
     async def history(
         self, session_id: SessionId, *, after: int = 0, turn: int | None = None
     ) -> list[SessionEvent]:
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             return await history(conn, session_id, after, turn)
 
     @unavailable_on_outage
     async def sweep(self, now: datetime) -> None:
         """Erase the seals whose window has passed, and followers long gone."""
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             for statement in sql.SWEEP:
                 await conn.execute(statement, now)
 
@@ -134,7 +134,7 @@ class PostgresSessionStore(CommandStore):
         self, client: str, at: datetime, window_end: datetime
     ) -> tuple[int, datetime]:
         """Count one more refusal of `client`: (refusals in its window, the window's end)."""
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             record = await conn.fetchrow(sql.SPEND_REFUSAL, client, window_end, at)
         assert record is not None  # noqa: S101 - an upsert always returns its row
         return int(record["refused"]), record["window_end"]
@@ -142,14 +142,14 @@ class PostgresSessionStore(CommandStore):
     @unavailable_on_outage
     async def database_time(self) -> datetime:
         """The database's clock (clock_timestamp(): now, not the transaction's start)."""
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             now: datetime = await conn.fetchval("SELECT clock_timestamp()")
             return now
 
     @unavailable_on_outage
     async def follow(self, session_id: SessionId, until: datetime) -> None:
         """Have writes to the session wake its followers until `until` (NOTIFY)."""
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             await conn.execute(sql.FOLLOW, session_id, until)
 
     # ------------------------------------------------------------------ faster paths
@@ -159,7 +159,7 @@ class PostgresSessionStore(CommandStore):
         if command.idempotency is not None:
             return await self._execute(command)  # its key may have started a session
         decision = command.decide(None)
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             await write(conn, plan(Loaded(None), decision))
         self.woke(command.session_id)
         return decision.answer
@@ -186,7 +186,7 @@ class PostgresSessionStore(CommandStore):
 
     async def _decided_unlocked(self, command: Command[T]) -> T:
         """Decide on a fresh read of the row, without locking it."""
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             loaded = await _seal_and_row(conn, command)
         return await self._decided_on(command, loaded)
 
@@ -200,7 +200,7 @@ class PostgresSessionStore(CommandStore):
         answer, fact = decision.answer, decision.side_event
         if fact is None:
             return answer
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             if isinstance(answer, Replay) and isinstance(fact, Recovered):
                 # The reply is built from the turn's events: read them as the fact lands.
                 return replace(answer, events=tuple(await recover_turn(conn, fact)))
@@ -229,7 +229,7 @@ class PostgresSessionStore(CommandStore):
             if landed is not None:
                 self.woke(command.session_id)
                 return landed
-            async with self.pool.db.acquire() as conn:
+            async with self.pool.connection() as conn:
                 state = (await load(conn, command.session_id)).state
             return Contended(current=state.version if state else 0)
         answer: T | Contended = await self._run(command)
@@ -237,7 +237,7 @@ class PostgresSessionStore(CommandStore):
 
     async def _alone(self, command: C, fast: Callable[[asyncpg.Connection, C], Awaitable[T]]) -> T:
         """One write in a statement of its own."""
-        async with self.pool.db.acquire() as conn:
+        async with self.pool.connection() as conn:
             return await fast(conn, command)
 
     def _batcher(
@@ -249,7 +249,7 @@ class PostgresSessionStore(CommandStore):
         """Writes of one kind: alone in their own statement, or several in one."""
 
         async def together(commands: Sequence[C]) -> list[T]:
-            async with self.pool.db.acquire() as conn:
+            async with self.pool.connection() as conn:
                 return await many(conn, commands)
 
         alone = partial(self._alone, fast=fast)

@@ -37,7 +37,23 @@ BATCHER = "tests/infra/test_batcher.py"
 DECISIONS = "tests/domain/test_decisions.py"
 LEASES = "tests/infra/test_leases.py"
 
+POOL = "tests/infra/test_postgres_pool.py"
+
 MUTANTS = (
+    Mutant(
+        "pool: a connection back with an exception is kept",
+        "infra/postgres_pool.py",
+        "if exc_type is not None or not self._pool._keeps(conn, self._taken):",
+        "if not self._pool._keeps(conn, self._taken):",
+        (POOL,),
+    ),
+    Mutant(
+        "pool: a connection lent before an outage is kept after it",
+        "infra/postgres_pool.py",
+        "            taken == self._generation\n",
+        "            True\n",
+        (POOL,),
+    ),
     Mutant(
         "stale token claims (domain)",
         "domain/decisions.py",
