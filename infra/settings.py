@@ -138,8 +138,9 @@ class Settings:
     sqlite_busy_timeout_ms: int = 5000
     db_pool_size: int = 10
     # PostgreSQL claims (and commits) sent at once, each alone; more wait and go together in
-    # one statement (group commit, infra/batcher.py). Fewer lanes batch more under load.
-    db_write_lanes: int = 2
+    # one statement (group commit, infra/batcher.py). Fewer lanes batch more under load;
+    # one was best from c4 to c64 once a write stopped paying for asyncpg's release.
+    db_write_lanes: int = 1
     log_level: str = "info"
     websockets: bool = True  # off: /v1/ws answers 426 (PROTOCOL section 5)
     # The chat page at / (api/web.py); None: served with the demo handler only.
