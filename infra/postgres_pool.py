@@ -1,6 +1,7 @@
 """The one asyncpg pool a process keeps per PostgreSQL database, shared by the store and
 the reader, and what an outage looks like from above it (StoreUnavailable)."""
 
+import contextlib
 import functools
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -128,9 +129,21 @@ class PostgresPool:
         return False
 
     async def _give_back_kept(self) -> None:
+        """At close: the kept connections go back to asyncpg, which closes them gracefully."""
         kept, self._kept = self._kept, []
         for conn in kept:
-            await self.db.release(conn)
+            # One the server closed meanwhile may already be asyncpg's again.
+            with contextlib.suppress(asyncpg.InterfaceError, asyncpg.InternalClientError):
+                await self.db.release(conn)
+
+    def _drop_kept(self) -> None:
+        """After an outage: the kept connections are dead or stale, so they are ended here
+        and now. Not given back with asyncpg's release: that runs a moment later in a task
+        of its own, by which time the server's closing of the same connection may have
+        given it back already, and the release fails (`InternalClientError`)."""
+        kept, self._kept = self._kept, []
+        for conn in kept:
+            _end(conn)
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -148,8 +161,8 @@ class PostgresPool:
         """After an outage every pooled connection is dead: have them all replaced."""
         if self._pool is not None:
             self._generation += 1
+            self._drop_kept()
             await self._pool.expire_connections()
-            await self._give_back_kept()
 
 
 class _Lent:
@@ -167,7 +180,7 @@ class _Lent:
         pool = self._pool
         conn = pool._kept.pop() if pool._kept else None
         if conn is not None and not _open(conn):  # the server ended it while kept
-            await pool.db.release(conn)  # asyncpg reconnects its holder when next asked
+            _end(conn)  # asyncpg reconnects its holder when next asked
             conn = None
         if conn is None:
             conn = await pool.db.acquire()
@@ -182,8 +195,12 @@ class _Lent:
     ) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            if exc_type is not None or not self._pool._keeps(conn, self._taken):
-                await self._pool.db.release(conn)
+            if exc_type is None and self._pool._keeps(conn, self._taken):
+                return
+            if _open(conn):
+                await self._pool.db.release(conn)  # asyncpg rolls back, waits out a cancel
+            else:
+                _end(conn)  # lost with the server: nothing to clean, and no release to race
 
 
 def _open(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
@@ -191,6 +208,13 @@ def _open(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
         return not conn.is_closed()
     except asyncpg.InterfaceError:  # closed, and already taken back by asyncpg
         return False
+
+
+def _end(conn: asyncpg.pool.PoolConnectionProxy) -> None:
+    """Close a kept connection at once; asyncpg takes its holder back as it does so (its
+    release would close a closed one the same way)."""
+    with contextlib.suppress(asyncpg.InterfaceError):  # asyncpg has it back already
+        conn.terminate()
 
 
 class _OnPool(Protocol):

@@ -43,8 +43,8 @@ MUTANTS = (
     Mutant(
         "pool: a connection back with an exception is kept",
         "infra/postgres_pool.py",
-        "if exc_type is not None or not self._pool._keeps(conn, self._taken):",
-        "if not self._pool._keeps(conn, self._taken):",
+        "if exc_type is None and self._pool._keeps(conn, self._taken):",
+        "if self._pool._keeps(conn, self._taken):",
         (POOL,),
     ),
     Mutant(

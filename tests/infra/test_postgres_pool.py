@@ -114,3 +114,41 @@ async def test_a_kept_connection_closed_under_it_is_replaced(
     with contextlib.suppress(*postgres_pool.OUTAGES):
         await backend(pool)  # the statement that finds it gone fails, as before
     assert await backend(pool) > 0
+
+
+@pytest.mark.parametrize("backend", [POSTGRESQL], indirect=True)
+@pytest.mark.parametrize("settle", [0.0, 0.2], ids=["at-once", "after-the-close-lands"])
+async def test_an_outage_that_closed_the_kept_connections_expires_them_quietly(
+    pool: PostgresPool, settle: float
+) -> None:
+    """What `make test`'s outage test met: the server ends every connection, the first
+    statement to fail expires the pool, and giving the kept ones back to asyncpg raced the
+    server's close of the same connections (InternalClientError, a 500). Expiring them
+    must raise nothing, whenever the close reaches asyncpg."""
+    async with pool.connection() as a, pool.connection() as b:
+        kept = {await a.fetchval(PID), await b.fetchval(PID)}
+    async with pool.db.acquire() as other:
+        await other.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", list(kept)
+        )
+    await asyncio.sleep(settle)
+    await pool.expire_connections()
+    assert pool.connections_in_use() == 0
+    assert await backend(pool) not in kept
+
+
+@pytest.mark.parametrize("backend", [POSTGRESQL], indirect=True)
+async def test_a_kept_connection_closed_as_the_pool_expires_it_raises_nothing(
+    pool: PostgresPool,
+) -> None:
+    """The race itself, made certain: the server's close of a kept connection is handled
+    by asyncpg in the same pass of the event loop as the expiry. Given back through
+    asyncpg's release (which runs in a task of its own, a pass later), the connection was
+    already asyncpg's again and the release raised InternalClientError."""
+    async with pool.connection() as conn:
+        raw = conn._con  # the connection itself, as asyncpg's close sees it
+    asyncio.get_running_loop().call_soon(raw.terminate)
+    await pool.expire_connections()
+    await asyncio.sleep(0)
+    assert pool.connections_in_use() == 0
+    assert await backend(pool) > 0
