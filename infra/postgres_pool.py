@@ -66,8 +66,9 @@ class PostgresPool:
     own Python. So `connection()` keeps up to `keep` connections that came back cleanly
     and lends them again at the cost of a list's pop and append. One that comes back with
     an exception (a failed or cancelled statement, a transaction cut short) goes back to
-    asyncpg, which knows how to clean it up or close it; so do the kept ones when the pool
-    expires its connections (an outage) or closes."""
+    asyncpg, which knows how to clean it up or close it, and so do the kept ones when the
+    pool closes. One the server closed, and the kept ones when an outage expires the pool,
+    are ended at once instead (see _drop_kept)."""
 
     def __init__(self, dsn: str, *, size: int, pooled: bool = False) -> None:
         self._dsn = dsn
