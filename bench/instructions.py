@@ -39,7 +39,14 @@ from bench.http_client import HttpConnection, request_bytes
 from bench.measure import OK
 from bench.report import run_stamp
 from bench.rows import HTTP_FLOOR, POSTGRESQL, SQLITE
-from bench.servers import HOST, PYTHON, ServerProcess, baton_serve_args, free_port
+from bench.servers import (
+    HOST,
+    PYTHON,
+    ServerProcess,
+    baton_serve_args,
+    floor_command,
+    free_port,
+)
 
 REQUESTS = 200
 WARMUP = 20
@@ -137,8 +144,7 @@ def count(
 
 def count_echo(work_dir: Path, requests: int = REQUESTS, warmup: int = WARMUP) -> Count:
     port = free_port()
-    command = [PYTHON, "-m", "bench.floor_app", "--port", str(port)]
-    return count(HTTP_FLOOR, "-", command, EchoClient, port, work_dir, requests, warmup)
+    return count(HTTP_FLOOR, "-", floor_command(port), EchoClient, port, work_dir, requests, warmup)
 
 
 def count_turns(backend: str, database_url: str, work_dir: Path, requests: int = REQUESTS) -> Count:

@@ -154,8 +154,12 @@ def baton_server(
 
 def floor_server(log_dir: Path) -> ServerProcess:
     port = free_port()
-    command = [PYTHON, "-m", "bench.floor_app", "--port", str(port)]
-    return ServerProcess("http-floor", command, port, log_dir)
+    return ServerProcess("http-floor", floor_command(port), port, log_dir)
+
+
+def floor_command(port: int) -> list[str]:
+    """The http-floor app on `port`, as every measurement of it starts it."""
+    return [PYTHON, "-m", "bench.floor_app", "--port", str(port)]
 
 
 def profiled_baton_server(database_url: str, session_path: Path, log_dir: Path) -> ServerProcess:
