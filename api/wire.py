@@ -99,6 +99,7 @@ _RELEASED_AS = {
     ReleaseCause.TIMED_OUT: TURN_FAILED,
     ReleaseCause.CANCELLED: CANCELLED,
     ReleaseCause.SHUT_DOWN: UNAVAILABLE,
+    ReleaseCause.UNAVAILABLE: UNAVAILABLE,
     ReleaseCause.INVALID_INPUT: RefusalReason.INVALID_INPUT.value,
 }
 

@@ -39,6 +39,7 @@ class ReleaseCause(StrEnum):
     CANCELLED = "cancelled"  # the holder of the token cancelled it (PROTOCOL section 6.5)
     SHUT_DOWN = "shut-down"  # its replica stopped before it could finish
     INVALID_INPUT = "invalid-input"  # the handler rejected the turn's input
+    UNAVAILABLE = "unavailable"  # Baton's database failed under it: the client retries
 
 
 class RecoveredVia(StrEnum):

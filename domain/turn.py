@@ -277,7 +277,7 @@ class OpenTurn:
 
     async def _release_quietly(self, error: str) -> None:
         with contextlib.suppress(Exception):  # a database still down: the lease lapses instead
-            await self._release(ReleaseCause.FAILED, error)
+            await self._release(ReleaseCause.UNAVAILABLE, error)
 
     async def _release(self, cause: ReleaseCause, error: str) -> None:
         await self._services.store.release(
