@@ -21,7 +21,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select
@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from baton.domain.state import SessionState, evolve
 from baton.infra.codec import row_to_session_event, state_to_row
 from baton.infra.tables import events
+from baton.infra.utc_text import utc_micro
 
 GENESIS = bytes(32)
 _INT = 8  # bytes per framed integer
@@ -37,9 +38,8 @@ _INT = 8  # bytes per framed integer
 
 def time_text(at: datetime) -> str:
     """recorded_at as the chain sees it: fixed width, UTC, microseconds
-    (`%Y-%m-%dT%H:%M:%S.%fZ`; isoformat writes the same for years 1000-9999 in a fraction
-    of strftime's time, and every append computes it)."""
-    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    (`%Y-%m-%dT%H:%M:%S.%fZ` for years 1000-9999; every append computes it)."""
+    return utc_micro(at) + "Z"
 
 
 def payload(

@@ -28,6 +28,7 @@ from baton.domain.identifiers import SessionId, TokenDigest
 from baton.domain.json import JsonObject, JsonValue
 from baton.domain.outcomes import KEEP, Finished, HandlerOutcome, Parked
 from baton.domain.state import Claim, SessionState, SessionStatus
+from baton.infra.utc_text import utc_isoformat
 
 Row = Mapping[Any, Any]  # a SQLAlchemy RowMapping, or any dict of the same keys
 
@@ -44,7 +45,7 @@ def _outcome_data(outcome: HandlerOutcome) -> JsonObject:
 
 
 def _lease_data(lease: Lease) -> JsonObject:
-    return {"owner": lease.owner, "leaseUntil": lease.until.isoformat()}
+    return {"owner": lease.owner, "leaseUntil": utc_isoformat(lease.until)}
 
 
 def _lease_from(data: dict[str, Any]) -> Lease:

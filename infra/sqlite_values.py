@@ -12,6 +12,7 @@ import msgspec
 from baton.domain.state import SessionState
 from baton.infra.codec import row_to_state
 from baton.infra.tables import SESSION_FIELDS
+from baton.infra.utc_text import utc_micro
 
 _json_encoder = msgspec.json.Encoder()
 _TIME_FIELDS = ("lease_until", "created_at", "updated_at")
@@ -27,11 +28,8 @@ def json_value(text: str | None) -> Any:
 
 
 def time_text(at: datetime) -> str:
-    """SQLAlchemy's layout: isoformat writes it (zero-padded year included) in less than half
-    of strftime's time, and a turn formats about ten times (make bench-instructions)."""
-    if at.tzinfo is not UTC:
-        at = at.astimezone(UTC)
-    return at.isoformat(" ", "microseconds")[:26]
+    """SQLAlchemy's layout, zero-padded year included; a turn formats about ten times."""
+    return utc_micro(at).replace("T", " ")
 
 
 def parse_time(text: str | None) -> datetime | None:
