@@ -67,20 +67,60 @@ def outcome_summary(event: TurnCommitted) -> JsonObject:
 
 
 def evolve(state: SessionState | None, event: SessionEvent) -> SessionState:
-    """The state after one more event. The only place that knows how facts change state."""
+    """The state after one more event. The only place that knows how facts change state.
+
+    Each event makes one copy of the state (a dataclass `replace` costs about 4 µs, and a
+    SQLite turn folds two events): the version and time every event moves, with what the
+    event itself changes."""
     if isinstance(event, SessionStarted):
         return _started(event)
     if state is None:
         raise ValueError(f"{type(event).__name__} before the session started")
-    moved = replace(state, version=event.seq, updated_at=event.at)
+    at, seq = event.at, event.seq
     if isinstance(event, RecordAppended):
-        return moved
+        return replace(state, version=seq, updated_at=at)
     if isinstance(event, ClaimRenewed):
-        return replace(moved, lease=event.lease)
+        return replace(state, version=seq, updated_at=at, lease=event.lease)
     if isinstance(event, CancelRequested):
-        return replace(moved, cancel_requested=True)
-    # Every other event ends the turn a cancel was asked of, or starts another.
-    return _turn_changed(replace(moved, cancel_requested=False), event)
+        return replace(state, version=seq, updated_at=at, cancel_requested=True)
+    # Every other event ends the turn a cancel was asked of, or starts another: a claim,
+    # or the end of one, changes the session's status and claim.
+    if isinstance(event, TurnClaimed):
+        return replace(
+            state,
+            version=seq,
+            updated_at=at,
+            cancel_requested=False,
+            status=SessionStatus.IN_FLIGHT,
+            claim=Claim(turn=event.turn, seq=seq),
+            lease=event.lease,
+        )
+    if isinstance(event, TurnCommitted):
+        return replace(
+            state,
+            version=seq,
+            updated_at=at,
+            cancel_requested=False,
+            turn=event.turn,
+            status=SessionStatus.IDLE,
+            token_digest=event.issued,
+            claim=None,
+            lease=None,
+            state=state.state if event.outcome.state is KEEP else event.outcome.state,
+            last_outcome=outcome_summary(event),
+        )
+    if isinstance(event, ClaimExpired | TurnReleased | SessionClosed):
+        status = SessionStatus.CLOSED if isinstance(event, SessionClosed) else SessionStatus.IDLE
+        return replace(
+            state,
+            version=seq,
+            updated_at=at,
+            cancel_requested=False,
+            status=status,
+            claim=None,
+            lease=None,
+        )
+    raise TypeError(f"not a session event: {event!r}")
 
 
 def _started(event: SessionStarted) -> SessionState:
@@ -98,30 +138,6 @@ def _started(event: SessionStarted) -> SessionState:
         updated_at=event.at,
         owner=event.principal,
     )
-
-
-def _turn_changed(moved: SessionState, event: SessionEvent) -> SessionState:
-    """A claim, or the end of one: the session's status and claim change."""
-    if isinstance(event, TurnClaimed):
-        claim = Claim(turn=event.turn, seq=event.seq)
-        return replace(moved, status=SessionStatus.IN_FLIGHT, claim=claim, lease=event.lease)
-    if isinstance(event, TurnCommitted):
-        new_state = moved.state if event.outcome.state is KEEP else event.outcome.state
-        return replace(
-            moved,
-            turn=event.turn,
-            status=SessionStatus.IDLE,
-            token_digest=event.issued,
-            claim=None,
-            lease=None,
-            state=new_state,
-            last_outcome=outcome_summary(event),
-        )
-    if isinstance(event, ClaimExpired | TurnReleased):
-        return replace(moved, status=SessionStatus.IDLE, claim=None, lease=None)
-    if isinstance(event, SessionClosed):
-        return replace(moved, status=SessionStatus.CLOSED, claim=None, lease=None)
-    raise TypeError(f"not a session event: {event!r}")
 
 
 def fold(events: Iterable[SessionEvent], state: SessionState | None = None) -> SessionState:
