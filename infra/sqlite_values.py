@@ -61,7 +61,7 @@ def event_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def event_from(db_row: sqlite3.Row) -> dict[str, Any]:
+def event_from(db_row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
     """An event-table row as SQLAlchemy would have returned it."""
     row = dict(db_row)
     if row["session_id"] is not None:
@@ -93,7 +93,7 @@ def projection_from(db_row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def state_from(db_row: sqlite3.Row) -> SessionState:
+def state_from(db_row: Mapping[str, Any]) -> SessionState:
     return row_to_state(projection_from(db_row))
 
 

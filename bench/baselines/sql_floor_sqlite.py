@@ -41,6 +41,7 @@ from baton.infra.sqlite_store import (
     SELECT_SESSION,
     UPDATE_SESSION,
     connect,
+    loaded_row,
 )
 from baton.infra.sqlite_values import db_id, event_values, seal_values
 from baton.infra.sqlite_values import session_id_of as _session_id_of
@@ -99,7 +100,7 @@ def _read(conn: sqlite3.Connection, session: str) -> dict[str, Any]:
     found = conn.execute(SELECT_SESSION, (session,)).fetchone()
     if found is None:
         raise RuntimeError(f"sql-floor-sqlite: session {session} is gone")
-    return dict(found)
+    return loaded_row(found)
 
 
 def _append(conn: sqlite3.Connection, event: dict[str, Any], linked: str) -> None:
