@@ -164,6 +164,13 @@ MUTANTS = (
         (PARITY,),
     ),
     Mutant(
+        "a SQLite transaction alone in its group committed although it failed",
+        "infra/sqlite_writer.py",
+        "            if results[0][0] or len(group) > 1:\n",
+        "            if True:\n",
+        ("tests/infra/test_sqlite_writer.py",),
+    ),
+    Mutant(
         "the principal left out of the hash-chained data",
         "infra/codec.py",
         '        data["principal"] = event.principal\n',

@@ -74,3 +74,20 @@ async def test_when_the_group_cannot_commit_every_caller_hears_it(tmp_path: Path
         await writer.stop()
     assert all(isinstance(outcome, sqlite3.OperationalError) for outcome in outcomes)
     assert rows(path) == []
+
+
+async def test_a_lone_failing_transaction_leaves_nothing_and_the_next_one_commits(
+    writer: SqliteWriter, tmp_path: Path
+) -> None:
+    # Alone in its group, a transaction runs without a savepoint of its own: its failure
+    # rolls back the whole transaction, and the writer goes on.
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t VALUES (100, 'partial')")
+        raise RuntimeError("the handler's own failure")
+
+    with pytest.raises(RuntimeError, match="own failure"):
+        await writer.run(half_then_fail)
+    committed = writer.commits
+    assert await writer.run(insert(1, "v1")) == 1
+    assert rows(tmp_path / "w.db") == [(1, "v1")]
+    assert writer.commits == committed + 1  # a rollback is no commit
