@@ -4,9 +4,9 @@ SQLite allows one writer at a time and, with synchronous=FULL, every COMMIT wait
 fsync, which costs far more than the statements. So the writer takes every transaction
 that is waiting when it gets to work and runs them inside one BEGIN IMMEDIATE ... COMMIT,
 each in a SAVEPOINT of its own: a transaction that fails rolls back alone, the others
-commit, and all of them share one fsync (group commit). A group of one needs no savepoint. Nobody is answered before that
+commit, and all of them share one fsync (group commit). Nobody is answered before that
 COMMIT returns, so an acknowledged write is as durable as with one COMMIT each. Under no
-concurrency a group is one transaction and this is plain BEGIN ... COMMIT.
+concurrency a group is one transaction, needing no savepoint: plain BEGIN ... COMMIT.
 
 A caller pays one hand-off to this thread and one back (batched per group), never one per
 statement.
