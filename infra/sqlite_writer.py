@@ -80,18 +80,20 @@ class SqliteWriter:
         results: list[tuple[bool, Any]]
         try:
             conn.execute("BEGIN IMMEDIATE")
-            if len(group) == 1:
-                # Alone, a job needs no savepoint: if it fails, rolling back the whole
-                # transaction takes back exactly its writes (two statements fewer per job,
-                # and every job is alone when there is no concurrency).
+            # Alone, a job needs no savepoint: if it fails, rolling back the whole
+            # transaction takes back exactly its writes (two statements fewer per job, and
+            # every job is alone when there is no concurrency).
+            alone = len(group) == 1
+            if alone:
                 results = [_attempt(conn, group[0])]
             else:
                 results = [self._run_isolated(conn, job) for job in group]
-            if results[0][0] or len(group) > 1:
+            if alone and not results[0][0]:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            else:
                 conn.execute("COMMIT")
                 self.commits += 1
-            elif conn.in_transaction:
-                conn.execute("ROLLBACK")
         except BaseException as error:  # BEGIN or COMMIT failed: nothing of the group holds
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

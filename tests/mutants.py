@@ -166,8 +166,8 @@ MUTANTS = (
     Mutant(
         "a SQLite transaction alone in its group committed although it failed",
         "infra/sqlite_writer.py",
-        "            if results[0][0] or len(group) > 1:\n",
-        "            if True:\n",
+        "            if alone and not results[0][0]:\n",
+        "            if False:\n",
         ("tests/infra/test_sqlite_writer.py",),
     ),
     Mutant(
