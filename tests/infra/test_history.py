@@ -4,7 +4,6 @@ cursor never skips a row that commits late."""
 import asyncio
 import json
 import random
-import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from baton.domain.history import void_records
 from baton.domain.identifiers import SessionId, digest_token
 from baton.domain.outcomes import Finished
 from baton.domain.ports import SessionStore
+from baton.infra.chain import standalone
 from baton.infra.history import InvalidCursor, SessionReader, StoredEvent
 from baton.infra.tables import events
 from tests import store_calls as calls
@@ -240,7 +240,9 @@ async def test_on_sqlite_the_cursor_is_the_position_and_rows_come_in_position_or
 
 
 # PostgreSQL: rows that commit out of position order. An orphan refusal (no session) is the
-# simplest row the schema allows, written here by hand on connections of the test's own.
+# simplest row the schema allows, written here by hand on connections of the test's own,
+# with the hash a store would give it: the worker's database is shared, and its every chain
+# must hold whichever test checks them after this one (tests/infra/test_audit.py).
 
 
 def postgres_dsn(database_url: str) -> str:
@@ -248,11 +250,15 @@ def postgres_dsn(database_url: str) -> str:
 
 
 async def insert_orphan(conn: asyncpg.Connection) -> int:
+    data = {"reason": "unknown-session"}
+    row = {"session_id": None, "kind": "refused", "consumed": None, "issued": None}
+    at = datetime.now(UTC)
     position: int = await conn.fetchval(
         "INSERT INTO events (session_id, kind, data, recorded_at, hash) "
-        "VALUES (NULL, 'refused', $1, now(), $2) RETURNING position",
-        json.dumps({"reason": "unknown-session"}),
-        secrets.token_hex(32),
+        "VALUES (NULL, 'refused', $1, $2, $3) RETURNING position",
+        json.dumps(data),
+        at,
+        standalone({**row, "data": data, "recorded_at": at}),
     )
     return position
 
