@@ -151,7 +151,8 @@ class LiveTurn:
     def __init__(self, session_id: SessionId, claim_seq: int, buffer: int = DEFAULT_BUFFER) -> None:
         self.session_id = session_id
         self.claim_seq = claim_seq  # a stream of this turn resumes from here
-        self._queue: asyncio.Queue[LiveEvent] = asyncio.Queue()
+        # None: the reader's idle cue (events_or_idle), queued by its timer, never by the turn.
+        self._queue: asyncio.Queue[LiveEvent | None] = asyncio.Queue()
         self._buffer = buffer
         self._dropped = False
 
@@ -200,24 +201,26 @@ class LiveTurn:
         """The turn's events up to and including its end."""
         while True:
             event = await self._queue.get()
+            if event is None:  # an idle cue: only events_or_idle arms the timer that sends it
+                continue
             yield event
             if isinstance(event, TurnEnd):
                 return
 
     async def events_or_idle(self, idle_seconds: float) -> AsyncIterator[LiveEvent | None]:
-        """As events(), with a None whenever nothing happened for `idle_seconds` (a
-        transport's cue to keep the line alive)."""
-        while True:
-            try:
-                # asyncio.timeout costs a timer; wait_for would cost a Task per event.
-                async with asyncio.timeout(idle_seconds):
-                    event = await self._queue.get()
-            except TimeoutError:
-                yield None
-                continue
-            yield event
-            if isinstance(event, TurnEnd):
-                return
+        """As events(), with a None whenever this reader waited `idle_seconds` for nothing
+        (a transport's cue to keep the line alive)."""
+        cue = _IdleCue(self._queue, idle_seconds)
+        try:
+            while True:
+                cue.waiting()
+                event = await self._queue.get()
+                cue.woken()
+                yield event
+                if isinstance(event, TurnEnd):
+                    return
+        finally:
+            cue.stop()
 
     async def end(self) -> TurnEnd:
         """Wait for the turn's end, discarding its live events. (Not `async for` over
@@ -227,3 +230,37 @@ class LiveTurn:
             event = await self._queue.get()
             if isinstance(event, TurnEnd):
                 return event
+
+
+class _IdleCue:
+    """Queues None for a reader that has waited `seconds` for its queue.
+
+    One timer for the whole stream, not one per event (asyncio.timeout around each get arms
+    and cancels a timer for every record): it fires when the current wait could first have
+    lasted `seconds`, and moves itself on if the reader was woken since."""
+
+    def __init__(self, queue: "asyncio.Queue[LiveEvent | None]", seconds: float) -> None:
+        self._queue = queue
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._since: float | None = None  # when the current wait began; None: not waiting
+        self._timer = self._loop.call_at(self._loop.time() + seconds, self._check)
+
+    def waiting(self) -> None:
+        self._since = self._loop.time()
+
+    def woken(self) -> None:
+        self._since = None
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self._since is not None and now - self._since >= self._seconds:
+            # The reader, woken by this, starts its next wait before the timer fires again.
+            self._queue.put_nowait(None)
+            due = now + self._seconds
+        else:  # woken since, or busy sending: due a full wait after the current one began
+            due = (now if self._since is None else self._since) + self._seconds
+        self._timer = self._loop.call_at(due, self._check)
