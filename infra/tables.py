@@ -88,16 +88,43 @@ events = Table(
     Column("txid", BigInteger, nullable=True),
     # The optimistic-concurrency lock: two events at one version cannot both land.
     UniqueConstraint("session_id", "seq"),
-    # A token is consumed once, ever, whatever the code above this table believes.
-    UniqueConstraint("consumed"),
-    UniqueConstraint("issued"),
-    UniqueConstraint("session_id", "refusal_seq"),
     # A session's full history, refusals included, in global order.
     Index(None, "session_id", "position"),
-    # The global feed's order on PostgreSQL.
-    Index(None, "txid", "position"),
     # SQLite would otherwise reuse the positions of pruned rows (migration 0004).
     sqlite_autoincrement=True,
+)
+
+
+def _where(condition: Any) -> dict[str, Any]:
+    """An index's predicate, the same on both backends."""
+    return {"sqlite_where": condition, "postgresql_where": condition}
+
+
+# Partial indexes (migration 0010): most events consume, issue or place nothing, and both
+# backends index NULLs too: an entry written on every append that no rule or lookup uses.
+# Uniqueness is unchanged (NULLs never collided), and a lookup by these columns (`= x`,
+# `IN (...)`) implies NOT NULL, so it can still use them.
+#
+# A token is consumed once, ever, and issued once, whatever the code above this table
+# believes; and a refusal has one place in its session's side chain.
+Index(
+    "uq_events_consumed", events.c.consumed, unique=True, **_where(events.c.consumed.is_not(None))
+)
+Index("uq_events_issued", events.c.issued, unique=True, **_where(events.c.issued.is_not(None)))
+Index(
+    "uq_events_session_id_refusal_seq",
+    events.c.session_id,
+    events.c.refusal_seq,
+    unique=True,
+    **_where(events.c.refusal_seq.is_not(None)),
+)
+# The global feed's order on PostgreSQL, where every row has a txid; SQLite leaves it NULL
+# (it commits in position order), so there the index stays empty.
+Index(
+    "ix_events_txid_position",
+    events.c.txid,
+    events.c.position,
+    sqlite_where=events.c.txid.is_not(None),
 )
 
 sessions = Table(

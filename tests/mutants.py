@@ -220,10 +220,10 @@ MUTANTS = (
         ("tests/infra/test_sqlite_engine.py",),
     ),
     Mutant(
-        "the unique index on consumed tokens dropped",
-        "migrations/versions/0001_initial.py",
-        '        sa.UniqueConstraint("consumed", name="uq_events_consumed"),\n',
-        "",
+        "the indexes on tokens and refusal places no longer unique",
+        "migrations/versions/0010_partial_indexes.py",
+        "columns, unique=True, sqlite_where=where",
+        "columns, unique=False, sqlite_where=where",
         (STORE, "tests/infra/test_migrations.py"),
     ),
     Mutant(

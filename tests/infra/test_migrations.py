@@ -1,6 +1,7 @@
 """The migrations build exactly the tables infra/tables.py declares, on both backends."""
 
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from sqlalchemy import (
     inspect,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from baton.domain.commands import ReadSession
@@ -73,6 +75,51 @@ async def test_upgrade_head_on_an_empty_database_matches_the_tables(empty_engine
         )
     assert differences == []
     assert await current_revision(empty_engine) == head_revision()
+
+
+def _predicate_text(text: str | None) -> str | None:
+    """A partial index's predicate, written alike whoever wrote it: PostgreSQL's
+    `(consumed IS NOT NULL)`, SQLite's as created, SQLAlchemy's `events.consumed IS NOT NULL`."""
+    return None if text is None else re.sub(r"[()\s]|\w+\.", "", text).lower()
+
+
+def _predicates_in_database(sync: Connection) -> dict[str, str | None]:
+    if sync.dialect.name == "sqlite":
+        created = sync.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        )
+        return {name: sql.partition(" WHERE ")[2] or None for name, sql in created}
+    indexes = sync.exec_driver_sql(
+        "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) FROM pg_index AS i "
+        "JOIN pg_class AS c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = current_schema()"
+    )
+    return {name: predicate for name, predicate in indexes}
+
+
+async def test_every_index_is_as_partial_as_the_tables_declare(empty_engine) -> None:  # type: ignore[no-untyped-def]
+    """compare_metadata does not look at an index's WHERE: a migration that built a full
+    index where tables.py declares a partial one (or the other way) is caught here."""
+    await upgrade_to_head(empty_engine)
+    async with empty_engine.connect() as conn:
+        found = await conn.run_sync(_predicates_in_database)
+        dialect = conn.dialect
+    declared = {
+        index.name: index.dialect_options[dialect.name]["where"]
+        for table in metadata.tables.values()
+        for index in table.indexes
+    }
+    expected = {
+        name: None
+        if where is None
+        else str(where.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        for name, where in declared.items()
+    }
+    assert {name: _predicate_text(found[name]) for name in expected} == {
+        name: _predicate_text(text) for name, text in expected.items()
+    }
+    partial = {name for name, where in expected.items() if where is not None}
+    assert partial >= {"uq_events_consumed", "uq_events_issued"}  # what 0010 is for
 
 
 async def test_upgrade_is_idempotent_and_downgrade_removes_every_table(empty_engine) -> None:  # type: ignore[no-untyped-def]
@@ -335,3 +382,65 @@ async def test_0005_moves_the_last_seal_out_of_the_events_and_relinks_the_chains
         assert isinstance(spent, Refusal)
         assert spent.reason is RefusalReason.STALE_TOKEN
     assert [broken async for broken in verify(engine)] == []  # the recovery is linked too
+
+
+async def test_0010_keeps_every_event_and_the_same_unique_rules(
+    backend: str, tmp_path: Path
+) -> None:
+    """0010 turns three unique constraints into partial unique indexes: the events written
+    before it stay, and a second use of a token or of a refusal's place is still refused,
+    after the upgrade and after a downgrade back to 0009."""
+    session = str(uuid.uuid4())
+    digests = [secrets.token_hex(32) for _ in range(3)]
+
+    def event(seq: int | None, **columns: Any) -> dict[str, Any]:
+        row = {"session_id": session, "seq": seq, "kind": "x", "data": {}, "recorded_at": now()}
+        # Every key in every row: an executemany takes its columns from the first row.
+        return row | {"consumed": None, "issued": None, "refusal_seq": None} | columns
+
+    before = [
+        event(1),  # a start: consumes nothing, issues nothing
+        event(2, consumed=digests[0], issued=digests[1]),
+        event(3),
+        event(None, refusal_seq=1),
+        event(None, refusal_seq=2),
+    ]
+    again = {
+        "a consumed token": event(9, consumed=digests[0]),
+        "an issued token": event(9, issued=digests[1]),
+        "a refusal's place": event(None, refusal_seq=2),
+    }
+
+    async def refused_twice(conn: Any) -> list[str]:
+        taken = []
+        for what, row in again.items():
+            try:
+                async with conn.begin_nested():
+                    await conn.execute(insert(events).values(**row))
+            except IntegrityError:
+                taken.append(what)
+        return taken
+
+    with fresh_database(backend, tmp_path) as url:
+        engine = create_engine(Settings(database_url=url))
+        try:
+            config = alembic_config
+            async with writing(engine).begin() as conn:
+                await conn.run_sync(lambda sync: command.upgrade(config(sync), "0009"))
+                await conn.execute(insert(events), before)
+            await upgrade_to_head(engine)
+            for step in ("upgraded", "downgraded"):
+                async with writing(engine).begin() as conn:
+                    rows = (await conn.execute(select(events).order_by(events.c.position))).all()
+                    assert [(row.seq, row.consumed, row.refusal_seq) for row in rows] == [
+                        (row["seq"], row["consumed"], row["refusal_seq"]) for row in before
+                    ], step
+                    assert await refused_twice(conn) == list(again), step
+                    # Any number of events consume nothing and have no place.
+                    await conn.execute(insert(events), [event(10 + n) for n in range(3)])
+                    await conn.rollback()
+                if step == "upgraded":
+                    async with writing(engine).begin() as conn:
+                        await conn.run_sync(lambda sync: command.downgrade(config(sync), "0009"))
+        finally:
+            await engine.dispose()
