@@ -391,7 +391,7 @@ async def test_0010_keeps_every_event_and_the_same_unique_rules(
     before it stay, and a second use of a token or of a refusal's place is still refused,
     after the upgrade and after a downgrade back to 0009."""
     session = str(uuid.uuid4())
-    digests = [secrets.token_hex(32) for _ in range(3)]
+    digests = [secrets.token_hex(32) for _ in range(2)]
 
     def event(seq: int | None, **columns: Any) -> dict[str, Any]:
         row = {"session_id": session, "seq": seq, "kind": "x", "data": {}, "recorded_at": now()}
@@ -405,9 +405,9 @@ async def test_0010_keeps_every_event_and_the_same_unique_rules(
         event(None, refusal_seq=1),
         event(None, refusal_seq=2),
     ]
-    again = {
-        "a consumed token": event(9, consumed=digests[0]),
-        "an issued token": event(9, issued=digests[1]),
+    again = {  # each at a free seq: only the rule under test can refuse it
+        "a consumed token": event(7, consumed=digests[0]),
+        "an issued token": event(8, issued=digests[1]),
         "a refusal's place": event(None, refusal_seq=2),
     }
 
@@ -424,9 +424,8 @@ async def test_0010_keeps_every_event_and_the_same_unique_rules(
     with fresh_database(backend, tmp_path) as url:
         engine = create_engine(Settings(database_url=url))
         try:
-            config = alembic_config
             async with writing(engine).begin() as conn:
-                await conn.run_sync(lambda sync: command.upgrade(config(sync), "0009"))
+                await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0009"))
                 await conn.execute(insert(events), before)
             await upgrade_to_head(engine)
             for step in ("upgraded", "downgraded"):
@@ -441,6 +440,8 @@ async def test_0010_keeps_every_event_and_the_same_unique_rules(
                     await conn.rollback()
                 if step == "upgraded":
                     async with writing(engine).begin() as conn:
-                        await conn.run_sync(lambda sync: command.downgrade(config(sync), "0009"))
+                        await conn.run_sync(
+                            lambda sync: command.downgrade(alembic_config(sync), "0009")
+                        )
         finally:
             await engine.dispose()
