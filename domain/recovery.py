@@ -36,10 +36,14 @@ def key_digest(key: str, principal: str | None = None) -> KeyDigest:
     )
 
 
+# json.dumps with options builds an encoder per call; this one is built once, the same.
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def fingerprint(input: JsonObject) -> str:
-    """The digest of a turn's input, by value: key order and spacing do not matter."""
-    canonical = json.dumps(input, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    """The digest of a turn's input, by value: key order and spacing do not matter. Seals
+    keep it, so its text never changes between releases (a test pins a digest)."""
+    return hashlib.sha256(_canonical(input).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,10 @@ def idempotency_key(value: str | None, *, starting: bool) -> str | None:
     """The key as a request presents it (already unquoted), checked; None when absent."""
     if value is None:
         return None
-    if len(value) not in KEY_LENGTH or not all("!" <= char <= "~" for char in value):
+    # Visible ASCII, "!" to "~", checked by str's own methods in C rather than by a
+    # generator stepping through every character.
+    visible = value.isascii() and value.isprintable() and " " not in value
+    if len(value) not in KEY_LENGTH or not visible:
         raise InvalidKey("an Idempotency-Key is 1 to 255 visible ASCII characters")
     if starting and len(value) < START_KEY_MIN:
         raise InvalidKey(

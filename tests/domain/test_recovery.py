@@ -696,3 +696,14 @@ def test_a_read_of_a_closed_session_is_refused_closed() -> None:
 def test_a_read_of_a_running_turn_is_no_in_flight_refusal() -> None:
     state = turn_three_running()
     assert read(state, SECOND, None) == Decision(ReadAccess(state))
+
+
+def test_a_fingerprint_is_the_same_digest_in_every_release() -> None:
+    """Seals keep fingerprints: a retry after an upgrade is compared with one taken before
+    it, so the canonical text (sorted keys, no spaces, text as it is) must never change."""
+    assert fingerprint({"message": "x"}) == (
+        "2f24b288affe729f4d212b5740dd71f4e229957a0e1a37cd4b33c74be50448ea"
+    )
+    odd = {"message": "x", "b": [1, 2.5, None, True, "é\u2028"], "a": {"z": 1, "y": "\ud800"}}
+    assert fingerprint(odd) == "e5c27f3c6dec9af92b1a986fcc032632869f22b375bf700e7290fd51b49cb60f"
+    assert fingerprint({"b": 1, "a": 2}) == fingerprint({"a": 2, "b": 1})
