@@ -1,12 +1,24 @@
 """The JSON values that cross the protocol: turn input, records, outputs, handler state."""
 
+import json
 import math
+from collections.abc import Callable
 from typing import TypeAlias
 
 JsonValue: TypeAlias = "dict[str, JsonValue] | list[JsonValue] | str | int | float | bool | None"
 JsonObject: TypeAlias = dict[str, JsonValue]
 
 _SCALARS = (str, int, float, bool, type(None))
+
+
+def canonical_encoder(*, allow_nan: bool) -> Callable[[object], str]:
+    """The JSON text that digests are taken over (the chain's links, input fingerprints):
+    keys sorted, no spaces, text as it is (not \\u-escaped). Stored digests were computed
+    over exactly this text, so it never changes. Each user builds its encoder once:
+    json.dumps with options builds a new one per call."""
+    return json.JSONEncoder(
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan
+    ).encode
 
 
 def is_json(value: object) -> bool:

@@ -8,7 +8,6 @@ same Idempotency-Key and input gets the turn's reply again. The rules for both a
 """
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -17,7 +16,7 @@ from typing import NewType
 from baton.domain import refusals
 from baton.domain.events import Recovered, RecoveredVia, SessionEvent
 from baton.domain.identifiers import SessionId, TokenDigest
-from baton.domain.json import JsonObject
+from baton.domain.json import JsonObject, canonical_encoder
 from baton.domain.refusals import Refusal
 from baton.domain.state import SessionState, SessionStatus
 
@@ -36,8 +35,8 @@ def key_digest(key: str, principal: str | None = None) -> KeyDigest:
     )
 
 
-# json.dumps with options builds an encoder per call; this one is built once, the same.
-_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+# allow_nan as json.dumps has it by default, which fingerprints were always taken with.
+_canonical = canonical_encoder(allow_nan=True)
 
 
 def fingerprint(input: JsonObject) -> str:

@@ -18,7 +18,6 @@ statement that appends the event, where the seq is only known to the database.
 """
 
 import hashlib
-import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -27,18 +26,15 @@ from typing import Any
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from baton.domain.json import canonical_encoder
 from baton.domain.state import SessionState, evolve
 from baton.infra.codec import row_to_session_event, state_to_row
 from baton.infra.tables import events
 from baton.infra.utc_text import utc_micro
 
 GENESIS = bytes(32)
-# json.dumps with these options, its encoder made once: dumps makes one per call (a quarter
-# of its time), and a turn hashes two events. The stdlib, not msgspec: every stored hash was
-# computed over exactly this text.
-_canonical = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-).encode
+# The stdlib's encoder, not msgspec: every stored hash was computed over exactly this text.
+_canonical = canonical_encoder(allow_nan=False)
 _INT = 8  # bytes per framed integer
 
 
