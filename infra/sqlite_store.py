@@ -29,6 +29,7 @@ from baton.infra.conflict import Conflict, retrying
 from baton.infra.history import EVENT_COLUMNS
 from baton.infra.notifier import Notifier
 from baton.infra.planning import SEAL_FIELDS, Loaded, SideRow, WritePlan, plan, plan_side, seal_from
+from baton.infra.sqlite_recent import RecentSessions
 from baton.infra.sqlite_values import (
     db_id,
     event_from,
@@ -40,7 +41,7 @@ from baton.infra.sqlite_values import (
     state_from,
     time_text,
 )
-from baton.infra.sqlite_writer import SqliteWriter
+from baton.infra.sqlite_writer import SqliteWriter, connect
 from baton.infra.tables import EVENT_FIELDS, LOAD_SESSION, SESSION_FIELDS, UPDATED_FIELDS
 
 T = TypeVar("T")
@@ -102,27 +103,6 @@ RETURNING refused, window_end
 """
 
 
-def connect(path: str, *, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
-    """The writer's connection: WAL, the synchronous level asked for, the busy timeout."""
-    conn = sqlite3.connect(
-        path,
-        isolation_level=None,  # transactions are the writer's: BEGIN IMMEDIATE ... COMMIT
-        check_same_thread=False,  # opened here, then used by the writer thread alone
-        timeout=busy_timeout_ms / 1000,
-    )
-    # Rows stay tuples, named by each query's known column order (loaded_row): sqlite3.Row
-    # finds a column by name with a scan of case-insensitive comparisons, which callgrind
-    # counted at 2.5% of a turn.
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-    # A group's savepoints journal the pages its transactions change, and past 64 KiB SQLite
-    # spills that journal to a temporary file: an open, writes and an unlink for one group
-    # in three or four at c16. In memory it costs at most a group's changed pages.
-    conn.execute("PRAGMA temp_store=MEMORY")
-    return conn
-
-
 class SqliteSessionStore(CommandStore):
     def __init__(
         self,
@@ -137,9 +117,12 @@ class SqliteSessionStore(CommandStore):
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._writer: SqliteWriter | None = None
+        self._recent = RecentSessions()  # touched on the writer's thread alone
 
     async def open(self) -> "SqliteSessionStore":
-        self._writer = SqliteWriter(await asyncio.to_thread(self._connect))
+        recent = self._recent
+        conn = await asyncio.to_thread(self._connect)
+        self._writer = SqliteWriter(conn, began=recent.began, undone=recent.forget_all)
         return self
 
     async def dispose(self) -> None:
@@ -169,12 +152,21 @@ class SqliteSessionStore(CommandStore):
     # ------------------------------------------------------------------ the skeleton
 
     async def _execute(self, command: Command[T]) -> T:
+        recent = self._recent
+
         def transaction(conn: sqlite3.Connection) -> T:
             lookup = command.seal_lookup
             seal = _seal(conn, lookup) if lookup is not None else None
-            loaded = _load(conn, command.subject(seal), seal)
-            decision = command.decide(loaded.state, seal)
-            _write(conn, plan(loaded, decision))
+            subject = command.subject(seal)
+            loaded = _load(conn, subject, seal, recent)
+            try:
+                decision = command.decide(loaded.state, seal)
+                planned = plan(loaded, decision)
+                written = _write(conn, planned)
+            except BaseException:
+                recent.drop(db_id(subject))  # whatever it wrote is rolled back
+                raise
+            recent.remember(loaded, decision.after, planned, written)
             return decision.answer
 
         return await retrying(
@@ -182,14 +174,20 @@ class SqliteSessionStore(CommandStore):
         )
 
     async def refuse(self, refused: RequestRefused) -> None:
+        recent = self._recent
+
         def refuse(conn: sqlite3.Connection) -> None:
-            known = _load(conn, refused.session_id) if refused.session_id else Loaded(None)
-            _insert_side(conn, plan_side(refused, known))
+            if refused.session_id is None:
+                _insert_side(conn, plan_side(refused, Loaded(None)))
+                return
+            recent.drop(db_id(refused.session_id))  # its side chain's heads move
+            _insert_side(conn, plan_side(refused, _load(conn, refused.session_id)))
 
         await self._transaction(refuse)
 
     async def load(self, session_id: SessionId) -> SessionState | None:
-        return await self._transaction(lambda conn: _load(conn, session_id).state)
+        recent = self._recent
+        return await self._transaction(lambda conn: _load(conn, session_id, None, recent).state)
 
     async def history(
         self, session_id: SessionId, *, after: int = 0, turn: int | None = None
@@ -229,8 +227,16 @@ class SqliteSessionStore(CommandStore):
 # ---------------------------------------------------------------------- the four I/O steps
 
 
-def _load(conn: sqlite3.Connection, session_id: SessionId, seal: Seal | None = None) -> Loaded:
-    found = conn.execute(SELECT_SESSION, (db_id(session_id),)).fetchone()
+def _load(
+    conn: sqlite3.Connection,
+    session_id: SessionId,
+    seal: Seal | None = None,
+    recent: RecentSessions | None = None,
+) -> Loaded:
+    key = db_id(session_id)
+    if recent is not None and (kept := recent.get(key)) is not None:
+        return Loaded(kept[0], kept[1], seal)
+    found = conn.execute(SELECT_SESSION, (key,)).fetchone()
     if found is None:
         return Loaded(None, seal=seal)
     row = loaded_row(found)
@@ -251,29 +257,33 @@ def _seal(conn: sqlite3.Connection, lookup: str) -> Seal | None:
     return seal_from(row, parse_time(row["expires_at"]))
 
 
-def _write(conn: sqlite3.Connection, planned: WritePlan) -> None:
+def _write(conn: sqlite3.Connection, planned: WritePlan) -> dict[str, Any] | None:
+    """Write the plan; the projection row as written, if it wrote one."""
+    written = None
     if planned.events:
         conn.executemany(INSERT_EVENT, [event_values(row) for row in planned.events])
     if planned.projection is not None:
-        _write_projection(conn, planned.projection, planned.expected_version)
+        written = _write_projection(conn, planned.projection, planned.expected_version)
     if planned.side is not None:
         _insert_side(conn, planned.side)
     if planned.forget is not None:
         conn.execute(FORGET[planned.forget.which], (db_id(planned.forget.session_id),))
     if planned.seal is not None:
         conn.execute(KEEP_SEAL, seal_values(planned.seal))
+    return written
 
 
 def _write_projection(
     conn: sqlite3.Connection, projection: dict[str, object], expected_version: int | None
-) -> None:
+) -> dict[str, Any]:
     row = projection_values(projection)
     if expected_version is None:
         conn.execute(INSERT_SESSION, tuple(row[field] for field in SESSION_FIELDS))
-        return
+        return row
     values = (*(row[field] for field in UPDATED_FIELDS), row["session_id"], expected_version)
     if conn.execute(UPDATE_SESSION, values).rowcount != 1:
         raise Conflict(f"session {projection['session_id']} moved past {expected_version}")
+    return row
 
 
 def _insert_side(conn: sqlite3.Connection, side: SideRow) -> None:

@@ -214,10 +214,24 @@ MUTANTS = (
     ),
     Mutant(
         "SQLite store: synchronous=OFF",
-        "infra/sqlite_store.py",
+        "infra/sqlite_writer.py",
         'conn.execute(f"PRAGMA synchronous={synchronous}")',
         'conn.execute("PRAGMA synchronous=OFF")',
         ("tests/infra/test_sqlite_engine.py",),
+    ),
+    Mutant(
+        "SQLite writer: a commit through another connection goes unnoticed",
+        "infra/sqlite_store.py",
+        "began=recent.began,",
+        "began=None,",
+        ("tests/infra/test_sqlite_recent.py",),
+    ),
+    Mutant(
+        "SQLite writer: a refusal leaves the session's side-chain heads kept",
+        "infra/sqlite_recent.py",
+        "                    self.drop(db_id(state.session_id))",
+        "                    pass",
+        ("tests/infra/test_sqlite_recent.py",),
     ),
     Mutant(
         "the indexes on tokens and refusal places no longer unique",

@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from baton.infra.database import create_engine, writing
 from baton.infra.settings import Settings
-from baton.infra.sqlite_store import connect as store_connect
+from baton.infra.sqlite_writer import connect as store_connect
 from baton.infra.stores import open_store
 
 SYNCHRONOUS_LEVELS = {1: "NORMAL", 2: "FULL"}

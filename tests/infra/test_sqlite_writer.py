@@ -91,3 +91,32 @@ async def test_a_lone_failing_transaction_leaves_nothing_and_the_next_one_commit
     assert await writer.run(insert(1, "v1")) == 1
     assert rows(tmp_path / "w.db") == [(1, "v1")]
     assert writer.commits == committed + 1  # a rollback is no commit
+
+
+async def test_each_group_is_announced_and_one_whose_commit_fails_is_reported_undone(
+    tmp_path: Path,
+) -> None:
+    """What the store keeps of its writes (infra/sqlite_recent.py) hangs on these two calls:
+    `began` once the group holds the lock, `undone` when its COMMIT took everything back."""
+    setup = connect(tmp_path / "u.db")
+    setup.execute("CREATE TABLE parent (k INTEGER PRIMARY KEY)")
+    setup.execute(
+        "CREATE TABLE child (k INTEGER REFERENCES parent (k) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    setup.close()
+    conn = connect(tmp_path / "u.db")
+    conn.execute("PRAGMA foreign_keys = ON")  # checked at COMMIT: a deferred key
+    calls: list[str] = []
+    running = SqliteWriter(
+        conn,
+        began=lambda began: calls.append(f"began {began.in_transaction}"),
+        undone=lambda: calls.append("undone"),
+    )
+    try:
+        assert await running.run(lambda c: c.execute("INSERT INTO parent VALUES (1)").rowcount)
+        assert calls == ["began True"]
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            await running.run(lambda c: c.execute("INSERT INTO child VALUES (2)").rowcount)
+        assert calls == ["began True", "began True", "undone"]
+    finally:
+        await running.stop()
