@@ -7,7 +7,9 @@ commits the transactions waiting at the same moment together, as it does in `bat
 Each client is an asyncio task owning one session seeded by Baton's store; a turn is two
 writer jobs, a claim and a commit, each made of the store's statements (SELECT_SESSION,
 INSERT_EVENT, UPDATE_SESSION from infra/sqlite_store.py): read the row, append the event,
-write the projection guarded by the version read. The event's values are laid out by the
+write the projection guarded by the version read. As the store does, the row is read only
+when the client has not just written it or another connection has committed since (one
+`PRAGMA data_version` per group, infra/sqlite_recent.py). The event's values are laid out by the
 store's own `event_values`, and its chain link is computed with infra.chain.link, since
 PostgreSQL's floor computes it in SQL.
 
@@ -40,13 +42,12 @@ from baton.infra.sqlite_store import (
     KEEP_SEAL,
     SELECT_SESSION,
     UPDATE_SESSION,
-    connect,
     loaded_row,
 )
 from baton.infra.sqlite_values import db_id, event_values, seal_values
 from baton.infra.sqlite_values import session_id_of as _session_id_of
 from baton.infra.sqlite_values import time_text as db_time
-from baton.infra.sqlite_writer import SqliteWriter
+from baton.infra.sqlite_writer import SqliteWriter, connect
 from baton.infra.tables import UPDATED_FIELDS
 from bench.baselines.pgbench_script import TYPICAL_TURN
 from bench.baselines.store_appends import seed_sessions
@@ -108,19 +109,41 @@ def _append(conn: sqlite3.Connection, event: dict[str, Any], linked: str) -> Non
     conn.executemany(INSERT_EVENT, [event_values({**event, "hash": linked})])
 
 
-def _write(conn: sqlite3.Connection, before: dict[str, Any], **changes: Any) -> None:
+def _write(conn: sqlite3.Connection, before: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """UPDATE_SESSION with the row as read, changed, guarded by the version read."""
     after = {**before, **changes}
     values = (*(after[field] for field in UPDATED_FIELDS), before["session_id"], before["version"])
     if conn.execute(UPDATE_SESSION, values).rowcount != 1:
         raise RuntimeError(f"sql-floor-sqlite: session {before['session_id']} moved")
+    return after
+
+
+class _Kept:
+    """The rows as the clients last wrote them, read again only after another connection
+    committed: what the store keeps instead of reading back (infra/sqlite_recent.py), with
+    the same `PRAGMA data_version` once per group."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self._data_version: int | None = None
+
+    def began(self, conn: sqlite3.Connection) -> None:
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        if version != self._data_version:
+            self.rows.clear()
+            self._data_version = version
+
+    def row(self, conn: sqlite3.Connection, session: str) -> dict[str, Any]:
+        kept = self.rows.get(session)
+        return kept if kept is not None else _read(conn, session)
 
 
 class _Client:
     """One session, turned over and over: a claim job, then a commit job, on the writer."""
 
-    def __init__(self, writer: SqliteWriter, session_id: str) -> None:
+    def __init__(self, writer: SqliteWriter, kept: _Kept, session_id: str) -> None:
         self._writer = writer
+        self._kept = kept
         self._session = db_id(session_id)
         self.turns = 0  # warm-up included
         now = datetime.now(UTC)
@@ -129,14 +152,14 @@ class _Client:
         self._sealed = seal_token(mint_token(secrets.token_bytes), mint_token(secrets.token_bytes))
 
     def _claim(self, conn: sqlite3.Connection) -> None:
-        row = _read(conn, self._session)
+        row = self._kept.row(conn, self._session)
         # The claim spends the last turn's token: its seal goes (infra.planning, Forget).
         conn.execute(FORGET[Forget.NEXT_TOKENS], (self._session,))
         seq, turn, at = row["version"] + 1, row["turn"] + 1, datetime.now(UTC)
         linked = link(row["head_hash"], seq, turn, self._claimed.payload)
         event = {**self._claimed.row, "seq": seq, "turn": turn, "recorded_at": at}
         _append(conn, event, linked)
-        _write(
+        self._kept.rows[self._session] = _write(
             conn,
             row,
             version=seq,
@@ -150,7 +173,7 @@ class _Client:
         )
 
     def _commit(self, conn: sqlite3.Connection) -> None:
-        row = _read(conn, self._session)
+        row = self._kept.row(conn, self._session)
         seq, turn, at = row["version"] + 1, row["claim_turn"], datetime.now(UTC)
         issued = os.urandom(32).hex()  # a fresh digest: the issued column is unique
         linked = link(row["head_hash"], seq, turn, self._committed.payload)
@@ -163,7 +186,7 @@ class _Client:
             "recorded_at": at,
         }
         _append(conn, event, linked)
-        _write(
+        self._kept.rows[self._session] = _write(
             conn,
             row,
             version=seq,
@@ -203,8 +226,10 @@ async def _drive(client: _Client, window: Window, tally: Tally) -> None:
         tally.add(COMMITTED, began, clock(), window)
 
 
-async def _measure(writer: SqliteWriter, sessions: list[str], window: Window) -> dict[str, Any]:
-    clients = [_Client(writer, session_id) for session_id in sessions]
+async def _measure(
+    writer: SqliteWriter, kept: _Kept, sessions: list[str], window: Window
+) -> dict[str, Any]:
+    clients = [_Client(writer, kept, session_id) for session_id in sessions]
     tally = Tally()
     window.open()
     await asyncio.gather(*(_drive(client, window, tally) for client in clients))
@@ -225,9 +250,10 @@ async def _run(
         synchronous=settings.sqlite_synchronous,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
     )
-    writer = SqliteWriter(conn)
+    kept = _Kept()
+    writer = SqliteWriter(conn, began=kept.began, undone=kept.rows.clear)
     try:
-        return await _measure(writer, sessions, Window(warmup_seconds, measure_seconds))
+        return await _measure(writer, kept, sessions, Window(warmup_seconds, measure_seconds))
     finally:
         await writer.stop()
 
