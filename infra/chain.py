@@ -103,13 +103,14 @@ class ChainHeads:
     def append(self, row: Mapping[Any, Any]) -> tuple[str, "ChainHeads"]:
         """Link a session event (an event-table row or codec.event_to_row's dict)."""
         linked = link(self.head_hash, row["seq"], row["turn"], row_payload(row))
-        return linked, replace(self, head_hash=linked)
+        # Built directly: dataclasses.replace finds the fields anew each call (a few µs).
+        return linked, ChainHeads(linked, self.refusals, self.refusal_head)
 
     def refuse(self, row: Mapping[Any, Any]) -> tuple[int, str, "ChainHeads"]:
         """Link a refusal of this session: its place in the refusal chain, and its hash."""
         place = self.refusals + 1
         linked = link(self.refusal_head, place, None, row_payload(row))
-        return place, linked, replace(self, refusals=place, refusal_head=linked)
+        return place, linked, ChainHeads(self.head_hash, place, linked)
 
     def as_row(self) -> dict[str, Any]:
         """The heads as the projection row kept all of them until revision 0006 (for the

@@ -276,7 +276,7 @@ def _write(conn: sqlite3.Connection, planned: WritePlan) -> dict[str, Any] | Non
 def _write_projection(
     conn: sqlite3.Connection, projection: dict[str, object], expected_version: int | None
 ) -> dict[str, Any]:
-    row = projection_values(projection)
+    row = projection_values(projection, new=expected_version is None)
     if expected_version is None:
         conn.execute(INSERT_SESSION, tuple(row[field] for field in SESSION_FIELDS))
         return row

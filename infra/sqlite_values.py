@@ -16,6 +16,7 @@ from baton.infra.utc_text import utc_micro
 
 _json_encoder = msgspec.json.Encoder()
 _TIME_FIELDS = ("lease_until", "created_at", "updated_at")
+_UPDATED_TIME_FIELDS = ("lease_until", "updated_at")
 _JSON_FIELDS = ("state", "last_outcome")
 
 
@@ -71,14 +72,17 @@ def event_from(db_row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def projection_values(projection: Mapping[str, Any]) -> dict[str, Any]:
-    """A planned projection row in SQLite's layout."""
+def projection_values(projection: Mapping[str, Any], *, new: bool = True) -> dict[str, Any]:
+    """A planned projection row in SQLite's layout; for an update (`new=False`) without
+    `created_at`, which an update never writes (one time fewer to format)."""
     row = dict(projection)
     row["session_id"] = db_id(row["session_id"])
     for column in _JSON_FIELDS:
         row[column] = json_text(row[column])
-    for column in _TIME_FIELDS:
+    for column in _TIME_FIELDS if new else _UPDATED_TIME_FIELDS:
         row[column] = time_text(row[column]) if row[column] is not None else None
+    if not new:
+        del row["created_at"]
     return row
 
 
