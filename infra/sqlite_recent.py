@@ -13,8 +13,11 @@ what it must also know is that nothing else has changed it since:
   projection row and its chain heads), or drops it (a refusal or recovery fact moved its
   side chain; the transaction failed and its writes were rolled back).
 - A group whose BEGIN or COMMIT fails takes back every transaction in it: forget all.
-Every write is still guarded by the UPDATE's `WHERE version = ?`: a stale entry would end
-in a Conflict, which drops it before the retry reads the row afresh.
+These rules are the whole of its correctness: a write built on a stale entry would still
+fail (on the UPDATE's `WHERE version = ?` or an event's unique seq) and be retried on a
+fresh read, but a refusal or a read decided on one would not be caught. So every statement
+of this writer that changes `sessions` or `side_chains` goes through the store's `_write`,
+`_insert_side` and `refuse`, which keep or drop (tests/infra/test_sqlite_recent.py).
 
 JSON (the handler's state, the last outcome) is kept as the text that was written and is
 decoded on every hit, as a SELECT would have: the objects handed out are new each time, so
