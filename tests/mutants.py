@@ -224,7 +224,7 @@ MUTANTS = (
         "infra/sqlite_store.py",
         "began=recent.began,",
         "began=None,",
-        ("tests/infra/test_sqlite_recent.py",),
+        ("tests/infra/test_sqlite_recent.py", "tests/e2e/test_replicas.py"),
     ),
     Mutant(
         "SQLite writer: a refusal leaves the session's side-chain heads kept",

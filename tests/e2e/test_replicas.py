@@ -59,3 +59,15 @@ async def test_two_replicas_racing_one_token_let_exactly_one_turn_run(
                 (winner,) = [reply for reply in replies if reply.status_code == 200]
                 assert winner.json()["turn"] == round_number + 2
                 token = winner.json()["continuationToken"]
+            # Turn by turn from one replica to the other, each honours at once the token the
+            # other just issued: neither decides on what it wrote itself before (SQLite's
+            # writer keeps the rows it wrote only until another process commits).
+            for turn in range(ROUNDS + 2, ROUNDS + 8):
+                replica = (first, second)[turn % 2]
+                reply = await client.post(
+                    f"{replica.url}/v1/session/{session_id}/message",
+                    json={"message": "next", "continuationToken": token},
+                )
+                assert reply.status_code == 200, (turn, reply.json())
+                assert reply.json()["turn"] == turn
+                token = reply.json()["continuationToken"]
