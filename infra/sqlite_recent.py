@@ -10,14 +10,15 @@ what it must also know is that nothing else has changed it since:
   writer reads `PRAGMA data_version` right after BEGIN IMMEDIATE, holding the write lock, so
   nobody can commit between that check and the group's statements. Any change: forget all.
 - This writer's own transactions: one that writes a session leaves it here as written (its
-  projection row and its chain heads), or drops it (a refusal or recovery fact moved its
-  side chain; the transaction failed and its writes were rolled back).
+  projection row and its chain heads), or drops it (the transaction failed and its writes
+  were rolled back). Writing a side chain's heads (a refusal, a recovery) drops the session.
 - A group whose BEGIN or COMMIT fails takes back every transaction in it: forget all.
 These rules are the whole of its correctness: a write built on a stale entry would still
 fail (on the UPDATE's `WHERE version = ?` or an event's unique seq) and be retried on a
 fresh read, but a refusal or a read decided on one would not be caught. So every statement
-of this writer that changes `sessions` or `side_chains` goes through the store's `_write`,
-`_insert_side` and `refuse`, which keep or drop (tests/infra/test_sqlite_recent.py).
+of this writer that changes `sessions` goes through the store's `_write`, which keeps or
+drops, and every one that changes `side_chains` through its `_insert_side`, which drops
+(tests/infra/test_sqlite_recent.py).
 
 JSON (the handler's state, the last outcome) is kept as the text that was written and is
 decoded on every hit, as a SELECT would have: the objects handed out are new each time, so
@@ -46,21 +47,36 @@ class _Written:
     heads: ChainHeads
 
 
+class OutsideCommits:
+    """Whether another connection committed to the database file since the last look.
+
+    `PRAGMA data_version` moves when any other connection commits, never for this one's own
+    commits; read while holding the write lock, nobody can commit between the look and the
+    statements that follow it."""
+
+    def __init__(self) -> None:
+        self._version: int | None = None
+
+    def committed(self, conn: sqlite3.Connection) -> bool:
+        version: int = conn.execute("PRAGMA data_version").fetchone()[0]
+        moved = version != self._version
+        self._version = version
+        return moved
+
+
 class RecentSessions:
     def __init__(self, capacity: int = CAPACITY) -> None:
         self._capacity = capacity
         self._written: dict[str, _Written] = {}  # by the session's id as the table has it
-        self._data_version: int | None = None
+        self._outside = OutsideCommits()
 
     def __len__(self) -> int:
         return len(self._written)
 
     def began(self, conn: sqlite3.Connection) -> None:
         """Called right after BEGIN IMMEDIATE: forget all if another connection committed."""
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
-        if version != self._data_version:
+        if self._outside.committed(conn):
             self._written.clear()
-            self._data_version = version
 
     def forget_all(self) -> None:
         self._written.clear()
@@ -104,10 +120,11 @@ class RecentSessions:
     ) -> None:
         """After a transaction wrote `planned` (its projection row as `written`, if any):
         keep the session as it left it, or drop whatever it may have outdated."""
-        if planned.side is not None:  # a side chain moved: drop every session it may be
-            for state in (loaded.state, after):
-                if state is not None:
-                    self.drop(db_id(state.session_id))
+        if planned.side is not None:
+            # The side chain's session was dropped where its heads were written (the store's
+            # _insert_side); the kept heads would not have its new ones, so nothing is kept.
+            if after is not None:
+                self.drop(db_id(after.session_id))
             return
         if after is None or written is None:
             return

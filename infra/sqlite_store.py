@@ -162,7 +162,7 @@ class SqliteSessionStore(CommandStore):
             try:
                 decision = command.decide(loaded.state, seal)
                 planned = plan(loaded, decision)
-                written = _write(conn, planned)
+                written = _write(conn, planned, recent)
             except BaseException:
                 recent.drop(db_id(subject))  # whatever it wrote is rolled back
                 raise
@@ -177,11 +177,9 @@ class SqliteSessionStore(CommandStore):
         recent = self._recent
 
         def refuse(conn: sqlite3.Connection) -> None:
-            if refused.session_id is None:
-                _insert_side(conn, plan_side(refused, Loaded(None)))
-                return
-            recent.drop(db_id(refused.session_id))  # its side chain's heads move
-            _insert_side(conn, plan_side(refused, _load(conn, refused.session_id)))
+            session_id = refused.session_id
+            known = _load(conn, session_id, None, recent) if session_id else Loaded(None)
+            _insert_side(conn, plan_side(refused, known), recent)
 
         await self._transaction(refuse)
 
@@ -257,7 +255,9 @@ def _seal(conn: sqlite3.Connection, lookup: str) -> Seal | None:
     return seal_from(row, parse_time(row["expires_at"]))
 
 
-def _write(conn: sqlite3.Connection, planned: WritePlan) -> dict[str, Any] | None:
+def _write(
+    conn: sqlite3.Connection, planned: WritePlan, recent: RecentSessions
+) -> dict[str, Any] | None:
     """Write the plan; the projection row as written, if it wrote one."""
     written = None
     if planned.events:
@@ -265,7 +265,7 @@ def _write(conn: sqlite3.Connection, planned: WritePlan) -> dict[str, Any] | Non
     if planned.projection is not None:
         written = _write_projection(conn, planned.projection, planned.expected_version)
     if planned.side is not None:
-        _insert_side(conn, planned.side)
+        _insert_side(conn, planned.side, recent)
     if planned.forget is not None:
         conn.execute(FORGET[planned.forget.which], (db_id(planned.forget.session_id),))
     if planned.seal is not None:
@@ -286,8 +286,9 @@ def _write_projection(
     return row
 
 
-def _insert_side(conn: sqlite3.Connection, side: SideRow) -> None:
+def _insert_side(conn: sqlite3.Connection, side: SideRow, recent: RecentSessions) -> None:
     conn.execute(INSERT_EVENT, event_values(side.row))
     if side.heads is not None:
         heads, session_id = side.heads, db_id(side.row["session_id"])
         conn.execute(KEEP_SIDE_HEADS, (session_id, heads.refusals, heads.refusal_head))
+        recent.drop(session_id)  # the one place side chains move: what was kept is outdated

@@ -228,9 +228,9 @@ MUTANTS = (
     ),
     Mutant(
         "SQLite writer: a refusal leaves the session's side-chain heads kept",
-        "infra/sqlite_recent.py",
-        "                    self.drop(db_id(state.session_id))",
-        "                    pass",
+        "infra/sqlite_store.py",
+        "        recent.drop(session_id)  # the one place side chains move",
+        "        pass  # the one place side chains move",
         ("tests/infra/test_sqlite_recent.py",),
     ),
     Mutant(

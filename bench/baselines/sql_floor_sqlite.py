@@ -36,6 +36,7 @@ from baton.domain.state import SessionStatus, outcome_summary
 from baton.infra.chain import link, row_payload
 from baton.infra.codec import event_to_row
 from baton.infra.settings import Settings
+from baton.infra.sqlite_recent import OutsideCommits
 from baton.infra.sqlite_store import (
     FORGET,
     INSERT_EVENT,
@@ -125,13 +126,11 @@ class _Kept:
 
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
-        self._data_version: int | None = None
+        self._outside = OutsideCommits()
 
     def began(self, conn: sqlite3.Connection) -> None:
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
-        if version != self._data_version:
+        if self._outside.committed(conn):
             self.rows.clear()
-            self._data_version = version
 
     def row(self, conn: sqlite3.Connection, session: str) -> dict[str, Any]:
         kept = self.rows.get(session)
