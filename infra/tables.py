@@ -25,7 +25,6 @@ from sqlalchemy import (
     false,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -59,7 +58,6 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 # Native uuid on PostgreSQL (16 bytes per key); canonical text in and out everywhere.
 SessionIdType = Uuid(as_uuid=False)
-JsonType = JSON().with_variant(JSONB(), "postgresql")
 DIGEST_LENGTH = 64  # SHA-256, hex
 PRINCIPAL_LENGTH = 200  # "jwt:" and a subject (api/auth.py caps it), or "key:" and a name
 
@@ -139,8 +137,10 @@ sessions = Table(
     Column("claim_seq", Integer, nullable=True),
     Column("claim_owner", String(100), nullable=True),  # the process holding the claim
     Column("lease_until", UtcDateTime(), nullable=True),  # the claim lapses then, unrenewed
-    Column("state", JsonType, nullable=True),
-    Column("last_outcome", JsonType, nullable=True),
+    # `json`, not `jsonb`, on PostgreSQL (migration 0011): jsonb renormalises numbers (a
+    # float 1e20 would come back an integer), and a handler gets back what it stored.
+    Column("state", JSON(), nullable=True),
+    Column("last_outcome", JSON(), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     # The heads of the session's two hash chains, and how many refusals it has seen.

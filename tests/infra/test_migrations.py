@@ -50,7 +50,7 @@ from baton.infra.database import create_engine, writing
 from baton.infra.migrate import alembic_config, current_revision, head_revision, upgrade_to_head
 from baton.infra.settings import Settings
 from baton.infra.stores import open_database
-from baton.infra.tables import DIGEST_LENGTH, events, metadata, recovery
+from baton.infra.tables import DIGEST_LENGTH, events, metadata, recovery, sessions
 from tests.databases import fresh_database
 from tests.infra.test_store import now
 
@@ -443,5 +443,55 @@ async def test_0010_keeps_every_event_and_the_same_unique_rules(
                         await conn.run_sync(
                             lambda sync: command.downgrade(alembic_config(sync), "0009")
                         )
+        finally:
+            await engine.dispose()
+
+
+async def test_0011_gives_back_the_state_a_handler_stored_and_keeps_what_was_there(
+    backend: str, tmp_path: Path
+) -> None:
+    """0011 makes the projection's JSON columns `json` on PostgreSQL (jsonb renormalised a
+    float 1e20 into an integer): a state written after it reads back as written, and a row
+    written before it stays readable after the upgrade and after a downgrade back to 0010."""
+    written = {"float": 1e20, "tiny": 2.5e-308, "one": 1.0, "text": "é 😀", "n": [1, None]}
+
+    def row(session_id: str) -> dict[str, Any]:
+        return {
+            "session_id": session_id,
+            "version": 1,
+            "turn": 1,
+            "status": "idle",
+            "state": written,
+            "last_outcome": {"status": "finished", "output": written},
+            "created_at": now(),
+            "updated_at": now(),
+        }
+
+    async def read(engine: AsyncEngine, session_id: str) -> tuple[Any, Any]:
+        query = select(sessions.c.state, sessions.c.last_outcome).where(
+            sessions.c.session_id == session_id
+        )
+        async with engine.connect() as conn:
+            found = (await conn.execute(query)).one()
+        return found.state, found.last_outcome
+
+    before, after = str(uuid.uuid4()), str(uuid.uuid4())
+    with fresh_database(backend, tmp_path) as url:
+        engine = create_engine(Settings(database_url=url))
+        try:
+            async with writing(engine).begin() as conn:
+                await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0010"))
+                await conn.execute(insert(sessions).values(**row(before)))
+            await upgrade_to_head(engine)
+            async with writing(engine).begin() as conn:
+                await conn.execute(insert(sessions).values(**row(after)))
+            state, outcome = await read(engine, after)
+            assert (state, outcome["output"]) == (written, written)
+            assert isinstance(state["float"], float)  # not jsonb's 100000000000000000000
+            old_state, _ = await read(engine, before)
+            assert old_state == written  # equal in value, whatever jsonb made of its type
+            async with writing(engine).begin() as conn:
+                await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0010"))
+            assert (await read(engine, after))[0] == written
         finally:
             await engine.dispose()
