@@ -34,7 +34,7 @@ from baton.domain.json import INT_RANGE
 
 TURN_PATHS = (START, CONTINUE)
 
-NO_NUL = "^[^\\u0000]*$"  # PostgreSQL stores no NUL character (domain.json.input_problem)
+NO_NUL = "^[^\\u0000]*$"  # PostgreSQL stores no NUL character (domain.json.json_problem)
 # Any JSON value both databases store as it came: no NUL in a string or a key, no integer
 # beyond 64 bits (NaN and Infinity are not JSON, so no schema allows them anyway).
 STORABLE = "StorableJson"

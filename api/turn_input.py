@@ -2,7 +2,7 @@
 
 One parser for every transport, so a REST body and a WebSocket frame are read by the same
 rules and refused for the same reasons: JSON (msgspec, which refuses NaN and Infinity), an
-object, and a value both databases store as it came (domain.json.input_problem). Which
+object, and a value both databases store as it came (domain.json.json_problem). Which
 values count as presented is the domain's rule (domain/requests.py).
 """
 
@@ -11,7 +11,7 @@ from typing import Any, cast
 import msgspec
 
 from baton.api.errors import BAD_REQUEST, ApiError
-from baton.domain.json import MAX_DEPTH, JsonObject, input_problem
+from baton.domain.json import MAX_DEPTH, JsonObject, json_problem
 from baton.domain.requests import present, presented_token
 
 TOKEN_FIELD = "continuationToken"
@@ -31,7 +31,7 @@ def decode_object(raw: bytes | str, what: str = BODY) -> dict[str, Any]:
         raise ApiError(BAD_REQUEST, f"{what} is nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(value, dict):
         raise ApiError(BAD_REQUEST, f"{what} must be a JSON object")
-    problem = input_problem(value)
+    problem = json_problem(value)
     if problem is not None:
         raise ApiError(BAD_REQUEST, f"{what} cannot be stored: {problem}")
     return value

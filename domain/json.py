@@ -2,14 +2,12 @@
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import TypeAlias
 
 JsonValue: TypeAlias = "dict[str, JsonValue] | list[JsonValue] | str | int | float | bool | None"
 JsonObject: TypeAlias = dict[str, JsonValue]
-
-_SCALARS = (str, int, float, bool, type(None))
 
 
 def canonical_encoder(*, allow_nan: bool) -> Callable[[object], str]:
@@ -37,62 +35,71 @@ def canonical_encoder(*, allow_nan: bool) -> Callable[[object], str]:
     return encode
 
 
-def is_json(value: object) -> bool:
-    """True if `value` is made only of JSON types, so it can be stored and sent as it is.
-
-    A handler is application code: it can hand back a datetime or a set by mistake, and
-    that must fail its turn before anything commits rather than when the row is written.
-    """
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if not all(isinstance(key, str) for key in item):
-                return False
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, float) and not math.isfinite(item):
-            return False  # NaN and Infinity are not JSON; PostgreSQL's JSONB refuses them
-        elif not isinstance(item, _SCALARS):
-            return False
-    return True
-
-
-# What a turn's input may hold (PROTOCOL section 3's bad-request, the same on every
-# transport and every database): a value either backend can store as it came, and every
-# layer can walk without recursion limits.
+# What a JSON value crossing the protocol may hold (a turn's input, else PROTOCOL section
+# 3's bad-request; a handler's output, wait, state or record, else its turn fails), the
+# same on every transport and every database: a value either backend can store as it
+# came, and every layer can walk without recursion limits.
 MAX_DEPTH = 64
 INT_RANGE = range(-(2**63), 2**63)  # what both databases' JSON and msgspec take exactly
 
 
-def input_problem(value: object) -> str | None:
-    """Why `value` cannot be a turn's input, or None. NUL and lone surrogates in strings are
-    refused everywhere (PostgreSQL cannot store the one, UTF-8 cannot encode the other),
-    as are NaN and Infinity (not JSON), integers beyond 64 bits, and nesting deeper than
-    MAX_DEPTH."""
-    stack: list[tuple[object, int]] = [(value, 1)]
+def json_problem(value: object) -> str | None:
+    """Why `value` cannot be stored and sent as it is, or None: the one rule for every JSON
+    value that crosses the protocol, a turn's input and a handler's output, wait, state and
+    records alike, so what one database stores the other does too.
+
+    Only JSON types (objects with string keys, arrays, strings, finite numbers, booleans,
+    null): a handler is application code, and a datetime or a set handed back by mistake
+    must fail its turn before anything commits rather than when the row is written. NUL and
+    lone surrogates in strings are refused (PostgreSQL cannot store the one, UTF-8 cannot
+    encode the other), as are NaN and Infinity, integers beyond 64 bits, and nesting deeper
+    than MAX_DEPTH; a value that contains itself is nested without end, so it is refused
+    too, and the walk ends after at most MAX_DEPTH levels whatever it is handed."""
+    if not isinstance(value, dict | list):
+        return _scalar_problem(value)
+    stack: list[tuple[dict[object, object] | list[object], int]] = [(value, 1)]
     while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > MAX_DEPTH:
-                return f"nested deeper than {MAX_DEPTH} levels"
-            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-        elif isinstance(item, str):
-            problem = _string_problem(item)
-            if problem:
-                return problem
-        elif isinstance(item, float) and not math.isfinite(item):
-            return "NaN and Infinity are not JSON numbers"
-        elif isinstance(item, int) and not isinstance(item, bool) and item not in INT_RANGE:
-            return "an integer beyond 64 bits"
+        container, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        if isinstance(container, dict):
+            for key in container:
+                problem = _string_problem(key) if isinstance(key, str) else _KEY_PROBLEM
+                if problem:
+                    return problem
+            children: Iterable[object] = container.values()
+        else:
+            children = container
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+            else:
+                problem = _scalar_problem(child)
+                if problem:
+                    return problem
     return None
+
+
+_KEY_PROBLEM = "an object key is not a string"
+
+
+def _scalar_problem(item: object) -> str | None:
+    if isinstance(item, str):
+        return _string_problem(item)
+    if isinstance(item, bool) or item is None:
+        return None
+    if isinstance(item, int):
+        return None if item in INT_RANGE else "an integer beyond 64 bits"
+    if isinstance(item, float):
+        return None if math.isfinite(item) else "NaN and Infinity are not JSON numbers"
+    return f"a {type(item).__name__} is not a JSON value"
 
 
 def _string_problem(text: str) -> str | None:
     if "\x00" in text:
         return "a string holds a NUL character (\\u0000)"
+    if text.isascii():  # O(1) in CPython: ASCII text holds no surrogate
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from baton.domain.json import JsonValue
+from baton.domain.json import JsonValue, json_problem
 
 
 class Keep(Enum):
@@ -47,3 +47,16 @@ HandlerOutcome = Finished | Parked
 """What a turn handler returns: both commit."""
 
 TurnOutcome = Finished | Parked | Contended
+
+
+def checked_outcome(outcome: object) -> HandlerOutcome:
+    """A handler's return value, if it can commit; else a TypeError that fails the turn."""
+    if not isinstance(outcome, Finished | Parked):
+        raise TypeError(f"a turn handler must return Finished or Parked, not {outcome!r}")
+    payload = outcome.output if isinstance(outcome, Finished) else outcome.wait
+    problem = json_problem(payload)
+    if problem is None and outcome.state is not KEEP:
+        problem = json_problem(outcome.state)
+    if problem is not None:
+        raise TypeError(f"a turn's output, wait and state must be JSON values: {problem}")
+    return outcome

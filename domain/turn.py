@@ -23,8 +23,8 @@ from baton.domain.identifiers import (
     seal_token,
     seal_under_key,
 )
-from baton.domain.json import JsonObject, JsonValue, is_json
-from baton.domain.outcomes import KEEP, Contended, Finished, HandlerOutcome, Parked, TurnOutcome
+from baton.domain.json import JsonObject, JsonValue, json_problem
+from baton.domain.outcomes import Contended, HandlerOutcome, TurnOutcome, checked_outcome
 from baton.domain.ports import StoreUnavailable
 from baton.domain.recovery import Idempotency, Seal, key_digest
 from baton.domain.supervision import ClaimLost, StopRequested, Supervisor, TimedOut
@@ -102,17 +102,6 @@ def failure_message(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def checked_outcome(outcome: object) -> HandlerOutcome:
-    """A handler's return value, if it can commit; else a TypeError that fails the turn."""
-    if not isinstance(outcome, Finished | Parked):
-        raise TypeError(f"a turn handler must return Finished or Parked, not {outcome!r}")
-    payload = outcome.output if isinstance(outcome, Finished) else outcome.wait
-    state_ok = outcome.state is KEEP or is_json(outcome.state)
-    if not is_json(payload) or not state_ok:
-        raise TypeError("a turn's output, wait and state must be JSON values")
-    return outcome
-
-
 class OpenTurn:
     """A claimed turn, ready to run once the transport is ready to carry it."""
 
@@ -186,8 +175,9 @@ class OpenTurn:
         store, clock = self._services.store, self._services.clock
 
         async def append(record: JsonValue) -> None:
-            if not is_json(record):
-                raise TypeError("a record must be a JSON value")
+            problem = json_problem(record)
+            if problem is not None:
+                raise TypeError(f"a record must be a JSON value: {problem}")
             command = AppendRecord(
                 session_id=self.session_id,
                 at=clock(),

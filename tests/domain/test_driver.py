@@ -20,7 +20,7 @@ from baton.domain.events import (
 )
 from baton.domain.handler import Turn, TurnHandler
 from baton.domain.identifiers import SessionId, digest_token, unseal_token
-from baton.domain.json import JsonObject, JsonValue
+from baton.domain.json import MAX_DEPTH, JsonObject, JsonValue
 from baton.domain.outcomes import Contended, Finished, HandlerOutcome, Parked, StateUpdate
 from baton.domain.ports import StoreUnavailable
 from baton.domain.refusals import Refusal, RefusalReason
@@ -29,6 +29,12 @@ from baton.domain.state import SessionStatus
 from baton.domain.turn import OpenTurn, TurnFailed, TurnReply
 from tests.domain.fakes import FakeClock, InMemorySessionStore, RecordingSink, SeededRandom
 from tests.waiting import until
+
+DEEP: object = []
+for _ in range(MAX_DEPTH):
+    DEEP = [DEEP]  # one level more than a value may hold
+SELF_CONTAINED: list[object] = []
+SELF_CONTAINED.append(SELF_CONTAINED)  # walked without a bound, it would hang the turn
 
 UNKNOWN_ID = "0190f5a2-1b3c-7d4e-8f60-123456789abc"
 
@@ -261,15 +267,26 @@ async def test_records_of_a_failed_turn_are_followed_by_its_release() -> None:
     assert harness.store.kinds(first.session_id)[2:] == ["claimed", "record", "record", "released"]
 
 
-async def test_a_record_that_is_not_json_fails_the_turn_before_it_is_appended() -> None:
+@pytest.mark.parametrize(
+    ("record", "complaint"),
+    [
+        pytest.param({"at": datetime.now(UTC)}, "datetime is not a JSON value", id="datetime"),
+        pytest.param(["a\x00b"], "NUL", id="nul"),
+        pytest.param({"loop": SELF_CONTAINED}, "deeper than", id="cyclic"),
+    ],
+)
+async def test_a_record_that_is_not_json_fails_the_turn_before_it_is_appended(
+    record: object, complaint: str
+) -> None:
     async def handler(turn: Turn) -> Finished:
-        await turn.record({"at": datetime.now(UTC)})  # type: ignore[dict-item]
+        await turn.record(cast(JsonValue, record))
         return Finished("unreachable")
 
     harness = Harness(handler)
     failed = await (await harness.open_start()).run(RecordingSink())
     assert isinstance(failed, TurnFailed)
     assert "record must be a JSON value" in failed.message
+    assert complaint in failed.message
     assert "record" not in harness.store.kinds(failed.session_id)
 
 
@@ -347,6 +364,12 @@ def parked(wait: object, state: object = None) -> Parked:
         pytest.param(parked("later", state=datetime(2025, 1, 1, tzinfo=UTC)), id="datetime-state"),
         pytest.param(Finished({"score": math.nan}, state=None), id="nan-in-output"),
         pytest.param(Finished(math.inf, state=None), id="infinity-output"),
+        pytest.param(finished("a\x00b"), id="nul-in-output"),  # PostgreSQL cannot store it
+        pytest.param(parked("later", state={"k": "\ud800"}), id="surrogate-in-state"),
+        pytest.param(parked({"id": 2**64}), id="big-int-in-wait"),
+        pytest.param(finished("ok", state=DEEP), id="deep-state"),
+        pytest.param(finished(SELF_CONTAINED), id="cyclic-output"),
+        pytest.param(parked("later", state=SELF_CONTAINED), id="cyclic-state"),
     ],
 )
 async def test_an_outcome_that_is_not_json_fails_the_turn_without_committing(
