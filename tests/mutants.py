@@ -265,6 +265,30 @@ MUTANTS = (
         ),
     ),
     Mutant(
+        "a JSON value is walked without the depth bound (a cycle would hang the replica)",
+        "domain/json.py",
+        "        if depth > MAX_DEPTH:\n"
+        '            return f"nested deeper than {MAX_DEPTH} levels"\n',
+        "",
+        ("tests/domain/test_json_values.py",),
+    ),
+    Mutant(
+        "a handler's new state is committed unchecked",
+        "domain/outcomes.py",
+        "    if problem is None and outcome.state is not KEEP:",
+        "    if False:",
+        ("tests/domain/test_driver.py", "tests/api/test_outputs.py"),
+    ),
+    Mutant(
+        "the projection's JSON stays jsonb on PostgreSQL (numbers renormalised)",
+        "migrations/versions/0011_projection_json.py",
+        '    _alter(sa.JSON(), "json")',
+        "    pass",
+        (
+            "tests/infra/test_migrations.py::test_0011_gives_back_the_state_a_handler_stored_and_keeps_what_was_there",
+        ),
+    ),
+    Mutant(
         "a settled session's stream reads its events after it started",
         "api/sse.py",
         "    if view.settled:",
