@@ -1,4 +1,5 @@
-"""Claims and commits of several sessions in one statement each (infra/postgres_batch_sql.py).
+"""Claims, commits and facts without a seq of several sessions in one statement each
+(infra/postgres_batch_sql.py).
 
 The parameters and the answers are those of the one-session paths (infra/postgres_fast.py):
 each write in the batch is answered as it would be alone, except that a claim that did not
@@ -21,7 +22,7 @@ from baton.infra import postgres_batch_sql as sql
 from baton.infra.batcher import SendAlone
 from baton.infra.planning import Loaded
 from baton.infra.postgres_fast import claim_args, commit_args, granted
-from baton.infra.postgres_writes import loaded_with_seal
+from baton.infra.postgres_writes import SideAnswer, SideFact, loaded_with_seal, side_args
 
 D = TypeVar("D")  # an event as drafted before the row gives it its seq
 
@@ -59,6 +60,21 @@ async def batch_commit(
     return answers
 
 
+async def batch_side(conn: asyncpg.Connection, facts: Sequence[SideFact]) -> list[SideAnswer]:
+    """Refusals and recoveries of several sessions, each linked into its session's side
+    chain (or not, if the session is not there), and each replay's turn events."""
+    _, records = await _send(
+        conn, [(None, side_args(fact)) for fact in facts], sql.BATCH_SIDE, SIDES
+    )
+    linked = [False] * len(facts)
+    rows: list[list[asyncpg.Record]] = [[] for _ in facts]
+    for index, record in records:
+        linked[index] = record["linked"]
+        if record["position"] is not None:
+            rows[index].append(record)
+    return list(zip(linked, rows, strict=True))
+
+
 def _or_found(command: ClaimTurn) -> tuple[TurnClaimed, tuple[Any, ...]]:
     """A batched claim's parameters: CLAIM's, and the lookup of the seal to read back if the
     claim does not land. A batch reads back for every claim, keyed or not: its one extra
@@ -78,6 +94,7 @@ class _Layout:
 
 CLAIMS = _Layout(sql.CLAIM_ROW_ARGS, sql.CLAIM_FIXED_ARGS)
 COMMITS = _Layout(sql.COMMIT_ROW_ARGS, sql.COMMIT_FIXED_ARGS)
+SIDES = _Layout(sql.SIDE_ROW_ARGS, sql.SIDE_FIXED_ARGS)
 
 
 async def _send(

@@ -1,4 +1,4 @@
-"""CLAIM and COMMIT of infra/postgres_sql.py for many sessions in one statement.
+"""CLAIM, COMMIT and REFUSE of infra/postgres_sql.py for many sessions in one statement.
 
 Each takes one array per parameter that differs between writes (unnest, WITH ORDINALITY
 so that every row it returns names the write it answers, `n`, from 1) and the parameters
@@ -10,6 +10,7 @@ two writes to one session (infra/batcher.py), so no row is the target of two.
 
 from baton.infra.postgres_sql import (
     EVENTS_CHANNEL,
+    HISTORY_COLUMNS,
     LOADED_AND_SEAL,
     SEAL_COLUMNS,
     SEAL_PREFIX,
@@ -154,4 +155,53 @@ WITH input AS (
 ), {_woken("moved")}
 SELECT m.n, a.seq, (SELECT count(*) FROM woken) AS woken
   FROM appended AS a JOIN moved AS m ON m.session_id = a.session_id
+"""  # noqa: S608 - composed of fixed SQL only
+
+# The arrays of a batch of facts without a seq (refusals, recoveries) of named sessions:
+# REFUSE's $1-$5, and the turn whose events a replay's recovery reads (RECOVER_TURN's $6;
+# NULL for any other fact).
+SIDE_COLUMNS = (
+    ("sid", "uuid"),
+    ("kind", "varchar"),
+    ("data", "json"),
+    ("at", "timestamptz"),
+    ("payload", "bytea"),
+    ("turn_no", "int"),
+)
+SIDE_ROW_ARGS = (0, 1, 2, 3, 4, 5)
+SIDE_FIXED_ARGS = ()
+
+# REFUSE and RECOVER_TURN for many sessions: each fact linked into its session's side
+# chain, or, if the session is not there, not (`linked` false: the caller records it
+# standing alone, as one alone does); then a replay's turn events, one row each (NULL
+# columns if none). An ON CONFLICT update sees only the table's columns, so each row's
+# payload is looked up again by its session, which a batch holds once. Rows are locked in
+# the sessions' order, so two batches cannot wait on each other in a circle.
+_PAYLOAD_OF_ROW = "(SELECT p.payload FROM input AS p WHERE p.sid = EXCLUDED.session_id)"
+_NEXT_SIDE_HEAD = linked("c.refusal_head", "c.refusals + 1", "0", _PAYLOAD_OF_ROW)
+BATCH_SIDE = f"""
+WITH input AS (
+    {_unnest(SIDE_COLUMNS)}
+), known AS (
+    SELECT session_id FROM sessions WHERE session_id = ANY($1::uuid[])
+     ORDER BY session_id FOR KEY SHARE
+), counted AS (
+    INSERT INTO side_chains AS c (session_id, refusals, refusal_head)
+    SELECT i.sid, 1, {linked("NULL", "1", "0", "i.payload")}
+      FROM input AS i JOIN known AS k ON k.session_id = i.sid
+     ORDER BY i.sid
+    ON CONFLICT (session_id) DO UPDATE
+       SET refusals = c.refusals + 1,
+           refusal_head = {_NEXT_SIDE_HEAD}
+    RETURNING session_id, refusals, refusal_head
+), recorded AS (
+    INSERT INTO events (session_id, refusal_seq, kind, data, recorded_at, hash)
+    SELECT c.session_id, c.refusals, i.kind, i.data, i.at, c.refusal_head
+      FROM counted AS c JOIN input AS i ON i.sid = c.session_id
+    RETURNING session_id
+)
+SELECT i.n, EXISTS (SELECT FROM recorded AS r WHERE r.session_id = i.sid) AS linked, h.*
+  FROM input AS i
+  LEFT JOIN LATERAL (SELECT {HISTORY_COLUMNS} FROM events
+                      WHERE session_id = i.sid AND seq > 0 AND turn = i.turn_no) AS h ON true
 """  # noqa: S608 - composed of fixed SQL only

@@ -23,6 +23,9 @@ commit), which costs the server one round trip's CPU instead of one for each.
 
 A refusal is recorded in a statement of its own after the read that decided it (the port
 allows this: a refusal changes no state), so that refusing never locks the session's row.
+Facts without a seq (refusals, recoveries) go together too, as claims and commits do: each
+alone would wait for a WAL flush of its own, and a flood of retried replays or refused
+tokens made those flushes the limit (each linked fact is a write; make bench's retry row).
 """
 
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,6 +52,7 @@ from baton.domain.events import (
     Recovered,
     RequestRefused,
     SessionEvent,
+    SideEvent,
     TurnCommitted,
 )
 from baton.domain.identifiers import SessionId
@@ -62,21 +66,24 @@ from baton.infra.command_store import CommandStore
 from baton.infra.conflict import Conflict, retrying
 from baton.infra.notifier import Notifier
 from baton.infra.planning import Loaded, plan
-from baton.infra.postgres_batch import batch_claim, batch_commit
+from baton.infra.postgres_batch import batch_claim, batch_commit, batch_side
 from baton.infra.postgres_fast import fast_claim, fast_commit, fast_record, fast_renew
 from baton.infra.postgres_pool import PostgresPool, unavailable_on_outage
 from baton.infra.postgres_writes import (
+    SideFact,
     history,
     load,
     load_seal,
     load_with_seal,
-    record_side,
-    recover_turn,
+    side_alone,
+    side_events,
+    stand_alone,
     write,
 )
 
 T = TypeVar("T")
 C = TypeVar("C", bound=Command[Any])
+W = TypeVar("W", bound=Command[Any] | SideFact)  # a write that can go in a batch
 
 BATCH_MOST = 64  # writes in one statement at most (infra/batcher.py)
 
@@ -89,6 +96,7 @@ class PostgresSessionStore(CommandStore):
         # alone; more wait and go together when a lane frees (infra/batcher.py).
         self._claims = self._batcher(fast_claim, batch_claim, lanes)
         self._commits = self._batcher(fast_commit, batch_commit, lanes)
+        self._sides = self._batcher(side_alone, batch_side, lanes)
 
     # ------------------------------------------------------------------ the skeleton
 
@@ -107,8 +115,20 @@ class PostgresSessionStore(CommandStore):
 
     @unavailable_on_outage
     async def refuse(self, refused: RequestRefused) -> None:
-        async with self.pool.connection() as conn:
-            await record_side(conn, refused)
+        await self.record_fact(refused)
+
+    async def record_fact(self, event: SideEvent, replays: int | None = None) -> list[SessionEvent]:
+        """Record a fact without a seq, linked into its session's side chain (with others
+        arriving meanwhile, in one statement), or standing alone if it names no session or
+        one that is not there; a replay's recovery (`replays`: its turn) comes back with
+        the turn's events, read in the same statement."""
+        linked, rows = False, list[asyncpg.Record]()
+        if event.session_id is not None:
+            linked, rows = await self._sides.submit(SideFact(event, replays))
+        if not linked:
+            async with self.pool.connection() as conn:
+                await stand_alone(conn, event)
+        return side_events(rows)
 
     @unavailable_on_outage
     async def load(self, session_id: SessionId) -> SessionState | None:
@@ -200,11 +220,10 @@ class PostgresSessionStore(CommandStore):
         answer, fact = decision.answer, decision.side_event
         if fact is None:
             return answer
-        async with self.pool.connection() as conn:
-            if isinstance(answer, Replay) and isinstance(fact, Recovered):
-                # The reply is built from the turn's events: read them as the fact lands.
-                return replace(answer, events=tuple(await recover_turn(conn, fact)))
-            await record_side(conn, fact)
+        if isinstance(answer, Replay) and isinstance(fact, Recovered):
+            # The reply is built from the turn's events: read them as the fact lands.
+            return replace(answer, events=tuple(await self.record_fact(fact, fact.turn)))
+        await self.record_fact(fact)
         return answer
 
     async def renew(self, command: RenewClaim) -> ClaimRenewed | Contended:
@@ -235,20 +254,20 @@ class PostgresSessionStore(CommandStore):
         answer: T | Contended = await self._run(command)
         return answer
 
-    async def _alone(self, command: C, fast: Callable[[asyncpg.Connection, C], Awaitable[T]]) -> T:
+    async def _alone(self, command: W, fast: Callable[[asyncpg.Connection, W], Awaitable[T]]) -> T:
         """One write in a statement of its own."""
         async with self.pool.connection() as conn:
             return await fast(conn, command)
 
     def _batcher(
         self,
-        fast: Callable[[asyncpg.Connection, C], Awaitable[T]],
-        many: Callable[[asyncpg.Connection, Sequence[C]], Awaitable[list[T]]],
+        fast: Callable[[asyncpg.Connection, W], Awaitable[T]],
+        many: Callable[[asyncpg.Connection, Sequence[W]], Awaitable[list[T]]],
         lanes: int,
-    ) -> Batcher[C, T]:
+    ) -> Batcher[W, T]:
         """Writes of one kind: alone in their own statement, or several in one."""
 
-        async def together(commands: Sequence[C]) -> list[T]:
+        async def together(commands: Sequence[W]) -> list[T]:
             async with self.pool.connection() as conn:
                 return await many(conn, commands)
 
@@ -256,8 +275,8 @@ class PostgresSessionStore(CommandStore):
         return Batcher(alone, together, _session_of, lanes=lanes, most=BATCH_MOST)
 
 
-def _session_of(command: Command[Any]) -> SessionId:
-    return command.session_id
+def _session_of(write: Command[Any] | SideFact) -> SessionId:
+    return write.session_id
 
 
 async def _seal_and_row(conn: asyncpg.Connection, command: Command[T]) -> Loaded:

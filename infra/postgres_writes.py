@@ -7,13 +7,13 @@ the skeleton's write or in a one-statement path, is a Conflict: the store then r
 row again, locked, and lets the domain decide again.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from baton.domain.events import (
     EventKind,
-    Recovered,
     SessionEvent,
     SideEvent,
 )
@@ -160,35 +160,52 @@ async def _insert_side(conn: asyncpg.Connection, side: SideRow) -> None:
         raise Conflict(f"session {session_id} is gone")
 
 
-async def record_side(conn: asyncpg.Connection, event: SideEvent) -> None:
-    """A fact without a seq (a refusal, a recovery), without reading its session's row:
-    linked into the session's side chain by one statement that takes only the side chain's
-    columns, or standing alone if it names no session (or one that is not there)."""
-    row = event_to_row(event)
-    if event.session_id is not None:
-        place = await conn.fetchval(
-            sql.REFUSE,
-            event.session_id,
-            row["kind"],
-            row["data"],
-            row["recorded_at"],
-            row_payload(row),
-        )
-        if place is not None:
-            return
+@dataclass(frozen=True, slots=True)
+class SideFact:
+    """A fact without a seq (a refusal, a recovery) of a named session, as the store
+    records it: `replays` is the turn whose events a replay's recovery reads in the same
+    statement, None for any other fact."""
+
+    event: SideEvent
+    replays: int | None = None
+
+    @property
+    def session_id(self) -> SessionId:
+        named = self.event.session_id
+        assert named is not None  # noqa: S101 - only a named session's fact is linked
+        return named
+
+
+SideAnswer = tuple[bool, list[asyncpg.Record]]
+"""Whether the fact was linked into its session's side chain (False: the session is not
+there, and the fact must stand alone), and the rows of the turn it replays."""
+
+
+def side_args(fact: SideFact) -> tuple[Any, ...]:
+    """REFUSE's parameters, and the turn RECOVER_TURN reads (BATCH_SIDE's, row for row)."""
+    row = event_to_row(fact.event)
+    payload = row_payload(row)
+    return (fact.session_id, row["kind"], row["data"], row["recorded_at"], payload, fact.replays)
+
+
+async def side_alone(conn: asyncpg.Connection, fact: SideFact) -> SideAnswer:
+    """Link a fact into its session's side chain, without reading the session's row, by one
+    statement that takes only the side chain's columns; a replay's recovery reads the
+    events of its turn in the same statement."""
+    args = side_args(fact)
+    if fact.replays is None:
+        return await conn.fetchval(sql.REFUSE, *args[:-1]) is not None, []
+    records = await conn.fetch(sql.RECOVER_TURN, *args)
+    return bool(records[0]["linked"]), [r for r in records if r["position"] is not None]
+
+
+async def stand_alone(conn: asyncpg.Connection, event: SideEvent) -> None:
+    """A fact that names no session, or one that is not there (pruned): in no side chain."""
     await _insert_side(conn, plan_side(event, Loaded(None)))
 
 
-async def recover_turn(conn: asyncpg.Connection, event: Recovered) -> list[SessionEvent]:
-    """Record a replay's recovery, as record_side does, and read the events of the turn it
-    replays, in one statement."""
-    assert event.session_id is not None  # noqa: S101 - a replay names its session
-    row = event_to_row(event)
-    args = (row["kind"], row["data"], row["recorded_at"], row_payload(row), event.turn)
-    records = await conn.fetch(sql.RECOVER_TURN, event.session_id, *args)
-    if not records[0]["linked"]:  # the session is gone: the fact stands alone
-        await _insert_side(conn, plan_side(event, Loaded(None)))
-    return [row_to_session_event(projection_of(r)) for r in records if r["position"] is not None]
+def side_events(rows: list[asyncpg.Record]) -> list[SessionEvent]:
+    return [row_to_session_event(projection_of(row)) for row in rows]
 
 
 async def history(

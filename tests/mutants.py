@@ -256,9 +256,9 @@ MUTANTS = (
     ),
     Mutant(
         "a replay of a session pruned meanwhile records no recovery",
-        "infra/postgres_writes.py",
-        "        await _insert_side(conn, plan_side(event, Loaded(None)))\n    return [",
-        "        pass\n    return [",
+        "infra/postgres_store.py",
+        "                await stand_alone(conn, event)",
+        "                pass",
         (
             "tests/infra/test_recovery_store.py::"
             "test_a_replay_of_a_session_pruned_meanwhile_still_records_its_recovery",
@@ -287,6 +287,20 @@ MUTANTS = (
         (
             "tests/infra/test_migrations.py::test_0011_gives_back_the_state_a_handler_stored_and_keeps_what_was_there",
         ),
+    ),
+    Mutant(
+        "a batch of side facts links each to the wrong payload",
+        "infra/postgres_batch_sql.py",
+        '_PAYLOAD_OF_ROW = "(SELECT p.payload FROM input AS p WHERE p.sid = EXCLUDED.session_id)"',
+        "_PAYLOAD_OF_ROW = \"'\\\\x00'::bytea\"",
+        (BATCH_PARITY,),
+    ),
+    Mutant(
+        "a batch of side facts answers a fact of a pruned session as linked",
+        "infra/postgres_batch_sql.py",
+        "SELECT i.n, EXISTS (SELECT FROM recorded AS r WHERE r.session_id = i.sid) AS linked",
+        "SELECT i.n, true AS linked",
+        (BATCH_PARITY,),
     ),
     Mutant(
         "a settled session's stream reads its events after it started",

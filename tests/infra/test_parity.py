@@ -48,6 +48,7 @@ from baton.domain.outcomes import Finished, Parked
 from baton.domain.ports import SessionStore
 from baton.domain.recovery import Idempotency, Replay, Seal, fingerprint, key_digest
 from baton.domain.state import Claim, SessionState
+from baton.infra.audit import verify
 from baton.infra.codec import event_to_row, row_to_session_event
 from baton.infra.planning import seal_row
 from baton.infra.tables import events, recovery
@@ -582,6 +583,8 @@ async def compare(
         assert await sql_seals(engine, session) == fake_seals(fake, session)
         sql_state: SessionState | None = await store.load(session)
         assert sql_state == await fake.load(session)
+    # And every link the SQL computed is the one `baton verify` computes again.
+    assert [broken async for broken in verify(engine, [got.session_id, *got.others])] == []
 
 
 @pytest.mark.parametrize("history", HISTORIES, ids=[h.__name__ for h in HISTORIES])

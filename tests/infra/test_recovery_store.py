@@ -44,7 +44,6 @@ from baton.domain.state import Claim
 from baton.infra import postgres_store
 from baton.infra.planning import seal_row
 from baton.infra.postgres_store import PostgresSessionStore
-from baton.infra.postgres_writes import recover_turn
 from baton.infra.tables import events, recovery
 from tests import store_calls as calls
 from tests.conftest import Stored
@@ -674,12 +673,11 @@ async def test_a_replay_of_a_session_pruned_meanwhile_still_records_its_recovery
     store: SessionStore, engine: AsyncEngine
 ) -> None:
     """The statement that records a replay's recovery and reads its turn finds no session
-    (pruned between the claim and it): the fact stands alone, as record_side's would."""
+    (pruned between the claim and it): the fact stands alone, as a refusal's would."""
     assert isinstance(store, PostgresSessionStore)
     gone = new_id()
     fact = Recovered(session_id=gone, turn=2, via=RecoveredVia.REPLAY, at=now())
-    async with store.pool.db.acquire() as conn:
-        assert await recover_turn(conn, fact) == []
+    assert await store.record_fact(fact, replays=2) == []
     query = select(events.c.session_id, events.c.refusal_seq, events.c.hash).where(
         events.c.kind == "recovered", events.c.data["sessionId"].as_string() == gone
     )
