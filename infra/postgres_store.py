@@ -122,7 +122,8 @@ class PostgresSessionStore(CommandStore):
         arriving meanwhile, in one statement), or standing alone if it names no session or
         one that is not there; a replay's recovery (`replays`: its turn) comes back with
         the turn's events, read in the same statement."""
-        linked, rows = False, list[asyncpg.Record]()
+        linked: bool = False
+        rows: list[asyncpg.Record] = []
         if event.session_id is not None:
             linked, rows = await self._sides.submit(SideFact(event, replays))
         if not linked:
