@@ -51,6 +51,15 @@ UNSTORABLE: dict[str, tuple[str, Any]] = {
     "nul-record": ("record", {"a\x00": 1}),
     "cyclic-record": ("record", self_contained()),
 }
+COMPLAINTS = {  # what the failure names, as domain.json.json_problem words it
+    "nul-output": "NUL character",
+    "surrogate-output": "lone surrogate",
+    "big-int-state": "beyond 64 bits",
+    "deep-wait": f"deeper than {MAX_DEPTH} levels",
+    "cyclic-state": f"deeper than {MAX_DEPTH} levels",
+    "nul-record": "NUL character",
+    "cyclic-record": f"deeper than {MAX_DEPTH} levels",
+}
 
 
 async def outputs(turn: Turn) -> Finished | Parked:
@@ -90,6 +99,7 @@ async def test_an_output_no_database_could_store_fails_the_turn_and_keeps_the_to
         status, reason, message = refusal_of(await send(client, session_id, token, case))
         assert (status, reason) == (500, "turn-failed")
         assert "must be JSON values" in message or "must be a JSON value" in message
+        assert COMPLAINTS[case] in message
         assert "Error" not in message  # the problem in words, never an exception's name
     assert await event_kinds(engine, session_id) == [*before, *["claimed", "released"] * 2]
     after = await send(client, session_id, token, "fine")  # the token is still the current one
