@@ -71,12 +71,12 @@ from baton.infra.postgres_fast import fast_claim, fast_commit, fast_record, fast
 from baton.infra.postgres_pool import PostgresPool, unavailable_on_outage
 from baton.infra.postgres_writes import (
     SideFact,
+    as_events,
     history,
     load,
     load_seal,
     load_with_seal,
     side_alone,
-    side_events,
     stand_alone,
     write,
 )
@@ -129,7 +129,7 @@ class PostgresSessionStore(CommandStore):
         if not linked:
             async with self.pool.connection() as conn:
                 await stand_alone(conn, event)
-        return side_events(rows)
+        return as_events(rows)
 
     @unavailable_on_outage
     async def load(self, session_id: SessionId) -> SessionState | None:

@@ -152,12 +152,13 @@ async def _insert_side(conn: asyncpg.Connection, side: SideRow) -> None:
     if side.heads is None:
         await conn.execute(sql.INSERT_EVENT, *_event_args(row))
         return
-    session_id, payload = row["session_id"], row_payload(row)
-    place = await conn.fetchval(
-        sql.REFUSE, session_id, row["kind"], row["data"], row["recorded_at"], payload
-    )
-    if place is None:
-        raise Conflict(f"session {session_id} is gone")
+    if await conn.fetchval(sql.REFUSE, *_refuse_args(row)) is None:
+        raise Conflict(f"session {row['session_id']} is gone")
+
+
+def _refuse_args(row: dict[str, Any]) -> tuple[Any, ...]:
+    """REFUSE's parameters for a fact without a seq, as its event row has them."""
+    return (row["session_id"], row["kind"], row["data"], row["recorded_at"], row_payload(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,9 +184,7 @@ there, and the fact must stand alone), and the rows of the turn it replays."""
 
 def side_args(fact: SideFact) -> tuple[Any, ...]:
     """REFUSE's parameters, and the turn RECOVER_TURN reads (BATCH_SIDE's, row for row)."""
-    row = event_to_row(fact.event)
-    payload = row_payload(row)
-    return (fact.session_id, row["kind"], row["data"], row["recorded_at"], payload, fact.replays)
+    return (*_refuse_args(event_to_row(fact.event)), fact.replays)
 
 
 async def side_alone(conn: asyncpg.Connection, fact: SideFact) -> SideAnswer:
@@ -204,12 +203,12 @@ async def stand_alone(conn: asyncpg.Connection, event: SideEvent) -> None:
     await _insert_side(conn, plan_side(event, Loaded(None)))
 
 
-def side_events(rows: list[asyncpg.Record]) -> list[SessionEvent]:
+def as_events(rows: list[asyncpg.Record]) -> list[SessionEvent]:
+    """Event-table rows (a turn's, or a history's) as the domain's events."""
     return [row_to_session_event(projection_of(row)) for row in rows]
 
 
 async def history(
     conn: asyncpg.Connection, session_id: SessionId, after: int, turn: int | None
 ) -> list[SessionEvent]:
-    rows = await conn.fetch(sql.HISTORY, session_id, after, turn)
-    return [row_to_session_event(projection_of(row)) for row in rows]
+    return as_events(await conn.fetch(sql.HISTORY, session_id, after, turn))

@@ -32,7 +32,7 @@ from baton.infra.conflict import Conflict
 from baton.infra.planning import Loaded
 from baton.infra.postgres_batch import batch_claim, batch_commit, batch_side
 from baton.infra.postgres_store import PostgresSessionStore
-from baton.infra.postgres_writes import SideAnswer, SideFact, side_events
+from baton.infra.postgres_writes import SideAnswer, SideFact, as_events
 from baton.infra.settings import Settings
 from baton.infra.stores import Database, open_database
 from baton.infra.tables import side_chains
@@ -161,7 +161,7 @@ async def test_one_batch_links_each_fact_of_a_known_session_and_reads_each_repla
         answers = await batch_side(conn, facts)
     assert [linked for linked, _ in answers] == [True, True, False]
     turn_two = await store.history(replayed.session_id, turn=2)
-    assert sorted(event.seq for event in side_events(answers[0][1])) == [e.seq for e in turn_two]
+    assert sorted(event.seq for event in as_events(answers[0][1])) == [e.seq for e in turn_two]
     assert answers[1][1] == answers[2][1] == []
     assert [b async for b in verify(engine, [replayed.session_id, refused.session_id])] == []
     async with engine.connect() as conn:
