@@ -142,8 +142,7 @@ class OpenTurn:
             sink.delta,
         )
         try:
-            handler = asyncio.ensure_future(self._services.handler(turn))
-            returned: HandlerOutcome = await self._supervisor.run(handler)
+            returned = await self._supervisor.run(self._services.handler(turn))
             outcome = checked_outcome(returned)
         except ClaimLost as lost:
             return self._reply(lost.contended, None, None, [])  # its records are void
