@@ -8,19 +8,19 @@ missed wake-up delays a follower by one poll; it never loses an event.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from baton.domain.events import Lease, SessionClosed, SessionEvent, TurnCommitted, TurnReleased
 from baton.domain.identifiers import SessionId
 from baton.domain.ports import SessionStore
 from baton.domain.state import SessionState
+from baton.domain.values import value
 from baton.infra.notifier import Notifier, changed_within
 
 FOLLOWER_TTL = timedelta(seconds=30)  # how long a registration wakes us; renewed before
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Lapsed:
     """The followed turn's lease lapsed unrenewed: its replica stopped or lost the database.
     Its claim stands until a continue with the (still current) token takes it over."""
@@ -28,7 +28,7 @@ class Lapsed:
     turn: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Following:
     store: SessionStore
     notifier: Notifier

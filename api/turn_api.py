@@ -8,7 +8,7 @@ It never reaches the driver, the runner or the shutdown gate itself.
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import partial
 from typing import TypeVar
 
@@ -33,6 +33,7 @@ from baton.domain.requests import (
 )
 from baton.domain.state import SessionState
 from baton.domain.turn import OpenTurn, TurnReply
+from baton.domain.values import value
 from baton.infra.notifier import changed_within
 
 Opened = LiveTurn | TurnReply | Refusal
@@ -48,7 +49,7 @@ def _commits(batch: list[SessionEvent], turn: int) -> bool:
     return any(isinstance(event, TurnCommitted) and event.turn == turn for event in batch)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class EventsView:
     """A session's events a client may read: how to get them, and the recovered turn's
     token when the read recovered it (PROTOCOL sections 6.2 and 6.3)."""
@@ -89,7 +90,7 @@ class EventsView:
             yield batch, recovered
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TurnApi:
     """One dependency for every transport: Litestar resolves a lone dependency inline,
     while two at one level cost an anyio TaskGroup per request."""

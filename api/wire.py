@@ -2,7 +2,6 @@
 buffered reply, the event objects SSE and WebSocket frame, and what a failed end says."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -23,9 +22,10 @@ from baton.domain.history import void_records
 from baton.domain.outcomes import Contended, Finished, Parked
 from baton.domain.refusals import Refusal, RefusalReason
 from baton.domain.turn import CANCELLED_ERROR, TurnCancelled, TurnFailed, TurnInvalid, TurnReply
+from baton.domain.values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RecoveredTurn:
     """A turn read with the token it consumed, and the token it issued (6.2)."""
 

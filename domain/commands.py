@@ -6,7 +6,6 @@ names (domain/recovery.py). A store's whole job is: load those, `command.decide(
 write what the decision says. The rules are in domain/decisions.py and domain/holding.py.
 """
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -28,11 +27,12 @@ from baton.domain.outcomes import Contended, HandlerOutcome
 from baton.domain.recovery import Idempotency, ReadAccess, Replay, Seal
 from baton.domain.refusals import Refusal
 from baton.domain.state import Claim, SessionState
+from baton.domain.values import value
 
 A = TypeVar("A", covariant=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class Command(Generic[A]):
     """A request for one transaction on one session; `A` is what it answers."""
 
@@ -56,7 +56,7 @@ class Command(Generic[A]):
         raise NotImplementedError  # pragma: no cover - every command below decides
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class StartSession(Command[ClaimGranted | Replay | Refusal]):
     """Mint a session; its start is also the claim of turn 1."""
 
@@ -78,7 +78,7 @@ class StartSession(Command[ClaimGranted | Replay | Refusal]):
         return decisions.start_session(self, state, seal)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ClaimTurn(Command[ClaimGranted | Replay | Refusal]):
     """Validate a continue and claim the session for its turn, atomically."""
 
@@ -98,7 +98,7 @@ class ClaimTurn(Command[ClaimGranted | Replay | Refusal]):
         return decisions.claim_turn(self, state, seal)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class RenewClaim(Command[ClaimRenewed | Contended]):
     """Extend a running turn's lease."""
 
@@ -111,7 +111,7 @@ class RenewClaim(Command[ClaimRenewed | Contended]):
         return holding.renew_claim(self, state)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class AppendRecord(Command[RecordAppended | Contended]):
     """Journal one record of a running turn."""
 
@@ -124,7 +124,7 @@ class AppendRecord(Command[RecordAppended | Contended]):
         return holding.append_record(self, state)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class CommitTurn(Command[TurnCommitted | Contended]):
     """Keep a turn's outcome: consume the token the claim was made with, issue the next."""
 
@@ -140,7 +140,7 @@ class CommitTurn(Command[TurnCommitted | Contended]):
         return holding.commit_turn(self, state)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ReleaseTurn(Command[TurnReleased | None]):
     """End a turn without committing; with `close`, also close the session."""
 
@@ -155,7 +155,7 @@ class ReleaseTurn(Command[TurnReleased | None]):
         return holding.release_turn(self, state)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class CloseSession(Command[SessionState | Refusal]):
     """Close a session for the holder of its current token."""
 
@@ -167,7 +167,7 @@ class CloseSession(Command[SessionState | Refusal]):
         return session_decisions.close_session(self, state)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class RequestCancel(Command[CancelAnswer | Refusal]):
     """Ask the running turn to stop, with the current token (PROTOCOL section 6.5)."""
 
@@ -179,7 +179,7 @@ class RequestCancel(Command[CancelAnswer | Refusal]):
         return session_decisions.request_cancel(self, state)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ReadSession(Command[ReadAccess | Refusal]):
     """Authorise a read of the session (and of its events) with a presented token."""
 

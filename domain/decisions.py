@@ -10,7 +10,6 @@ are in domain/holding.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -36,6 +35,7 @@ from baton.domain.recovery import (
 )
 from baton.domain.refusals import Refusal, RefusalReason
 from baton.domain.state import Claim, SessionState, SessionStatus, fold
+from baton.domain.values import value
 
 if TYPE_CHECKING:  # the commands call these functions; the import runs the other way
     from baton.domain.commands import (
@@ -49,7 +49,7 @@ A = TypeVar("A", covariant=True)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Decision(Generic[A]):
     """What a command does to a session: the events to append and the state they fold into,
     a fact that takes no seq (a refusal, a recovery), the seals to keep or forget, and what
@@ -63,7 +63,7 @@ class Decision(Generic[A]):
     forget: Forget | None = None  # the session's seals erased
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ClaimGranted:
     """A claim that landed, with the session's state right after it."""
 
@@ -76,7 +76,7 @@ class ClaimGranted:
         return Claim(turn=self.event.turn, seq=self.event.seq)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CancelAnswer:
     """The session after a cancel request; `pending` while its turn has yet to stop."""
 

@@ -7,7 +7,6 @@ answered from what the store kept of it (PROTOCOL section 6.4).
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from baton.domain import decisions, refusals
@@ -40,6 +39,7 @@ from baton.domain.requests import (
 from baton.domain.state import SessionState
 from baton.domain.supervision import Timing
 from baton.domain.turn import Credentials, OpenTurn, TurnReply
+from baton.domain.values import value
 
 Clock = Callable[[], datetime]
 """Injected time: an aware UTC datetime."""
@@ -47,7 +47,7 @@ Clock = Callable[[], datetime]
 DAY = 24 * 60 * 60.0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TurnServices:
     """What running turns needs from outside the domain, injected at start-up."""
 
@@ -73,7 +73,7 @@ class TurnServices:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Reading:
     """What a read sees: the session, and, when it recovered its last turn with the token
     that turn consumed, the token that turn issued (PROTOCOL section 6.2)."""

@@ -6,7 +6,6 @@ request caused it (a turn's records, renewals and end: the principal that claime
 None when the server authenticates no one (domain/principals.py).
 """
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar
@@ -15,6 +14,7 @@ from baton.domain.identifiers import SessionId, TokenDigest
 from baton.domain.json import JsonObject, JsonValue
 from baton.domain.outcomes import HandlerOutcome
 from baton.domain.refusals import RefusalReason
+from baton.domain.values import value
 
 
 class EventKind(StrEnum):
@@ -55,7 +55,7 @@ class CloseCause(StrEnum):
     CLIENT = "client"  # the holder of the current token closed it (DELETE /v1/session/{id})
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Lease:
     """Who holds a claim, and until when. A claim whose lease has lapsed (its process died,
     or stopped renewing) can be taken over by the next continue with the current token."""
@@ -67,7 +67,7 @@ class Lease:
         return self.until <= at
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class SessionStarted:
     """A session came to be; this is also the claim of turn 1."""
 
@@ -82,7 +82,7 @@ class SessionStarted:
     principal: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class TurnClaimed:
     """A valid token won the session for one turn."""
 
@@ -97,7 +97,7 @@ class TurnClaimed:
     principal: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ClaimRenewed:
     """A running turn extended its lease (the heartbeat of a live claim)."""
 
@@ -111,7 +111,7 @@ class ClaimRenewed:
     principal: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class ClaimExpired:
     """A claim's lease lapsed and a new claim took the session; the old turn cannot commit."""
 
@@ -125,7 +125,7 @@ class ClaimExpired:
     principal: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class RecordAppended:
     """A journal entry the handler emitted while its turn ran."""
 
@@ -139,7 +139,7 @@ class RecordAppended:
     principal: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class TurnCommitted:
     """The turn's outcome and state were kept; `consumed` is spent, `issued` is the next token."""
 
@@ -155,7 +155,7 @@ class TurnCommitted:
     principal: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class TurnReleased:
     """The turn ended without committing; its records are void and the token stays valid."""
 
@@ -170,7 +170,7 @@ class TurnReleased:
     principal: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class CancelRequested:
     """The holder of the current token asked for the running turn to stop."""
 
@@ -183,7 +183,7 @@ class CancelRequested:
     principal: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class SessionClosed:
     KIND: ClassVar[EventKind] = EventKind.CLOSED
 
@@ -195,7 +195,7 @@ class SessionClosed:
     principal: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class RequestRefused:
     """A request the protocol turned away. `session_id` is None when it named no session."""
 
@@ -209,7 +209,7 @@ class RequestRefused:
     principal: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class Recovered:
     """A client recovered turn `turn` with the token it consumed. Like a refusal, it takes
     no seq: reading changes no state."""

@@ -5,6 +5,7 @@ from enum import Enum
 from typing import Literal
 
 from baton.domain.json import JsonValue, json_problem
+from baton.domain.values import value
 
 
 class Keep(Enum):
@@ -35,7 +36,7 @@ class Parked:
     status: Literal["parked"] = "parked"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Contended:
     """The turn could not commit because the session moved on; nothing of it was kept."""
 

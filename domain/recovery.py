@@ -8,7 +8,6 @@ same Idempotency-Key and input gets the turn's reply again. The rules for both a
 """
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import NewType
@@ -19,6 +18,7 @@ from baton.domain.identifiers import SessionId, TokenDigest
 from baton.domain.json import JsonObject, canonical_encoder
 from baton.domain.refusals import Refusal
 from baton.domain.state import SessionState, SessionStatus
+from baton.domain.values import value
 
 KeyDigest = NewType("KeyDigest", str)
 """SHA-256 of an Idempotency-Key, domain-separated: never equal to a token's digest."""
@@ -45,7 +45,7 @@ def fingerprint(input: JsonObject) -> str:
     return hashlib.sha256(_canonical(input).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Idempotency:
     """A turn request's Idempotency-Key and the input it came with, as digests."""
 
@@ -53,7 +53,7 @@ class Idempotency:
     fingerprint: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class Seal:
     """What recovery needs of one committed turn: the token it issued, sealed.
 
@@ -90,7 +90,7 @@ class Forget(Enum):
     ALL = "all"  # the start failed: its key may start a session again
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Replay:
     """A retried turn that already committed: its reply again (PROTOCOL section 6.4)."""
 
@@ -102,7 +102,7 @@ class Replay:
     events: tuple[SessionEvent, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ReadAccess:
     """What a read may see: the session as it is, and, when the presented token is the one
     the last turn consumed, that turn's seal (its outcome then carries the token)."""

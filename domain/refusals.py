@@ -1,7 +1,8 @@
 """The refusal taxonomy of PROTOCOL section 3: a refusal is a value with a reason."""
 
-from dataclasses import dataclass
 from enum import StrEnum
+
+from baton.domain.values import value
 
 # How much of a client-supplied session id a refusal repeats or stores (PROTOCOL section 3).
 PRESENTED_ID_LIMIT = 200
@@ -18,7 +19,7 @@ class RefusalReason(StrEnum):
     INVALID_INPUT = "invalid-input"  # PROTOCOL section 4, v1.1
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Refusal:
     reason: RefusalReason
     message: str

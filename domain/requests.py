@@ -5,10 +5,9 @@ is null or "" counts as absent, and a body's token wins over a header's (PROTOCO
 2 and 4). Every transport builds its requests through these types.
 """
 
-from dataclasses import dataclass
-
 from baton.domain.events import RecoveredVia
 from baton.domain.json import JsonObject
+from baton.domain.values import value
 
 # PROTOCOL section 6.4: 1 to 255 visible ASCII characters; on a start, the key is the only
 # secret that recovers the first token, so it must carry at least as much as 22 base64url
@@ -48,7 +47,7 @@ def presented_token(body: str | None, header: str | None = None) -> str | None:
     return present(body) or present(header)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class StartRequest:
     input: JsonObject
     token: str | None = None
@@ -61,7 +60,7 @@ class StartRequest:
         object.__setattr__(self, "session_id", present(self.session_id))
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ContinueRequest:
     session_id: str
     input: JsonObject
@@ -73,7 +72,7 @@ class ContinueRequest:
         object.__setattr__(self, "token", present(self.token))
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SessionRequest:
     """A request about a session as a whole, with a token: close it, cancel its turn."""
 
@@ -89,7 +88,7 @@ CloseRequest = SessionRequest
 CancelRequest = SessionRequest
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ReadRequest:
     """A read of the session or of its events (PROTOCOL sections 6.1 to 6.3)."""
 

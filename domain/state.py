@@ -1,7 +1,7 @@
 """The state a session's events fold into: the `sessions` projection (PROTOCOL section 7)."""
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -21,6 +21,7 @@ from baton.domain.events import (
 from baton.domain.identifiers import SessionId, TokenDigest
 from baton.domain.json import JsonObject, JsonValue
 from baton.domain.outcomes import KEEP, Finished
+from baton.domain.values import value
 
 
 class SessionStatus(StrEnum):
@@ -29,7 +30,7 @@ class SessionStatus(StrEnum):
     CLOSED = "closed"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Claim:
     """Which turn holds the session, and the seq of the event that claimed it."""
 
@@ -37,7 +38,7 @@ class Claim:
     seq: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class SessionState:
     session_id: SessionId
     version: int  # the seq of the session's latest event

@@ -8,11 +8,11 @@ exceptions below, which the turn maps to a release or a contended end.
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 from baton.domain.outcomes import Contended
+from baton.domain.values import value
 
 T = TypeVar("T")
 
@@ -40,7 +40,7 @@ class ClaimLost(Exception):
         self.contended = contended
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Timing:
     beat_seconds: float  # renew the lease this often
     timeout_seconds: float  # stop the turn after this long

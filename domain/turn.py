@@ -7,7 +7,7 @@ keep the turn within its lease and timeout are domain/supervision.py's.
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -28,12 +28,13 @@ from baton.domain.outcomes import Contended, HandlerOutcome, TurnOutcome, checke
 from baton.domain.ports import StoreUnavailable
 from baton.domain.recovery import Idempotency, Seal, key_digest
 from baton.domain.supervision import ClaimLost, StopRequested, Supervisor, TimedOut
+from baton.domain.values import value
 
 if TYPE_CHECKING:
     from baton.domain.driver import TurnServices
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TurnReply:
     """A turn that ran to an outcome; `token` is None only when nothing committed."""
 
@@ -48,7 +49,7 @@ class TurnReply:
     record_seqs: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TurnFailed:
     """The handler raised: nothing committed and the presented token stays valid."""
 
@@ -60,7 +61,7 @@ class TurnFailed:
 CANCELLED_ERROR = "the turn was cancelled by the holder of its token"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TurnCancelled:
     """The holder of the token asked the turn to stop: nothing committed, the token stays
     valid (PROTOCOL section 6.5)."""
@@ -69,7 +70,7 @@ class TurnCancelled:
     turn: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TurnInvalid:
     """The handler rejected the turn's input (InvalidInput): the client's error, 422.
     Nothing committed, the token stays valid (PROTOCOL section 4)."""
@@ -79,7 +80,7 @@ class TurnInvalid:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Credentials:
     """What the client presented for a turn, kept in memory only for as long as it runs:
     the token that won the claim (None on a start) and its Idempotency-Key, from which the

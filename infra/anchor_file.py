@@ -14,9 +14,10 @@ keep somewhere else again, where an edit of the anchor itself shows.
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, TextIO
+
+from baton.domain.values import value
 
 FORMAT = "baton-anchor"
 VERSION = 1
@@ -28,7 +29,7 @@ class AnchorRefused(ValueError):
     """The anchor file cannot be used; the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Entry:
     session_id: str
     seq: int
@@ -49,7 +50,7 @@ class Entry:
         return json.dumps(self.record(), sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Anchor:
     written_at: str
     entries: tuple[Entry, ...]

@@ -21,7 +21,6 @@ export prune wrote, whose chains end at the heads `pruned` keeps.
 """
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
 from typing import Any, TextIO
@@ -29,6 +28,7 @@ from typing import Any, TextIO
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from baton.domain.values import value
 from baton.infra.anchor_file import Anchor, AnchorWriter, Entry
 from baton.infra.chain import in_chain_order, link, row_payload, time_text
 from baton.infra.tables import events, pruned, sessions, sessions_with_side_chains
@@ -36,7 +36,7 @@ from baton.infra.tables import events, pruned, sessions, sessions_with_side_chai
 BATCH = 200  # anchored sessions checked per query
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Finding:
     session_id: str
     where: str  # "seq 5", "refusal 2", "session"

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from baton.domain.values import value
 from baton.infra.chain import ChainHeads, by_session, in_chain_order, link, row_payload, standalone
 from baton.infra.database import snapshot
 from baton.infra.tables import events, sessions, sessions_with_side_chains
@@ -22,7 +23,7 @@ from baton.infra.tables import events, sessions, sessions_with_side_chains
 BATCH = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class BrokenLink:
     session_id: str | None
     position: int | None  # the event's global position, when an event is to blame

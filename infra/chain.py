@@ -19,7 +19,7 @@ statement that appends the event, where the seq is only known to the database.
 
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from baton.domain.json import canonical_encoder
 from baton.domain.state import SessionState, evolve
+from baton.domain.values import value
 from baton.infra.codec import row_to_session_event, state_to_row
 from baton.infra.tables import events
 from baton.infra.utc_text import utc_micro
@@ -91,7 +92,7 @@ def standalone(row: Mapping[Any, Any]) -> str:
     return link(None, 0, None, row_payload(row))
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChainHeads:
     """The ends of a session's two chains: its events' (the projection row's `head_hash`)
     and its side chain's (the `side_chains` row: how many facts, the last one's hash)."""
@@ -152,7 +153,7 @@ def follow(heads: ChainHeads, row: Mapping[Any, Any]) -> tuple[int, str, ChainHe
     return heads.refuse(row)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Folded:
     """A session's projection as its events make it: the domain state and the chain heads."""
 

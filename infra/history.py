@@ -10,7 +10,6 @@ be reached. Nothing here writes. The SQL is written once (`?` placeholders, turn
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -19,6 +18,7 @@ from baton.domain.history import ATTEMPT_ENDS, void_records
 from baton.domain.identifiers import parse_session_id
 from baton.domain.json import JsonValue
 from baton.domain.state import SessionStatus
+from baton.domain.values import value
 
 BIGINT_MAX = 2**63 - 1
 MAX_PAGE = 500
@@ -28,7 +28,7 @@ class InvalidCursor(ValueError):
     """A cursor this database never handed out (malformed, or another backend's)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class StoredEvent:
     """One row of the event table, exactly as stored (every column but the txid, an
     ordering key internal to the feed)."""
@@ -46,14 +46,14 @@ class StoredEvent:
     hash: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class HistoryEvent(StoredEvent):
     """A session's event, and whether it is a record its turn never kept."""
 
     void: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class SessionSummary:
     session_id: str
     status: str
@@ -66,7 +66,7 @@ class SessionSummary:
     owner: str | None  # the principal that started it (domain/principals.py)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class SessionFilter:
     """Which sessions a page lists: `created_after` inclusive, `created_before` not, so
     adjacent ranges tile; `after` is the last id of the previous page."""

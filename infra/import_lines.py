@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from baton.domain.events import EventKind
+from baton.domain.values import value
 from baton.infra.chain import time_text
 from baton.infra.export_format import FIELDS, FORMAT, READABLE, ImportRefused, camel
 
@@ -25,7 +26,7 @@ SIDE_KINDS = frozenset({EventKind.REFUSED.value, EventKind.RECOVERED.value})
 _KEYS = frozenset({"sessionId", "recordedAt", *map(camel, FIELDS)})
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Parsed:
     number: int  # the line's number in the file, from 1
     row: dict[str, Any]  # the event-table row it stands for, fields typed
@@ -113,10 +114,10 @@ class _Invalid(ValueError):
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    for key, value in pairs:
+    for key, item in pairs:
         if key in found:
             raise _Invalid(f"the key {key!r} appears twice")
-        found[key] = value
+        found[key] = item
     return found
 
 

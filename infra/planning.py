@@ -7,7 +7,7 @@ new chain head), or a fact without a seq (a refusal, a recovery) linked into the
 side chain, and the recovery rows to keep or forget. The store then only writes them.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import Any
 
@@ -16,13 +16,14 @@ from baton.domain.events import SideEvent
 from baton.domain.identifiers import SessionId
 from baton.domain.recovery import Forget, Idempotency, KeyDigest, Seal
 from baton.domain.state import SessionState
+from baton.domain.values import value
 from baton.infra.chain import ChainHeads, standalone
 from baton.infra.codec import event_to_row, state_to_row
 
 Row = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Loaded:
     """A session as its projection row has it (the state, the heads of its chains), and
     the seal the command asked for, if there is one."""
@@ -32,7 +33,7 @@ class Loaded:
     seal: Seal | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SideRow:
     """A fact without a seq to insert, and the session's side-chain heads after it (None:
     it names no session, and stands alone)."""
@@ -41,13 +42,13 @@ class SideRow:
     heads: ChainHeads | None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Forgetting:
     session_id: SessionId
     which: Forget
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WritePlan:
     events: tuple[Row, ...] = ()  # event rows, each with its `hash`
     projection: Row | None = None  # the projection row the events fold into

@@ -10,7 +10,7 @@ is tried again alone, where the store knows what such a failure means.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import asyncpg
@@ -18,6 +18,7 @@ import asyncpg
 from baton.domain.commands import ClaimTurn, CommitTurn
 from baton.domain.decisions import ClaimGranted
 from baton.domain.events import TurnClaimed, TurnCommitted
+from baton.domain.values import value
 from baton.infra import postgres_batch_sql as sql
 from baton.infra.batcher import SendAlone
 from baton.infra.planning import Loaded
@@ -83,7 +84,7 @@ def _or_found(command: ClaimTurn) -> tuple[TurnClaimed, tuple[Any, ...]]:
     return draft, (*args, command.seal_lookup)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Layout:
     """Which of the one-session statement's parameters become arrays, and which stay one
     value for the whole batch (the same for every write)."""

@@ -7,7 +7,6 @@ the skeleton's write or in a one-statement path, is a Conflict: the store then r
 row again, locked, and lets the domain decide again.
 """
 
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -19,6 +18,7 @@ from baton.domain.events import (
 )
 from baton.domain.identifiers import SessionId
 from baton.domain.recovery import Forget, Seal
+from baton.domain.values import value
 from baton.infra import postgres_sql as sql
 from baton.infra.chain import ChainHeads, row_payload
 from baton.infra.codec import event_to_row, row_to_session_event, row_to_state
@@ -161,7 +161,7 @@ def _refuse_args(row: dict[str, Any]) -> tuple[Any, ...]:
     return (row["session_id"], row["kind"], row["data"], row["recorded_at"], row_payload(row))
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SideFact:
     """A fact without a seq (a refusal, a recovery) of a named session, as the store
     records it: `replays` is the turn whose events a replay's recovery reads in the same

@@ -32,13 +32,13 @@ session that changes meanwhile is never reported as differing.
 """
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
 from sqlalchemy import Column, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from baton.domain.values import value
 from baton.infra.chain import Folded, fold_session, in_chain_order
 from baton.infra.database import batch, snapshot
 from baton.infra.tables import (
@@ -53,7 +53,7 @@ BATCH = 200  # sessions per transaction
 Progress = Callable[[], None] | None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Rebuilt:
     sessions: int  # sessions folded from their events
     rewritten: int  # projection rows that differed, rewritten (or removed)

@@ -24,7 +24,6 @@ session and are never pruned: they stay, each hash standing alone.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +31,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from baton.domain.state import SessionStatus
+from baton.domain.values import value
 from baton.infra.chain import in_chain_order
 from baton.infra.database import batch
 from baton.infra.export_format import ExportWriter
@@ -44,7 +44,7 @@ class PruneStopped(RuntimeError):
     """A batch did not delete exactly what it exported; it was rolled back."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Pruned:
     sessions: int = 0
     events: int = 0

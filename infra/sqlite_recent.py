@@ -26,10 +26,11 @@ a handler that mutates the state it was given changes nothing kept here.
 """
 
 import sqlite3
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 from baton.domain.state import SessionState
+from baton.domain.values import value
 from baton.infra.chain import ChainHeads
 from baton.infra.planning import Loaded, WritePlan
 from baton.infra.sqlite_values import db_id, json_value
@@ -39,7 +40,7 @@ _STATE_FIELDS = tuple(field.name for field in fields(SessionState))
 _KEPT_FIELDS = tuple(name for name in _STATE_FIELDS if name not in {"state", "last_outcome"})
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Written:
     kept: dict[str, Any]  # the state's fields but its two JSON ones: none of them mutable
     state_text: str

@@ -5,13 +5,14 @@ in-process notifier that wakes whoever waits on a session."""
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 
 from sqlalchemy.engine import URL
 
 from baton.domain.identifiers import SessionId
 from baton.domain.ports import SessionStore, StoreUnavailable
+from baton.domain.values import value
 from baton.infra.database import SQLITE, normalize_url
 from baton.infra.db_clock import DatabaseClock
 from baton.infra.history import SessionReader
@@ -35,7 +36,7 @@ async def _nobody_to_wake(session_id: SessionId, until: datetime) -> None:
     """SQLite: other processes cannot be woken; their followers poll."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Database:
     store: SessionStore
     reader: SessionReader
