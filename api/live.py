@@ -9,31 +9,32 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Protocol
 
+from baton.api.channel import Channel
 from baton.api.errors import ApiError
 from baton.api.reasons import INTERNAL, UNAVAILABLE
 from baton.domain.identifiers import SessionId
 from baton.domain.json import JsonValue
 from baton.domain.ports import StoreUnavailable
 from baton.domain.turn import OpenTurn, TurnCancelled, TurnFailed, TurnInvalid, TurnReply
+from baton.domain.values import value
 
 log = logging.getLogger("baton.turns")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RecordEvent:
     seq: int
     record: JsonValue
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DeltaEvent:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TurnCrashed:
     """The turn could not finish for a reason of ours (the database, a bug), not the handler's."""
 
@@ -152,7 +153,7 @@ class LiveTurn:
         self.session_id = session_id
         self.claim_seq = claim_seq  # a stream of this turn resumes from here
         # None: the reader's idle cue (events_or_idle), queued by its timer, never by the turn.
-        self._queue: asyncio.Queue[LiveEvent | None] = asyncio.Queue()
+        self._queue: Channel[LiveEvent | None] = Channel()
         self._buffer = buffer
         self._dropped = False
 
@@ -239,7 +240,7 @@ class _IdleCue:
     and cancels a timer for every record): it fires when the current wait could first have
     lasted `seconds`, and moves itself on if the reader was woken since."""
 
-    def __init__(self, queue: "asyncio.Queue[LiveEvent | None]", seconds: float) -> None:
+    def __init__(self, queue: Channel[LiveEvent | None], seconds: float) -> None:
         self._queue = queue
         self._seconds = seconds
         self._loop = asyncio.get_running_loop()
