@@ -38,6 +38,7 @@ DECISIONS = "tests/domain/test_decisions.py"
 LEASES = "tests/infra/test_leases.py"
 
 POOL = "tests/infra/test_postgres_pool.py"
+SUPERVISION = "tests/domain/test_supervision.py"
 
 MUTANTS = (
     Mutant(
@@ -311,6 +312,35 @@ MUTANTS = (
             "tests/api/test_recovery.py::"
             "test_a_settled_sessions_stream_is_503_when_its_events_cannot_be_read",
         ),
+    ),
+    Mutant(
+        "Baton's value types no longer read-only to the type checker",
+        "domain/values.py",
+        "@dataclass_transform(frozen_default=True, ",
+        "@dataclass_transform(frozen_default=False, ",
+        ("tests/domain/test_values.py",),
+    ),
+    Mutant(
+        "the supervisor takes a replica stopping for a stop of its own",
+        "domain/supervision.py",
+        "            if ending is not None and task.uncancel() <= outside:\n",
+        "            if ending is not None:\n",
+        (SUPERVISION,),
+    ),
+    Mutant(
+        "a turn that outlives its first watch is never timed out",
+        "domain/supervision.py",
+        "        self._keeper = loop.create_task(self._keep_claim())\n"
+        "        self._timer = loop.call_at(deadline, self._time_out)\n",
+        "        self._keeper = loop.create_task(self._keep_claim())\n",
+        (SUPERVISION,),
+    ),
+    Mutant(
+        "a handler that swallows the supervisor's cancel leaves it pending",
+        "domain/supervision.py",
+        "            task.uncancel()\n",
+        "            pass\n",
+        (SUPERVISION,),
     ),
 )
 
