@@ -73,6 +73,7 @@ class Supervisor:
         self._lost: Contended | None = None
         self._told_to_stop = False  # set from outside: a cancel that reached this process
         self._ending: Callable[[], Exception] | None = None  # why this supervisor stopped it
+        self._cancels = 0  # the cancel requests this supervisor made of the task
         self._task: asyncio.Task[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._keeper: asyncio.Task[None] | None = None
@@ -100,26 +101,36 @@ class Supervisor:
             result = await handler
         except asyncio.CancelledError:
             ending = self._ending
-            if ending is not None and task.uncancel() <= outside:
+            if ending is not None and self._withdraw(task) <= outside:
                 raise ending() from None  # ours alone: the turn is stopped, not the replica
             raise
         finally:
             self._timer.cancel()
             if self._keeper is not None:
                 self._keeper.cancel()
-        if self._ending is not None:
-            # The handler caught our cancellation and returned all the same: its result
-            # stands (the commit still checks the claim), and the request is withdrawn.
-            task.uncancel()
+        # The handler caught our cancellation and returned all the same: its result stands
+        # (the commit still checks the claim), and our requests are withdrawn.
+        self._withdraw(task)
         return result
 
     def _watch_seconds(self) -> float:
         return min(self._timing.watch_seconds, self._timing.beat_seconds)
 
     def _stop(self, why: Callable[[], Exception]) -> None:
-        if self._ending is None and self._task is not None:
+        """Cancel the handler, saying why. A handler that swallowed a stop request is
+        cancelled again at its timeout, as asyncio.timeout would have."""
+        if self._task is not None:
             self._ending = why
+            self._cancels += 1
             self._task.cancel()
+
+    def _withdraw(self, task: "asyncio.Task[Any]") -> int:
+        """Take back this supervisor's cancel requests; the count of those left."""
+        left = task.cancelling()
+        for _ in range(self._cancels):
+            left = task.uncancel()
+        self._cancels = 0
+        return left
 
     def _time_out(self) -> None:
         self._stop(TimedOut)

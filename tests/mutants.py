@@ -323,7 +323,7 @@ MUTANTS = (
     Mutant(
         "the supervisor takes a replica stopping for a stop of its own",
         "domain/supervision.py",
-        "            if ending is not None and task.uncancel() <= outside:\n",
+        "            if ending is not None and self._withdraw(task) <= outside:\n",
         "            if ending is not None:\n",
         (SUPERVISION,),
     ),
@@ -338,8 +338,8 @@ MUTANTS = (
     Mutant(
         "a handler that swallows the supervisor's cancel leaves it pending",
         "domain/supervision.py",
-        "            task.uncancel()\n",
-        "            pass\n",
+        "        self._withdraw(task)\n        return result\n",
+        "        return result\n",
         (SUPERVISION,),
     ),
 )

@@ -145,3 +145,22 @@ async def test_a_handlers_own_cancelled_error_is_not_taken_for_a_stop_of_ours() 
 
     with pytest.raises(asyncio.CancelledError):
         await supervisor(Keeper()).run(raises_cancelled())
+
+
+async def test_a_handler_that_swallows_a_stop_request_is_cancelled_again_at_its_timeout() -> None:
+    swallowed = asyncio.Event()
+
+    async def ignores_the_first_stop() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:  # the stop request: swallowed
+            swallowed.set()
+        await asyncio.sleep(10)  # the timeout cancels it here
+        return "never"
+
+    watched = supervisor(Keeper(), beat=0.01, timeout=0.1)
+    watched.request_stop()
+    with pytest.raises(TimedOut):
+        await watched.run(ignores_the_first_stop())
+    assert swallowed.is_set()
+    assert cancels_pending() == 0
