@@ -53,12 +53,12 @@ class Supervisor:
     a request to stop it.
 
     The handler runs in the calling task, and one timer per turn stands for the timeout and
-    the first watch alike: a separate task for the handler, an asyncio.timeout and a watch
-    timer each cost a buffered turn about 10 µs of the server's CPU (make bench counts it),
-    and most turns end long before either timer is due. To stop the handler, the timer or
-    the keeper cancels the calling task, noting why, as asyncio.timeout does; the
-    cancellation is then told from one that came from outside (a replica shutting down) by
-    the task's count of cancel requests.
+    the first watch alike: a separate task for the handler and an asyncio.timeout each cost
+    a buffered turn about 10 µs of CPU on these machines (timeit; make bench-instructions
+    counts the difference), and most turns end long before either timer is due. To stop
+    the handler, the timer or the keeper cancels the calling task, noting why, as
+    asyncio.timeout does; the cancellation is then told from one that came from outside (a
+    replica shutting down) by the task's count of cancel requests.
     """
 
     def __init__(
